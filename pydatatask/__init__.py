@@ -1,0 +1,97 @@
+"""pydatatask: data pipelines defined by where their data lives.
+
+Core names import eagerly; backends that need optional packages resolve lazily on first
+use, so ``import pydatatask`` needs none of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydatatask.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    InvalidJobIdError,
+    JobNotFoundError,
+    LifecycleError,
+    MissingDependencyError,
+    PipelineValidationError,
+    PydatataskError,
+)
+from pydatatask.link import Link
+from pydatatask.pipeline import Pipeline
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.repository.combinators import (
+    AggregateAndRepository,
+    AggregateOrRepository,
+    BlockingRepository,
+    MapRepository,
+    RelatedItemRepository,
+)
+from pydatatask.repository.filesystem import (
+    DirectoryRepository,
+    FileRepository,
+    YamlMetadataFileRepository,
+)
+from pydatatask.repository.memory import InProcessBlobRepository, InProcessMetadataRepository
+from pydatatask.scheduler import RunReport, run
+from pydatatask.session import Resource, Session
+from pydatatask.task.base import Task
+from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTask
+from pydatatask.task.retry import RetryPolicy
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first attribute access (PEP 562).
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "AggregateAndRepository",
+    "AggregateOrRepository",
+    "BackendError",
+    "BackendUnavailableError",
+    "BlobRepository",
+    "BlockingRepository",
+    "ConfigurationError",
+    "DirectoryRepository",
+    "ExecutorTask",
+    "FileRepository",
+    "FunctionTask",
+    "InProcessBlobRepository",
+    "InProcessMetadataRepository",
+    "InProcessSyncTask",
+    "InvalidJobIdError",
+    "JobNotFoundError",
+    "LifecycleError",
+    "Link",
+    "MapRepository",
+    "MetadataRepository",
+    "MissingDependencyError",
+    "Pipeline",
+    "PipelineValidationError",
+    "PydatataskError",
+    "RelatedItemRepository",
+    "Repository",
+    "Resource",
+    "RetryPolicy",
+    "RunReport",
+    "Session",
+    "Task",
+    "YamlMetadataFileRepository",
+    "run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pydatatask' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

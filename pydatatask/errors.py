@@ -1,0 +1,91 @@
+"""Every exception pydatatask raises.
+
+Each error also inherits the builtin exception a caller would naturally catch, so
+``except KeyError`` keeps working for a missing job::
+
+    PydatataskError
+    ├── JobNotFoundError          (KeyError)      a job id is not in a repository
+    ├── InvalidJobIdError         (ValueError)    a job id breaks the id rules
+    ├── ConfigurationError        (ValueError)    a pipeline, task or link is set up wrongly
+    │   └── PipelineValidationError               the pipeline graph is not runnable
+    ├── LifecycleError            (RuntimeError)  a resource used outside an open session
+    ├── MissingDependencyError    (ImportError)   an optional backend package is absent
+    └── BackendError              (OSError)       a storage or execution backend failed
+        └── BackendUnavailableError (ConnectionError)  it could not be reached in time
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "InvalidJobIdError",
+    "JobNotFoundError",
+    "LifecycleError",
+    "MissingDependencyError",
+    "PipelineValidationError",
+    "PydatataskError",
+]
+
+
+class PydatataskError(Exception):
+    """Base class of every error raised by pydatatask."""
+
+
+class JobNotFoundError(PydatataskError, KeyError):
+    """A job id is not present in a repository."""
+
+    def __init__(self, job: str, repository: object) -> None:
+        super().__init__(job)
+        self.job = job
+        self.repository = repository
+
+    def __str__(self) -> str:
+        return f"job {self.job!r} not found in {self.repository!r}"
+
+
+class InvalidJobIdError(PydatataskError, ValueError):
+    """A job id is empty, too long, or contains characters a repository cannot store."""
+
+    def __init__(self, job: object, reason: str) -> None:
+        super().__init__(f"invalid job id {job!r}: {reason}")
+        self.job = job
+        self.reason = reason
+
+
+class ConfigurationError(PydatataskError, ValueError):
+    """A pipeline, task, link or repository was configured wrongly."""
+
+
+class PipelineValidationError(ConfigurationError):
+    """The pipeline cannot run as wired: a cycle, or an input that nothing produces."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class LifecycleError(PydatataskError, RuntimeError):
+    """A session resource was used while its session was closed, or opened twice."""
+
+
+class MissingDependencyError(PydatataskError, ImportError):
+    """An optional backend needs a package that is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.install_hint = f"pip install 'pydatatask[{extra}]'"
+        super().__init__(
+            f"the {module!r} package is needed for this backend; install it with: "
+            f"{self.install_hint}",
+            name=module,
+        )
+        self.extra = extra
+
+
+class BackendError(PydatataskError, OSError):
+    """A storage or execution backend reported a failure."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """A backend could not be reached, or did not answer in time."""

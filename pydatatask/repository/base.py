@@ -1,0 +1,222 @@
+"""The repository contracts and the one place where job ids are validated.
+
+A repository maps job ids to values. Public methods check the id and then call the
+protected hook a backend implements, so no backend can forget the check.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import unicodedata
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+
+from pydatatask.errors import InvalidJobIdError, JobNotFoundError
+from pydatatask.streams import ByteReader, ByteWriter, OpenMode, TextReader, TextWriter
+
+if TYPE_CHECKING:
+    from pydatatask.repository.combinators import MapRepository
+
+__all__ = [
+    "MAX_JOB_ID_LENGTH",
+    "BlobRepository",
+    "MetadataRepository",
+    "Repository",
+    "check_job_id",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_JOB_ID_LENGTH = 200
+"""The longest job id, in characters and in UTF-8 bytes, that any repository accepts."""
+
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_MAX_NAMED_INVALID = 5
+
+
+def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str = "") -> str:
+    """Return ``job`` if it is a valid job id, else raise :class:`InvalidJobIdError`.
+
+    Every repository accepts only non-empty strings of at most :data:`MAX_JOB_ID_LENGTH`
+    characters with no path separator, no control or format character, and not ``.`` or
+    ``..``. A repository may narrow this with ``pattern`` (a full match), described by
+    ``rule``.
+    """
+    if not isinstance(job, str):
+        raise InvalidJobIdError(job, f"a job id is a str, not {type(job).__name__}")
+    if not job:
+        raise InvalidJobIdError(job, "it is empty")
+    encoded_length = len(job.encode("utf-8", "surrogatepass"))
+    if len(job) > MAX_JOB_ID_LENGTH or encoded_length > MAX_JOB_ID_LENGTH:
+        raise InvalidJobIdError(job, f"it is longer than {MAX_JOB_ID_LENGTH} characters")
+    if job in (".", ".."):
+        raise InvalidJobIdError(job, "it is a relative path component")
+    if "/" in job or "\\" in job:
+        raise InvalidJobIdError(job, "it contains a path separator")
+    for char in job:
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidJobIdError(job, f"it contains the control character {char!r}")
+    if pattern is not None and pattern.fullmatch(job) is None:
+        raise InvalidJobIdError(job, rule or f"it does not match {pattern.pattern!r}")
+    return job
+
+
+class Repository(abc.ABC):
+    """A store of values keyed by job id.
+
+    ``async for job in repo`` lists the valid ids present; ids that break the id rules
+    are skipped with one warning per listing.
+    """
+
+    job_id_pattern: ClassVar[re.Pattern[str] | None] = None
+    """A narrower charset for this kind of repository, matched in full."""
+    job_id_rule: ClassVar[str] = ""
+    """A description of :attr:`job_id_pattern` used in error messages."""
+
+    def check_job_id(self, job: object) -> str:
+        """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`."""
+        return check_job_id(job, self.job_id_pattern, self.job_id_rule)
+
+    def is_valid_job_id(self, job: object) -> bool:
+        """Whether this repository can hold ``job``."""
+        try:
+            self.check_job_id(job)
+        except InvalidJobIdError:
+            return False
+        return True
+
+    async def __aiter__(self) -> AsyncGenerator[str, None]:
+        skipped: list[str] = []
+        try:
+            async for job in self._iter_ids():
+                if self.is_valid_job_id(job):
+                    yield job
+                else:
+                    skipped.append(job)
+        finally:
+            if skipped:
+                named = ", ".join(repr(job) for job in skipped[:_MAX_NAMED_INVALID])
+                more = len(skipped) - _MAX_NAMED_INVALID
+                logger.warning(
+                    "%r: skipped %d entries that are not valid job ids: %s%s",
+                    self,
+                    len(skipped),
+                    named,
+                    f" and {more} more" if more > 0 else "",
+                )
+
+    async def ids(self) -> set[str]:
+        """Return the set of valid ids present."""
+        return {job async for job in self}
+
+    async def contains(self, job: str) -> bool:
+        """Whether ``job`` is present."""
+        return await self._contains(self.check_job_id(job))
+
+    async def delete(self, job: str) -> None:
+        """Remove ``job``; removing an absent id does nothing."""
+        await self._delete(self.check_job_id(job))
+
+    async def info(self, job: str) -> Any:
+        """Return what templates and users see for ``job``.
+
+        :raises JobNotFoundError: when ``job`` is absent and the class has no default.
+        """
+        return await self._info(self.check_job_id(job))
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: info}`` for every id present."""
+        result: dict[str, Any] = {}
+        async for job in self:
+            try:
+                result[job] = await self._info(job)
+            except JobNotFoundError:
+                continue  # deleted while listing
+        return result
+
+    async def validate(self) -> None:  # noqa: B027 - most backends need no setup
+        """Prepare the repository for use (create folders or buckets, check access)."""
+
+    def map(
+        self,
+        func: Callable[[Any], Awaitable[Any]],
+        filt: Callable[[str], Awaitable[bool]] | None = None,
+        allow_deletes: bool = False,
+    ) -> MapRepository:
+        """Return a view whose ``info`` is ``await func(info)`` and whose ids pass ``filt``."""
+        from pydatatask.repository.combinators import MapRepository
+
+        return MapRepository(self, func, filt, allow_deletes)
+
+    @abc.abstractmethod
+    def _iter_ids(self) -> AsyncIterator[str]:
+        """Yield every stored id, valid or not."""
+
+    @abc.abstractmethod
+    async def _contains(self, job: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def _delete(self, job: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _info(self, job: str) -> Any: ...
+
+
+class MetadataRepository(Repository, abc.ABC):
+    """A repository of structured values: ``info`` returns what ``dump`` stored."""
+
+    async def dump(self, job: str, value: Any) -> None:
+        """Store ``value`` for ``job``, replacing any previous value atomically."""
+        await self._dump(self.check_job_id(job), value)
+
+    @abc.abstractmethod
+    async def _dump(self, job: str, value: Any) -> None: ...
+
+
+class BlobRepository(Repository, abc.ABC):
+    """A repository of byte streams, opened per job in text or binary mode."""
+
+    @overload
+    async def open(self, job: str, mode: Literal["r"]) -> TextReader: ...
+    @overload
+    async def open(self, job: str, mode: Literal["rb"]) -> ByteReader: ...
+    @overload
+    async def open(self, job: str, mode: Literal["w"]) -> TextWriter: ...
+    @overload
+    async def open(self, job: str, mode: Literal["wb"]) -> ByteWriter: ...
+    @overload
+    async def open(
+        self, job: str, mode: OpenMode = "r"
+    ) -> TextReader | ByteReader | TextWriter | ByteWriter: ...
+
+    async def open(
+        self, job: str, mode: OpenMode = "r"
+    ) -> TextReader | ByteReader | TextWriter | ByteWriter:
+        """Open ``job`` for reading (``r``, ``rb``) or atomic writing (``w``, ``wb``).
+
+        Text modes use UTF-8 and no newline translation. A written value becomes visible
+        only when the writer closes successfully.
+
+        :raises JobNotFoundError: when reading an absent job.
+        :raises ValueError: for any other mode.
+        """
+        job = self.check_job_id(job)
+        if mode == "rb":
+            return await self._open_reader(job)
+        if mode == "r":
+            return TextReader(await self._open_reader(job))
+        if mode == "wb":
+            return await self._open_writer(job)
+        if mode == "w":
+            return TextWriter(await self._open_writer(job))
+        raise ValueError(f"unsupported mode {mode!r}: use 'r', 'rb', 'w' or 'wb'")
+
+    @abc.abstractmethod
+    async def _open_reader(self, job: str) -> ByteReader:
+        """Open ``job`` for reading; raise :class:`JobNotFoundError` when absent."""
+
+    @abc.abstractmethod
+    async def _open_writer(self, job: str) -> ByteWriter:
+        """Open an atomic writer for ``job``."""

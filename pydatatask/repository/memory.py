@@ -1,0 +1,105 @@
+"""Repositories that keep their values in this process's memory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydatatask.errors import JobNotFoundError
+from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.streams import ByteReader, BytesReader, ByteWriter
+
+__all__ = ["InProcessBlobRepository", "InProcessMetadataRepository"]
+
+
+class InProcessMetadataRepository(MetadataRepository):
+    """Structured values in a dict. Values are stored by reference, as a dict would."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = {} if data is None else data
+
+    def __repr__(self) -> str:
+        return f"<InProcessMetadataRepository ({len(self.data)} items)>"
+
+    async def _iter_ids(self) -> AsyncIterator[str]:
+        for job in list(self.data):
+            yield job
+
+    async def ids(self) -> set[str]:
+        """Return the set of valid ids present."""
+        return {job for job in self.data if self.is_valid_job_id(job)}
+
+    async def _contains(self, job: str) -> bool:
+        return job in self.data
+
+    async def _delete(self, job: str) -> None:
+        self.data.pop(job, None)
+
+    async def _info(self, job: str) -> Any:
+        try:
+            return self.data[job]
+        except KeyError:
+            raise JobNotFoundError(job, self) from None
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: value}`` for every valid id."""
+        return {job: value for job, value in self.data.items() if self.is_valid_job_id(job)}
+
+    async def _dump(self, job: str, value: Any) -> None:
+        self.data[job] = value
+
+
+class _MemoryWriter(ByteWriter):
+    def __init__(self, repository: InProcessBlobRepository, job: str) -> None:
+        self._repository = repository
+        self._job = job
+        self._chunks: list[bytes] = []
+
+    async def _write(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    async def _commit(self) -> None:
+        self._repository.data[self._job] = b"".join(self._chunks)
+        self._chunks = []
+
+    async def _discard(self) -> None:
+        self._chunks = []
+
+
+class InProcessBlobRepository(BlobRepository):
+    """Byte values in a dict; ``info(job)`` is the stored bytes."""
+
+    def __init__(self, data: dict[str, bytes | str] | None = None) -> None:
+        self.data: dict[str, bytes] = {
+            job: value.encode("utf-8") if isinstance(value, str) else value
+            for job, value in (data or {}).items()
+        }
+
+    def __repr__(self) -> str:
+        return f"<InProcessBlobRepository ({len(self.data)} items)>"
+
+    async def _iter_ids(self) -> AsyncIterator[str]:
+        for job in list(self.data):
+            yield job
+
+    async def ids(self) -> set[str]:
+        """Return the set of valid ids present."""
+        return {job for job in self.data if self.is_valid_job_id(job)}
+
+    async def _contains(self, job: str) -> bool:
+        return job in self.data
+
+    async def _delete(self, job: str) -> None:
+        self.data.pop(job, None)
+
+    async def _info(self, job: str) -> bytes:
+        try:
+            return self.data[job]
+        except KeyError:
+            raise JobNotFoundError(job, self) from None
+
+    async def _open_reader(self, job: str) -> ByteReader:
+        return BytesReader(await self._info(job))
+
+    async def _open_writer(self, job: str) -> ByteWriter:
+        return _MemoryWriter(self, job)

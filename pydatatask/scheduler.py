@@ -1,0 +1,461 @@
+"""The scheduler: one round reaps finished jobs, computes ready jobs and launches them.
+
+What the scheduler learns is kept between rounds. Every repository a task's readiness
+depends on is listed once when the scheduler starts and again every ``poll_interval``;
+in between, the id sets are updated from the jobs' own results (a finished job adds its
+done record and, if present, its outputs under its own id), so a round costs time in
+proportion to what changed, not to how many jobs are already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydatatask.repository.base import Repository
+from pydatatask.task.base import DONE_LINK, Task, timestamp
+
+if TYPE_CHECKING:
+    from pydatatask.pipeline import Pipeline
+
+__all__ = ["RunReport", "Scheduler", "TaskCounters", "run"]
+
+logger = logging.getLogger(__name__)
+
+_OUTCOME_LOOKUP_CONCURRENCY = 64
+
+
+@dataclass
+class TaskCounters:
+    """What one task's jobs did since the scheduler started."""
+
+    launched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Plan:
+    """One task's readiness inputs, as repository keys into the scheduler's id cache."""
+
+    task: Task
+    required: list[int]
+    inhibits: list[int]
+    done: int
+    outputs: list[Repository]
+    upstream: list[str]
+    downstream: list[str]
+
+
+class Scheduler:
+    """Keeps the state of one open pipeline between rounds."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.repos: dict[int, Repository] = {}
+        self.ids: dict[int, set[str]] = {}
+        self.watchers: dict[int, list[_Plan]] = {}
+        self.plans: dict[str, _Plan] = {}
+        for task in reversed(pipeline.topological_order()):  # downstream first
+            self.plans[task.name] = self._plan(task)
+        self.running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in self.plans}
+        self.ready: dict[str, set[str]] = {name: set() for name in self.plans}
+        self.succeeded: dict[str, set[str]] = {name: set() for name in self.plans}
+        self.failed: dict[str, set[str]] = {name: set() for name in self.plans}
+        self.retry_at: dict[str, dict[str, float]] = {name: {} for name in self.plans}
+        self.next_attempt: dict[str, dict[str, int]] = {name: {} for name in self.plans}
+        self.unrecorded: dict[str, set[str]] = {name: set() for name in self.plans}
+        self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
+        self.completions: list[tuple[str, str, dict[str, Any]]] = []
+        self.wakeup = asyncio.Event()
+        self.last_refresh: float | None = None
+        self.running_count = 0
+
+    def _plan(self, task: Task) -> _Plan:
+        def key(repo: Repository) -> int:
+            self.repos[id(repo)] = repo
+            return id(repo)
+
+        done_link = task.links[DONE_LINK]
+        if task.ready is not None:
+            required = [key(task.ready)]
+        else:
+            required = [key(link.repo) for link in task.links.values() if link.required_for_start]
+        inhibits = [
+            key(link.repo)
+            for name, link in task.links.items()
+            if link.inhibits_start and name != DONE_LINK
+        ]
+        plan = _Plan(
+            task=task,
+            required=list(dict.fromkeys(required)),
+            inhibits=list(dict.fromkeys(inhibits)),
+            done=key(done_link.repo),
+            outputs=[link.repo for link in task.links.values() if link.is_output],
+            upstream=[up.name for up in self.pipeline.upstream_of(task.name)],
+            downstream=[down.name for down in self.pipeline.downstream_of(task.name)],
+        )
+        for repo_key in [*plan.required, *plan.inhibits, plan.done]:
+            self.watchers.setdefault(repo_key, [])
+            if plan not in self.watchers[repo_key]:
+                self.watchers[repo_key].append(plan)
+        return plan
+
+    # ----------------------------------------------------------------- the round
+
+    async def round(self, launch: bool = True) -> bool:
+        """Reap, compute ready jobs, launch; return whether work remains."""
+        await self._reap()
+        now = time.monotonic()
+        if self.last_refresh is None or now - self.last_refresh >= self.pipeline.poll_interval:
+            await self.refresh()
+        self._release_due_retries()
+        if launch:
+            await self._launch()
+        return self.has_work()
+
+    def has_work(self) -> bool:
+        """Whether jobs are running, ready, or waiting for a retry."""
+        return (
+            self.running_count > 0
+            or any(self.ready.values())
+            or any(self.retry_at[name] for name in self.plans)
+        )
+
+    def next_deadline(self) -> float | None:
+        """Return the monotonic time at which the next retry falls due, if any."""
+        times = [when for pending in self.retry_at.values() for when in pending.values()]
+        return min(times, default=None)
+
+    async def refresh(self) -> None:
+        """List every watched repository and recompute the ready jobs from scratch."""
+        keys = list(self.watchers)
+        listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
+        self.ids = dict(zip(keys, listed, strict=True))
+        if self.last_refresh is None:
+            await self._load_retry_state()
+        self.last_refresh = time.monotonic()
+        for name, plan in self.plans.items():
+            done = self.ids[plan.done]
+            self.succeeded[name] &= done
+            self.failed[name] &= done
+        for plan in self.plans.values():
+            await self._recompute(plan)
+
+    async def _recompute(self, plan: _Plan) -> None:
+        sets = sorted((self.ids[key] for key in plan.required), key=len)
+        candidates = set(sets[0]).intersection(*sets[1:]) if sets else set()
+        for key in plan.inhibits:
+            candidates -= self.ids[key]
+        name = plan.task.name
+        candidates -= self.ids[plan.done] - self._due_retries(name)
+        candidates -= self.running[name].keys()
+        self.ready[name] = set()
+        await self._recheck(plan, candidates)
+
+    # ------------------------------------------------------------- readiness
+
+    def _due_retries(self, name: str) -> set[str]:
+        now = time.monotonic()
+        return {job for job, when in self.retry_at[name].items() if when <= now}
+
+    def _check(self, plan: _Plan, job: str, unknown: set[tuple[str, str]]) -> bool:
+        name = plan.task.name
+        ids = self.ids
+        if job in self.running[name] or job in self.unrecorded[name]:
+            return False
+        for key in plan.required:
+            if job not in ids[key]:
+                return False
+        for key in plan.inhibits:
+            if job in ids[key]:
+                return False
+        if job in ids[plan.done]:
+            when = self.retry_at[name].get(job)
+            if when is None or when > time.monotonic():
+                return False
+        for upstream in plan.upstream:
+            if job in self.running[upstream] or job in self.failed[upstream]:
+                return False
+            if job in self.succeeded[upstream]:
+                continue
+            if job not in ids[self.plans[upstream].done]:
+                return False
+            unknown.add((upstream, job))
+            return False
+        return True
+
+    async def _recheck(self, plan: _Plan, jobs: Iterable[str]) -> None:
+        unknown: set[tuple[str, str]] = set()
+        ready = self.ready[plan.task.name]
+        for job in jobs:
+            if self._check(plan, job, unknown):
+                ready.add(job)
+            else:
+                ready.discard(job)
+        if unknown:
+            await self._learn_outcomes(unknown)
+            await self._recheck(plan, {job for _, job in unknown})
+
+    async def _learn_outcomes(self, pairs: set[tuple[str, str]]) -> None:
+        """Read the done records of upstream jobs finished before this scheduler started."""
+        limit = asyncio.Semaphore(_OUTCOME_LOOKUP_CONCURRENCY)
+
+        async def learn(name: str, job: str) -> None:
+            async with limit:
+                try:
+                    record = await self.plans[name].task.done.info(job)
+                except KeyError:
+                    self.ids[self.plans[name].done].discard(job)
+                    return
+            (self.succeeded if _succeeded(record) else self.failed)[name].add(job)
+
+        await asyncio.gather(*(learn(name, job) for name, job in pairs))
+
+    async def _load_retry_state(self) -> None:
+        for name, plan in self.plans.items():
+            if plan.task.retry.max_attempts <= 1 or not self.ids[plan.done]:
+                continue
+            records = await plan.task.done.info_all()
+            for job, record in records.items():
+                (self.succeeded if _succeeded(record) else self.failed)[name].add(job)
+                if isinstance(record, dict) and record.get("retry_at"):
+                    self._schedule_retry(name, job, record)
+
+    def _schedule_retry(self, name: str, job: str, record: dict[str, Any]) -> None:
+        when = datetime.fromisoformat(str(record["retry_at"])).timestamp()
+        self.retry_at[name][job] = time.monotonic() + max(0.0, when - time.time())
+        self.next_attempt[name][job] = int(record.get("attempt", 1)) + 1
+
+    def _release_due_retries(self) -> None:
+        for name, plan in self.plans.items():
+            due = self._due_retries(name) - self.ready[name]
+            for job in due:
+                if self._check(plan, job, set()):
+                    self.ready[name].add(job)
+                else:  # its inputs are gone: the failed record stands
+                    del self.retry_at[name][job]
+                    self.next_attempt[name].pop(job, None)
+
+    # ------------------------------------------------------------- launching
+
+    async def _launch(self) -> None:
+        capacity = self.pipeline.max_concurrent_jobs - self.running_count
+        if capacity <= 0:
+            return
+        chosen = await self._choose(capacity)
+        for name, job in chosen:
+            self._start(self.plans[name], job)
+
+    def _room(self, plan: _Plan) -> int:
+        limit = plan.task.max_concurrent
+        if limit is None:
+            return len(self.ready[plan.task.name])
+        return max(0, limit - len(self.running[plan.task.name]))
+
+    async def _choose(self, capacity: int) -> list[tuple[str, str]]:
+        priority = self.pipeline.priority
+        if priority is None:
+            chosen: list[tuple[str, str]] = []
+            for name, plan in self.plans.items():
+                room = min(self._room(plan), capacity - len(chosen))
+                ready = self.ready[name]
+                while room > 0 and ready:
+                    chosen.append((name, ready.pop()))
+                    room -= 1
+                if len(chosen) >= capacity:
+                    break
+            return chosen
+        ranked = []
+        for name in self.plans:
+            for job in self.ready[name]:
+                score = priority(name, job)
+                if inspect.isawaitable(score):
+                    score = await score
+                ranked.append((-float(score), name, job))
+        ranked.sort()
+        chosen = []
+        taken: dict[str, int] = {}
+        for _, name, job in ranked:
+            if len(chosen) >= capacity:
+                break
+            if taken.get(name, 0) >= self._room(self.plans[name]):
+                continue
+            taken[name] = taken.get(name, 0) + 1
+            self.ready[name].discard(job)
+            chosen.append((name, job))
+        return chosen
+
+    def _start(self, plan: _Plan, job: str) -> None:
+        name = plan.task.name
+        attempt = self.next_attempt[name].pop(job, 1)
+        self.retry_at[name].pop(job, None)
+        runner = asyncio.create_task(self._run_job(plan, job, attempt), name=f"{name}:{job}")
+        self.running[name][job] = runner
+        self.running_count += 1
+        self.counters[name].launched += 1
+        for downstream in plan.downstream:
+            self.ready[downstream].discard(job)
+
+    async def _run_job(self, plan: _Plan, job: str, attempt: int) -> None:
+        task = plan.task
+        try:
+            record, error = await task.run_attempt(job, attempt)
+            if not record["success"] and task.retry.should_retry(
+                attempt, error, bool(record.get("timeout"))
+            ):
+                delay = task.retry.delay(attempt)
+                record["retry_at"] = timestamp(time.time() + delay)
+            try:
+                await task.done.dump(job, record)
+            except Exception:
+                logger.exception("could not record the result of %s job %r", task.name, job)
+                record = {**record, "unrecorded": True}
+            self.completions.append((task.name, job, record))
+        finally:
+            self.running[task.name].pop(job, None)
+            self.running_count -= 1
+            self.wakeup.set()
+
+    # --------------------------------------------------------------- reaping
+
+    async def _reap(self) -> None:
+        completions, self.completions = self.completions, []
+        touched: dict[str, set[str]] = {}
+        for name, job, record in completions:
+            plan = self.plans[name]
+            counters = self.counters[name]
+            if record.get("unrecorded"):
+                self.unrecorded[name].add(job)
+                counters.failed += 1
+                continue
+            self.ids[plan.done].add(job)
+            if record["success"]:
+                self.succeeded[name].add(job)
+                self.failed[name].discard(job)
+                counters.succeeded += 1
+            else:
+                self.failed[name].add(job)
+                self.succeeded[name].discard(job)
+                if record.get("retry_at"):
+                    self._schedule_retry(name, job, record)
+                    counters.retried += 1
+                else:
+                    counters.failed += 1
+            for key in [plan.done, *await self._refresh_outputs(plan, job)]:
+                for watcher in self.watchers.get(key, ()):
+                    touched.setdefault(watcher.task.name, set()).add(job)
+            touched.setdefault(name, set()).add(job)
+            for downstream in plan.downstream:
+                touched.setdefault(downstream, set()).add(job)
+        for name, jobs in touched.items():
+            plan = self.plans[name]
+            if plan.task.ready is not None:
+                self.ids[plan.required[0]] = await plan.task.ready.ids()
+            await self._recheck(plan, jobs)
+
+    async def _refresh_outputs(self, plan: _Plan, job: str) -> list[int]:
+        watched = [repo for repo in plan.outputs if id(repo) in self.ids]
+        present = await asyncio.gather(*(repo.contains(job) for repo in watched))
+        changed = []
+        for repo, is_present in zip(watched, present, strict=True):
+            ids = self.ids[id(repo)]
+            if is_present != (job in ids):
+                (ids.add if is_present else ids.discard)(job)
+                changed.append(id(repo))
+        return changed
+
+    # -------------------------------------------------------------- shutdown
+
+    async def shutdown(self) -> None:
+        """Cancel running in-process jobs and wait for them; they leave no done record."""
+        runners = [runner for jobs in self.running.values() for runner in jobs.values()]
+        for runner in runners:
+            runner.cancel()
+        for runner in runners:
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    async def wait(self, seconds: float | None) -> None:
+        """Sleep until a job finishes or ``seconds`` pass."""
+        if not self.completions:
+            self.wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self.wakeup.wait()
+
+
+def _succeeded(record: Any) -> bool:
+    """Whether a done record says the job succeeded (records without the flag count)."""
+    return not (isinstance(record, dict) and record.get("success") is False)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one :func:`run` did."""
+
+    launched: int
+    succeeded: int
+    failed: int
+    timed_out: bool
+    """Whether ``run`` stopped because its ``timeout`` passed."""
+
+
+async def run(
+    pipeline: Pipeline,
+    forever: bool = False,
+    launch_once: bool = False,
+    timeout: float | None = None,  # noqa: ASYNC109 - part of the public API
+) -> RunReport:
+    """Run rounds until no work remains (or forever), waking as soon as a job finishes.
+
+    :param pipeline: an open pipeline.
+    :param forever: keep going when idle, re-reading repositories every
+        ``pipeline.poll_interval`` seconds to pick up changes made from outside.
+    :param launch_once: launch only in the first round, then wait for those jobs.
+    :param timeout: stop after this many seconds; jobs still running are cancelled and
+        run again next time.
+    """
+    scheduler: Scheduler = pipeline.scheduler
+    before = {name: (c.launched, c.succeeded, c.failed) for name, c in scheduler.counters.items()}
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    timed_out = False
+    first = True
+    while True:
+        more = await scheduler.round(launch=first or not launch_once)
+        first = False
+        if launch_once and scheduler.running_count == 0:
+            break
+        if not more and not forever:
+            break
+        waits = [pipeline.poll_interval] if forever else []
+        retry = scheduler.next_deadline()
+        if retry is not None:
+            waits.append(max(0.0, retry - time.monotonic()))
+        if deadline is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                timed_out = True
+                break
+            waits.append(remaining)
+        await scheduler.wait(min(waits) if waits else None)
+    if timed_out:
+        await scheduler.shutdown()
+        await scheduler.round(launch=False)
+    totals = [0, 0, 0]
+    for name, counters in scheduler.counters.items():
+        launched, succeeded, failed = before[name]
+        totals[0] += counters.launched - launched
+        totals[1] += counters.succeeded - succeeded
+        totals[2] += counters.failed - failed
+    return RunReport(launched=totals[0], succeeded=totals[1], failed=totals[2], timed_out=timed_out)

@@ -1,0 +1,1 @@
+"""Tasks: what a stage runs and how it is wired to repositories."""

@@ -1,0 +1,186 @@
+"""The task contract: links, readiness inputs, and the one place a job's outcome is recorded."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import keyword
+import logging
+import re
+import time
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydatatask.errors import ConfigurationError
+from pydatatask.link import Link
+from pydatatask.repository.base import MetadataRepository, Repository
+from pydatatask.repository.memory import InProcessMetadataRepository
+from pydatatask.task.retry import RetryPolicy
+
+__all__ = ["DONE_LINK", "Task", "failure_record", "timestamp"]
+
+logger = logging.getLogger(__name__)
+
+DONE_LINK = "done"
+_TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def timestamp(epoch: float) -> str:
+    """Format a Unix time as an ISO 8601 UTC string, the form done records use."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def failure_record(error: BaseException) -> dict[str, Any]:
+    """Describe an exception as done-record fields."""
+    return {
+        "exception": f"{type(error).__name__}: {error}",
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+
+
+def _seconds(value: timedelta | float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise ConfigurationError(f"{what} must be positive, not {value!r}")
+    return seconds
+
+
+class Task(abc.ABC):
+    """One stage of a pipeline; a job is this task applied to one id.
+
+    Every task has a ``done`` link (status, inhibits start) that receives one record per
+    finished job: ``success``, ``start_time``, ``end_time``, ``duration``, ``attempt``, and
+    on failure ``exception`` and ``traceback`` or ``timeout``.
+
+    :param name: letters, digits, ``_`` and ``-``; unique in a pipeline.
+    :param done: where job records go (an in-memory repository when omitted, so nothing
+        is remembered across runs).
+    :param ready: when given, the repository listing the jobs that may run, in place of
+        the ids required by the input links. Done and running jobs are still excluded.
+    :param timeout: cancel a job after this long (a ``timedelta`` or seconds) and record
+        a timeout.
+    :param retry: a :class:`RetryPolicy` or a number of attempts.
+    :param max_concurrent: the most jobs of this task running at once.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        done: MetadataRepository | None = None,
+        ready: Repository | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        if not isinstance(name, str) or _TASK_NAME.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"invalid task name {name!r}: use letters, digits, '_' and '-', "
+                "starting with a letter or '_'"
+            )
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ConfigurationError(f"task {name!r}: max_concurrent must be at least 1")
+        self.name = name
+        self.links: dict[str, Link] = {}
+        self.done: MetadataRepository = done if done is not None else InProcessMetadataRepository()
+        self.ready = ready
+        self.timeout = _seconds(timeout, f"task {name!r} timeout")
+        self.retry = RetryPolicy.coerce(retry)
+        self.max_concurrent = max_concurrent
+        self.link(DONE_LINK, self.done, is_status=True, inhibits_start=True)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    def link(
+        self,
+        name: str,
+        repo: Repository,
+        is_input: bool = False,
+        is_output: bool = False,
+        is_status: bool = False,
+        inhibits_start: bool = False,
+        required_for_start: bool | None = None,
+        inhibits_output: bool = False,
+        required_for_output: bool | None = None,
+    ) -> Link:
+        """Connect this task to ``repo`` under ``name`` (see :class:`~pydatatask.Link`).
+
+        :raises ConfigurationError: for a duplicate or unusable name, or a non-repository.
+        """
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+            raise ConfigurationError(
+                f"task {self.name!r}: link name {name!r} must be a Python identifier"
+            )
+        if name == "job":
+            raise ConfigurationError(f"task {self.name!r}: 'job' is reserved for the job id")
+        if name in self.links:
+            raise ConfigurationError(f"task {self.name!r} already has a link named {name!r}")
+        if not isinstance(repo, Repository):
+            raise ConfigurationError(
+                f"task {self.name!r}: link {name!r} needs a Repository, not {type(repo).__name__}"
+            )
+        link = Link(
+            repo,
+            is_input=is_input,
+            is_output=is_output,
+            is_status=is_status,
+            inhibits_start=inhibits_start,
+            required_for_start=required_for_start,
+            inhibits_output=inhibits_output,
+            required_for_output=required_for_output,
+        )
+        self.links[name] = link
+        return link
+
+    def reads(self) -> list[Repository]:
+        """Return the repositories whose contents decide when this task's jobs start."""
+        return [link.repo for link in self.links.values() if link.is_read]
+
+    def writes(self) -> list[Repository]:
+        """Return the repositories this task's jobs write (outputs and status)."""
+        return [link.repo for link in self.links.values() if link.is_output or link.is_status]
+
+    async def bind(self) -> None:  # noqa: B027 - most tasks need no preparation
+        """Check the wiring when the pipeline opens; raise :class:`ConfigurationError`."""
+
+    @abc.abstractmethod
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Run the job; return extra fields for its done record; raise on failure."""
+
+    async def run_attempt(
+        self, job: str, attempt: int
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Run one attempt within the timeout; return its done record and its error.
+
+        The body's failure is returned as data, never raised. Cancellation (the
+        controller stopping) propagates, so an interrupted job leaves no record.
+        """
+        started = time.time()
+        record: dict[str, Any] = {"success": False, "attempt": attempt}
+        failure: BaseException | None = None
+        deadline = asyncio.timeout(self.timeout)
+        try:
+            async with deadline:
+                extra = await self.execute(job, attempt)
+        except TimeoutError as error:
+            failure = error
+            if deadline.expired():
+                record["timeout"] = True
+                record["exception"] = f"timed out after {self.timeout:g} s"
+            else:
+                record.update(failure_record(error))
+        except Exception as error:  # noqa: BLE001 - user code fails into the record
+            failure = error
+            record.update(failure_record(error))
+        else:
+            record.update(extra)
+            record["success"] = True
+        ended = time.time()
+        record["start_time"] = timestamp(started)
+        record["end_time"] = timestamp(ended)
+        record["duration"] = round(ended - started, 6)
+        return record, failure

@@ -1,0 +1,167 @@
+"""Tasks whose body is a Python function: in the controller's loop or on an executor."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Self
+
+from pydatatask.errors import ConfigurationError
+from pydatatask.executor.pool import run_on_executor
+from pydatatask.repository.base import MetadataRepository, Repository
+from pydatatask.task.base import Task
+from pydatatask.task.retry import RetryPolicy
+
+__all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask"]
+
+JobFunction = Callable[..., Any]
+
+
+class FunctionTask(Task):
+    """A task whose body is ``func(job, **links)``.
+
+    Each parameter other than ``job`` names a link and receives its repository; a
+    ``**kwargs`` parameter receives every link. Usable as a decorator when ``func`` is
+    omitted: ``@InProcessSyncTask("name", done)`` on the body returns the task.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        done: MetadataRepository | None = None,
+        ready: Repository | None = None,
+        func: JobFunction | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(
+            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
+        )
+        self.func: JobFunction | None = None
+        self._bound_links: list[str] | None = None
+        if func is not None:
+            self(func)
+
+    def __call__(self, func: JobFunction) -> Self:
+        """Set the body; returns the task, so the class works as a decorator."""
+        if not callable(func):
+            raise ConfigurationError(f"task {self.name!r}: the body must be callable")
+        if self.func is not None:
+            raise ConfigurationError(f"task {self.name!r} already has a body")
+        self.func = func
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+        return self
+
+    async def bind(self) -> None:
+        """Match the body's parameters to links once.
+
+        :raises ConfigurationError: naming a parameter that matches no link.
+        """
+        if self.func is None:
+            raise ConfigurationError(f"task {self.name!r} has no body: decorate a function")
+        signature = inspect.signature(self.func)
+        names: list[str] = []
+        takes_job = False
+        for parameter in signature.parameters.values():
+            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+                names = list(self.links)
+                continue
+            if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+                continue
+            if parameter.name == "job":
+                takes_job = True
+            elif parameter.name in self.links:
+                if parameter.name not in names:
+                    names.append(parameter.name)
+            elif parameter.default is inspect.Parameter.empty:
+                raise ConfigurationError(
+                    f"task {self.name!r}: parameter {parameter.name!r} of "
+                    f"{getattr(self.func, '__qualname__', self.func)!r} names no link; "
+                    f"links are {', '.join(sorted(self.links))}"
+                )
+        if not takes_job:
+            raise ConfigurationError(f"task {self.name!r}: the body must take a 'job' parameter")
+        self._bound_links = names
+
+    def _arguments(self) -> dict[str, Repository]:
+        if self._bound_links is None:
+            raise ConfigurationError(f"task {self.name!r} was not bound: open its pipeline first")
+        return {name: self.links[name].repo for name in self._bound_links}
+
+
+class InProcessSyncTask(FunctionTask):
+    """Run an ``async def body(job, **links)`` in the controller's event loop.
+
+    A plain ``def`` body is also accepted and called directly, which blocks the loop
+    while it runs: use :class:`ExecutorTask` for blocking work.
+    """
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Call the body for ``job``."""
+        assert self.func is not None
+        result = self.func(job, **self._arguments())
+        if inspect.isawaitable(result):
+            await result
+        return {}
+
+
+class ExecutorTask(FunctionTask):
+    """Run the body on a :class:`concurrent.futures.Executor`.
+
+    A plain ``def`` body runs in a worker and receives blocking views of its repositories
+    (``repo.info(job)`` returns the value); an ``async def`` body runs on an event loop
+    that the worker thread keeps for all its jobs and receives async views. Either way,
+    each repository call is carried out on the controller's loop, where the session's
+    clients live. A process pool can only run bodies that take just ``job``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        executor: concurrent.futures.Executor,
+        done: MetadataRepository | None = None,
+        ready: Repository | None = None,
+        func: JobFunction | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        if not isinstance(executor, concurrent.futures.Executor):
+            raise ConfigurationError(
+                f"task {name!r}: executor must be a concurrent.futures.Executor, "
+                f"not {type(executor).__name__}"
+            )
+        self.executor = executor
+        super().__init__(
+            name,
+            done,
+            ready,
+            func,
+            timeout=timeout,
+            retry=retry,
+            max_concurrent=max_concurrent,
+        )
+
+    async def bind(self) -> None:
+        """Match parameters to links; a process pool may take no link parameters."""
+        await super().bind()
+        if isinstance(self.executor, concurrent.futures.ProcessPoolExecutor) and self._bound_links:
+            raise ConfigurationError(
+                f"task {self.name!r}: a process pool cannot pass repositories to the body "
+                f"(parameters {', '.join(self._bound_links)}); use a thread pool"
+            )
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Run the body for ``job`` on the executor."""
+        assert self.func is not None
+        await run_on_executor(
+            self.executor, self.func, job, self._arguments(), asyncio.get_running_loop()
+        )
+        return {}

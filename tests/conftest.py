@@ -1,0 +1,8 @@
+"""Test-wide fixtures: real servers start once per test session (see tests/servers/)."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.servers.s3",
+    "tests.servers.mongodb",
+]

@@ -1,0 +1,257 @@
+"""Behaviour every repository must show, as test classes that backends subclass.
+
+A backend test subclasses one of the contracts and provides a ``repo`` fixture; for
+combinators, which are written through their children, it overrides :meth:`put`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pydatatask import (
+    BlobRepository,
+    InvalidJobIdError,
+    JobNotFoundError,
+    MetadataRepository,
+    Repository,
+)
+
+INVALID_IDS = ["", "a/b", "..", ".", "x\n", "a" * 300, "a\\b", "tab\there", "nul\x00"]
+TRAVERSAL_IDS = ["../escape", "../../etc/passwd", "/abs", "..\\escape", "sub/../../x"]
+
+
+class RepositoryContract:
+    """Listing, membership, deletion and id validation."""
+
+    #: True when ``info`` of an absent id returns a documented default instead of raising.
+    missing_info_has_default = False
+
+    async def put(self, repo: Repository, job: str, payload: str = "value") -> None:
+        """Store something under ``job`` (through the children for combinators)."""
+        if isinstance(repo, MetadataRepository):
+            await repo.dump(job, payload)
+        elif isinstance(repo, BlobRepository):
+            async with await repo.open(job, "w") as writer:
+                await writer.write(payload)
+        else:
+            raise NotImplementedError(f"override put() for {type(repo).__name__}")
+
+    def outside(self, repo: Repository) -> Path | None:
+        """A folder that must never change, for repositories stored in a folder."""
+        return None
+
+    async def test_empty_lists_nothing(self, repo: Repository) -> None:
+        assert [job async for job in repo] == []
+        assert await repo.ids() == set()
+        assert await repo.info_all() == {}
+
+    async def test_listing_matches_contains(self, repo: Repository) -> None:
+        jobs = {"alpha", "beta", "gamma-1", "with space", "ünïcode"}
+        for job in jobs:
+            await self.put(repo, job)
+        listed = [job async for job in repo]
+        assert sorted(listed) == sorted(jobs)
+        assert await repo.ids() == jobs
+        for job in jobs:
+            assert await repo.contains(job)
+        assert not await repo.contains("missing")
+        assert set(await repo.info_all()) == jobs
+
+    async def test_delete_is_idempotent(self, repo: Repository) -> None:
+        await self.put(repo, "gone")
+        await self.put(repo, "kept")
+        await repo.delete("missing")
+        await repo.delete("gone")
+        await repo.delete("gone")
+        assert not await repo.contains("gone")
+        assert await repo.ids() == {"kept"}
+
+    async def test_info_of_missing_raises(self, repo: Repository) -> None:
+        if self.missing_info_has_default:
+            pytest.skip("this repository documents a default for absent ids")
+        with pytest.raises(JobNotFoundError) as caught:
+            await repo.info("missing")
+        assert isinstance(caught.value, KeyError)
+        assert "missing" in str(caught.value)
+
+    @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
+    async def test_invalid_ids_are_rejected(self, repo: Repository, job: str) -> None:
+        for call in (repo.contains, repo.info, repo.delete):
+            with pytest.raises(InvalidJobIdError):
+                await call(job)
+
+    @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
+    async def test_invalid_ids_are_rejected_on_write(self, repo: Repository, job: str) -> None:
+        outside = self.outside(repo)
+        before = _snapshot(outside)
+        with pytest.raises(InvalidJobIdError):
+            if isinstance(repo, MetadataRepository):
+                await repo.dump(job, "x")
+            elif isinstance(repo, BlobRepository):
+                await repo.open(job, "w")
+            else:
+                await self.put(repo, job)
+        assert _snapshot(outside) == before
+        assert await repo.ids() == set()
+
+
+class BlobRepositoryContract(RepositoryContract):
+    """Streaming reads and atomic writes, in text and binary modes."""
+
+    async def test_text_round_trip(self, repo: BlobRepository) -> None:
+        text = "héllo wörld €\nsecond line 😀\r\n"
+        async with await repo.open("doc", "w") as writer:
+            assert await writer.write(text) == len(text)
+        async with await repo.open("doc", "r") as reader:
+            assert await reader.read() == text
+
+    async def test_binary_round_trip(self, repo: BlobRepository) -> None:
+        data = bytes(range(256)) * 4
+        async with await repo.open("bin", "wb") as writer:
+            await writer.write(data[:100])
+            await writer.write(data[100:])
+        async with await repo.open("bin", "rb") as reader:
+            assert await reader.read() == data
+
+    async def test_read_n_returns_at_most_n_and_advances(self, repo: BlobRepository) -> None:
+        async with await repo.open("job", "wb") as writer:
+            await writer.write(b"0123456789")
+        async with await repo.open("job", "rb") as reader:
+            parts = []
+            while chunk := await reader.read(3):
+                assert 1 <= len(chunk) <= 3
+                parts.append(chunk)
+            assert b"".join(parts) == b"0123456789"
+            assert await reader.read() == b""
+
+    async def test_text_read_splits_multibyte_characters(self, repo: BlobRepository) -> None:
+        text = "é€😀" * 50
+        async with await repo.open("job", "w") as writer:
+            await writer.write(text)
+        async with await repo.open("job", "r") as reader:
+            chars = []
+            while char := await reader.read(1):
+                assert len(char) == 1
+                chars.append(char)
+        assert "".join(chars) == text
+
+    async def test_large_value_streams(self, repo: BlobRepository) -> None:
+        blocks = [bytes([index]) * (1 << 20) for index in range(3)]  # 3 MiB in all
+        async with await repo.open("big", "wb") as writer:
+            for block in blocks:
+                await writer.write(block)
+        expected = b"".join(blocks)
+        position = 0
+        async with await repo.open("big", "rb") as reader:
+            while chunk := await reader.read(100_000):
+                assert len(chunk) <= 100_000
+                assert chunk == expected[position : position + len(chunk)]
+                position += len(chunk)
+        assert position == len(expected)
+
+    async def test_open_missing_raises(self, repo: BlobRepository) -> None:
+        with pytest.raises(JobNotFoundError):
+            await repo.open("missing", "rb")
+        with pytest.raises(JobNotFoundError):
+            await repo.open("missing", "r")
+
+    async def test_bad_mode_is_rejected(self, repo: BlobRepository) -> None:
+        with pytest.raises(ValueError, match="mode"):
+            await repo.open("job", "a")  # type: ignore[call-overload]
+
+    async def test_value_invisible_until_close(self, repo: BlobRepository) -> None:
+        writer = await repo.open("pending", "wb")
+        await writer.write(b"x" * 200_000)
+        assert not await repo.contains("pending")
+        assert await repo.ids() == set()
+        await writer.close()
+        assert await repo.contains("pending")
+
+    async def test_failed_writer_keeps_old_value(self, repo: BlobRepository) -> None:
+        await self.put(repo, "job", "old")
+        with pytest.raises(RuntimeError, match="boom"):
+            async with await repo.open("job", "w") as writer:
+                await writer.write("new" * 100_000)
+                raise RuntimeError("boom")
+        async with await repo.open("job", "r") as reader:
+            assert await reader.read() == "old"
+        assert await repo.ids() == {"job"}
+
+    async def test_failed_writer_leaves_nothing(self, repo: BlobRepository) -> None:
+        with pytest.raises(RuntimeError):
+            async with await repo.open("job", "wb") as writer:
+                await writer.write(b"partial" * 100_000)
+                raise RuntimeError("boom")
+        assert not await repo.contains("job")
+        assert [job async for job in repo] == []
+
+    async def test_cancelled_writer_keeps_old_value(self, repo: BlobRepository) -> None:
+        await self.put(repo, "job", "old")
+        started = asyncio.Event()
+
+        async def slow_writer() -> None:
+            async with await repo.open("job", "wb") as writer:
+                await writer.write(b"n" * 300_000)
+                started.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(slow_writer())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with await repo.open("job", "r") as reader:
+            assert await reader.read() == "old"
+        assert await repo.ids() == {"job"}
+
+    async def test_writer_rejects_wrong_type(self, repo: BlobRepository) -> None:
+        writer = await repo.open("job", "wb")
+        with pytest.raises(TypeError):
+            await writer.write("text")  # type: ignore[arg-type]
+        await writer.abort()
+        assert not await repo.contains("job")
+
+
+class MetadataRepositoryContract(RepositoryContract):
+    """Structured values come back as they were dumped."""
+
+    VALUES: list[Any] = [
+        {"a": 1, "nested": {"list": [1, 2.5, "three", None, True]}},
+        [1, "two", {"three": 3}],
+        42,
+        "a string",
+        3.25,
+        True,
+        None,
+    ]
+
+    async def test_round_trip(self, repo: MetadataRepository) -> None:
+        for index, value in enumerate(self.VALUES):
+            await repo.dump(f"job{index}", value)
+        for index, value in enumerate(self.VALUES):
+            assert await repo.info(f"job{index}") == value
+        everything = await repo.info_all()
+        assert everything == {f"job{index}": value for index, value in enumerate(self.VALUES)}
+
+    async def test_dump_replaces(self, repo: MetadataRepository) -> None:
+        await repo.dump("job", {"version": 1})
+        await repo.dump("job", {"version": 2})
+        assert await repo.info("job") == {"version": 2}
+        assert await repo.ids() == {"job"}
+
+
+def _snapshot(folder: Path | None) -> list[str] | None:
+    if folder is None:
+        return None
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def assert_warned_about(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    """Assert one warning record mentions ``text``."""
+    records = [r for r in caplog.records if r.levelno == logging.WARNING and text in r.getMessage()]
+    assert len(records) == 1, caplog.text

@@ -1,0 +1,1 @@
+"""Real servers for the tests, started once per test session on loopback ports."""

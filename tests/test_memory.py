@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from pydatatask import InProcessBlobRepository, InProcessMetadataRepository
+from tests.contracts import BlobRepositoryContract, MetadataRepositoryContract, assert_warned_about
+
+
+class TestInProcessMetadataRepository(MetadataRepositoryContract):
+    @pytest.fixture
+    def repo(self) -> InProcessMetadataRepository:
+        return InProcessMetadataRepository()
+
+
+class TestInProcessBlobRepository(BlobRepositoryContract):
+    @pytest.fixture
+    def repo(self) -> InProcessBlobRepository:
+        return InProcessBlobRepository()
+
+
+async def test_invalid_stored_ids_are_skipped_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    repo = InProcessMetadataRepository({"good": 1, "bad/one": 2, "": 3, "x\n": 4})
+    with caplog.at_level(logging.WARNING):
+        assert [job async for job in repo] == ["good"]
+    assert_warned_about(caplog, "skipped 3 entries")
+    assert await repo.info_all() == {"good": 1}
+
+
+async def test_blob_accepts_text_initial_data() -> None:
+    repo = InProcessBlobRepository({"a": "héllo", "b": b"raw"})
+    async with await repo.open("a", "r") as reader:
+        assert await reader.read() == "héllo"
+    assert await repo.info("b") == b"raw"
