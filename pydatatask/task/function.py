@@ -23,9 +23,10 @@ JobFunction = Callable[..., Any]
 class FunctionTask(Task):
     """A task whose body is ``func(job, **links)``.
 
-    Each parameter other than ``job`` names a link and receives its repository; a
-    ``**kwargs`` parameter receives every link. Usable as a decorator when ``func`` is
-    omitted: ``@InProcessSyncTask("name", done)`` on the body returns the task.
+    The first parameter receives the job id; each other parameter names a link and
+    receives its repository; a ``**kwargs`` parameter receives every link. Usable as a
+    decorator when ``func`` is omitted: ``@InProcessSyncTask("name", done)`` on the body
+    returns the task.
     """
 
     def __init__(
@@ -65,18 +66,20 @@ class FunctionTask(Task):
         """
         if self.func is None:
             raise ConfigurationError(f"task {self.name!r} has no body: decorate a function")
-        signature = inspect.signature(self.func)
+        parameters = list(inspect.signature(self.func).parameters.values())
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if not parameters or parameters[0].kind not in positional:
+            raise ConfigurationError(
+                f"task {self.name!r}: the body's first parameter must take the job id"
+            )
         names: list[str] = []
-        takes_job = False
-        for parameter in signature.parameters.values():
+        for parameter in parameters[1:]:
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 names = list(self.links)
                 continue
             if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
                 continue
-            if parameter.name == "job":
-                takes_job = True
-            elif parameter.name in self.links:
+            if parameter.name in self.links:
                 if parameter.name not in names:
                     names.append(parameter.name)
             elif parameter.default is inspect.Parameter.empty:
@@ -85,8 +88,6 @@ class FunctionTask(Task):
                     f"{getattr(self.func, '__qualname__', self.func)!r} names no link; "
                     f"links are {', '.join(sorted(self.links))}"
                 )
-        if not takes_job:
-            raise ConfigurationError(f"task {self.name!r}: the body must take a 'job' parameter")
         self._bound_links = names
 
     def _arguments(self) -> dict[str, Repository]:
