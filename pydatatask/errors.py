@@ -7,7 +7,8 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     ├── JobNotFoundError          (KeyError)      a job id is not in a repository
     ├── InvalidJobIdError         (ValueError)    a job id breaks the id rules
     ├── ConfigurationError        (ValueError)    a pipeline, task or link is set up wrongly
-    │   └── PipelineValidationError               the pipeline graph is not runnable
+    │   ├── PipelineValidationError               the pipeline graph is not runnable
+    │   └── QuotaExceededError                    a job needs more than a whole quota
     ├── LifecycleError            (RuntimeError)  a resource used outside an open session
     ├── MissingDependencyError    (ImportError)   an optional backend package is absent
     └── BackendError              (OSError)       a storage or execution backend failed
@@ -26,6 +27,7 @@ __all__ = [
     "MissingDependencyError",
     "PipelineValidationError",
     "PydatataskError",
+    "QuotaExceededError",
 ]
 
 
@@ -64,6 +66,10 @@ class PipelineValidationError(ConfigurationError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+class QuotaExceededError(ConfigurationError):
+    """A job asks for more resources than its whole quota, so it can never start."""
 
 
 class LifecycleError(PydatataskError, RuntimeError):

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydatatask.errors import QuotaExceededError
 from pydatatask.repository.base import Repository
-from pydatatask.task.base import DONE_LINK, Task, timestamp
+from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
 
 if TYPE_CHECKING:
     from pydatatask.pipeline import Pipeline
@@ -79,6 +80,7 @@ class Scheduler:
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
         self.running_count = 0
+        self._impossible: list[tuple[str, str, QuotaExceededError]] = []
 
     def _plan(self, task: Task) -> _Plan:
         def key(repo: Repository) -> int:
@@ -143,6 +145,7 @@ class Scheduler:
         self.ids = dict(zip(keys, listed, strict=True))
         if self.last_refresh is None:
             await self._load_retry_state()
+            await self._reattach_live_jobs()
         self.last_refresh = time.monotonic()
         for name, plan in self.plans.items():
             done = self.ids[plan.done]
@@ -231,6 +234,14 @@ class Scheduler:
                 if isinstance(record, dict) and record.get("retry_at"):
                     self._schedule_retry(name, job, record)
 
+    async def _reattach_live_jobs(self) -> None:
+        """Wait again for jobs an earlier controller left running, instead of relaunching."""
+        for name, plan in self.plans.items():
+            for job, attempt in (await plan.task.live_jobs()).items():
+                if job not in self.running[name]:
+                    plan.task.reserve(job)  # they run already: account for them
+                    self._start(plan, job, attempt=attempt, reattach=True)
+
     def _schedule_retry(self, name: str, job: str, record: dict[str, Any]) -> None:
         when = datetime.fromisoformat(str(record["retry_at"])).timestamp()
         self.retry_at[name][job] = time.monotonic() + max(0.0, when - time.time())
@@ -255,6 +266,34 @@ class Scheduler:
         chosen = await self._choose(capacity)
         for name, job in chosen:
             self._start(self.plans[name], job)
+        if self._impossible:
+            impossible, self._impossible = self._impossible, []
+            await asyncio.gather(
+                *(self._refuse(name, job, error) for name, job, error in impossible)
+            )
+
+    def _reserve(self, name: str, job: str) -> bool:
+        """Claim the job's resources; a job that can never fit is set aside to be failed."""
+        try:
+            return self.plans[name].task.reserve(job)
+        except QuotaExceededError as error:
+            self.ready[name].discard(job)
+            self._impossible.append((name, job, error))
+            return False
+
+    async def _refuse(self, name: str, job: str, error: QuotaExceededError) -> None:
+        now = time.time()
+        record = {
+            "success": False,
+            "attempt": self.next_attempt[name].pop(job, 1),
+            "start_time": timestamp(now),
+            "end_time": timestamp(now),
+            "duration": 0.0,
+            **failure_record(error),
+        }
+        logger.error("%s job %r can never start: %s", name, job, error)
+        await self.plans[name].task.done.dump(job, record)
+        self.completions.append((name, job, record))
 
     def _room(self, plan: _Plan) -> int:
         limit = plan.task.max_concurrent
@@ -263,18 +302,31 @@ class Scheduler:
         return max(0, limit - len(self.running[plan.task.name]))
 
     async def _choose(self, capacity: int) -> list[tuple[str, str]]:
-        priority = self.pipeline.priority
-        if priority is None:
-            chosen: list[tuple[str, str]] = []
-            for name, plan in self.plans.items():
-                room = min(self._room(plan), capacity - len(chosen))
-                ready = self.ready[name]
-                while room > 0 and ready:
-                    chosen.append((name, ready.pop()))
+        if self.pipeline.priority is None:
+            return self._choose_in_order(capacity)
+        return await self._choose_by_priority(capacity)
+
+    def _choose_in_order(self, capacity: int) -> list[tuple[str, str]]:
+        """Take ready jobs task by task, downstream tasks first, to finish items early."""
+        chosen: list[tuple[str, str]] = []
+        for name, plan in self.plans.items():
+            room = min(self._room(plan), capacity - len(chosen))
+            ready = self.ready[name]
+            while room > 0 and ready:
+                job = ready.pop()
+                if self._reserve(name, job):
+                    chosen.append((name, job))
                     room -= 1
-                if len(chosen) >= capacity:
-                    break
-            return chosen
+                elif job not in self._set_aside(name):
+                    ready.add(job)
+                    break  # no capacity for this task now
+            if len(chosen) >= capacity:
+                break
+        return chosen
+
+    async def _choose_by_priority(self, capacity: int) -> list[tuple[str, str]]:
+        priority = self.pipeline.priority
+        assert priority is not None
         ranked = []
         for name in self.plans:
             for job in self.ready[name]:
@@ -283,48 +335,57 @@ class Scheduler:
                     score = await score
                 ranked.append((-float(score), name, job))
         ranked.sort()
-        chosen = []
+        chosen: list[tuple[str, str]] = []
         taken: dict[str, int] = {}
         for _, name, job in ranked:
             if len(chosen) >= capacity:
                 break
-            if taken.get(name, 0) >= self._room(self.plans[name]):
+            if taken.get(name, 0) >= self._room(self.plans[name]) or not self._reserve(name, job):
                 continue
             taken[name] = taken.get(name, 0) + 1
             self.ready[name].discard(job)
             chosen.append((name, job))
         return chosen
 
-    def _start(self, plan: _Plan, job: str) -> None:
+    def _set_aside(self, name: str) -> set[str]:
+        return {job for task_name, job, _ in self._impossible if task_name == name}
+
+    def _start(
+        self, plan: _Plan, job: str, attempt: int | None = None, reattach: bool = False
+    ) -> None:
         name = plan.task.name
-        attempt = self.next_attempt[name].pop(job, 1)
+        planned = self.next_attempt[name].pop(job, 1)
+        attempt = planned if attempt is None else attempt
         self.retry_at[name].pop(job, None)
-        runner = asyncio.create_task(self._run_job(plan, job, attempt), name=f"{name}:{job}")
+        runner = asyncio.create_task(
+            self._run_job(plan, job, attempt, reattach), name=f"{name}:{job}"
+        )
         self.running[name][job] = runner
         self.running_count += 1
         self.counters[name].launched += 1
         for downstream in plan.downstream:
             self.ready[downstream].discard(job)
 
-    async def _run_job(self, plan: _Plan, job: str, attempt: int) -> None:
+    async def _run_job(self, plan: _Plan, job: str, attempt: int, reattach: bool) -> None:
         task = plan.task
+        record: dict[str, Any] = {"success": False}
         try:
-            record, error = await task.run_attempt(job, attempt)
+            record, error = await task.run_attempt(job, attempt, reattach)
             if not record["success"] and task.retry.should_retry(
                 attempt, error, bool(record.get("timeout"))
             ):
                 delay = task.retry.delay(attempt)
                 record["retry_at"] = timestamp(time.time() + delay)
-            try:
-                await task.done.dump(job, record)
-            except Exception:
-                logger.exception("could not record the result of %s job %r", task.name, job)
-                record = {**record, "unrecorded": True}
-            self.completions.append((task.name, job, record))
+            await task.done.dump(job, record)
+        except Exception:  # one job's bookkeeping must not stop the rest
+            logger.exception("could not record the result of %s job %r", task.name, job)
+            record = {**record, "unrecorded": True}
         finally:
+            task.release(job)
             self.running[task.name].pop(job, None)
             self.running_count -= 1
             self.wakeup.set()
+        self.completions.append((task.name, job, record))
 
     # --------------------------------------------------------------- reaping
 
@@ -379,11 +440,17 @@ class Scheduler:
     async def shutdown(self) -> None:
         """Cancel running in-process jobs and wait for them; they leave no done record."""
         runners = [runner for jobs in self.running.values() for runner in jobs.values()]
-        for runner in runners:
-            runner.cancel()
-        for runner in runners:
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        for plan in self.plans.values():
+            plan.task.shutting_down = True
+        try:
+            for runner in runners:
+                runner.cancel()
+            for runner in runners:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await runner
+        finally:
+            for plan in self.plans.values():
+                plan.task.shutting_down = False
 
     async def wait(self, seconds: float | None) -> None:
         """Sleep until a job finishes or ``seconds`` pass."""

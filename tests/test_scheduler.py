@@ -236,9 +236,9 @@ async def test_restart_continues_the_attempt_count() -> None:
 
     original = resumed.run_attempt
 
-    async def spy(job: str, attempt: int) -> Any:
+    async def spy(job: str, attempt: int, reattach: bool = False) -> Any:
         attempts.append(attempt)
-        return await original(job, attempt)
+        return await original(job, attempt, reattach)
 
     resumed.run_attempt = spy  # type: ignore[method-assign]
     resumed.link("source", Memory({"k": 1}), is_input=True)

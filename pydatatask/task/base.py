@@ -90,6 +90,8 @@ class Task(abc.ABC):
         self.timeout = _seconds(timeout, f"task {name!r} timeout")
         self.retry = RetryPolicy.coerce(retry)
         self.max_concurrent = max_concurrent
+        self.shutting_down = False
+        """True while the controller is stopping and cancels this task's running jobs."""
         self.link(DONE_LINK, self.done, is_status=True, inhibits_start=True)
 
     def __repr__(self) -> str:
@@ -147,17 +149,42 @@ class Task(abc.ABC):
     async def bind(self) -> None:  # noqa: B027 - most tasks need no preparation
         """Check the wiring when the pipeline opens; raise :class:`ConfigurationError`."""
 
+    async def live_jobs(self) -> dict[str, int]:
+        """Return the jobs an earlier controller left running, with their attempt numbers.
+
+        Tasks whose jobs run outside the controller (processes, containers, pods)
+        rediscover them here, so a restarted controller waits for them with
+        :meth:`attach` instead of launching them twice.
+        """
+        return {}
+
+    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
+        """Wait for a job found by :meth:`live_jobs` to end; like :meth:`execute`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rediscover running jobs")
+
+    def reserve(self, job: str) -> bool:
+        """Claim the resources ``job`` needs; False when it must wait for capacity.
+
+        :raises QuotaExceededError: when the job can never fit.
+        """
+        return True
+
+    def release(self, job: str) -> None:  # noqa: B027 - nothing reserved by default
+        """Give back what :meth:`reserve` claimed for ``job``."""
+
     @abc.abstractmethod
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
         """Run the job; return extra fields for its done record; raise on failure."""
 
     async def run_attempt(
-        self, job: str, attempt: int
+        self, job: str, attempt: int, reattach: bool = False
     ) -> tuple[dict[str, Any], BaseException | None]:
         """Run one attempt within the timeout; return its done record and its error.
 
-        The body's failure is returned as data, never raised. Cancellation (the
-        controller stopping) propagates, so an interrupted job leaves no record.
+        With ``reattach``, wait for a job an earlier controller started instead. The
+        body's failure is returned as data, never raised. Cancellation (the controller
+        stopping) propagates, so an interrupted job leaves no record; tasks whose jobs
+        run elsewhere check :attr:`shutting_down` to tell that apart from a timeout.
         """
         started = time.time()
         record: dict[str, Any] = {"success": False, "attempt": attempt}
@@ -165,7 +192,10 @@ class Task(abc.ABC):
         deadline = asyncio.timeout(self.timeout)
         try:
             async with deadline:
-                extra = await self.execute(job, attempt)
+                if reattach:
+                    extra = await self.attach(job, attempt)
+                else:
+                    extra = await self.execute(job, attempt)
         except TimeoutError as error:
             failure = error
             if deadline.expired():
