@@ -21,7 +21,8 @@ from pydatatask import (
     Repository,
     YamlMetadataFileRepository,
 )
-from pydatatask.repository import filesystem
+from pydatatask.repository.filesystem import files
+from pydatatask.repository.filesystem import folder as folder_module
 from tests.contracts import (
     BlobRepositoryContract,
     MetadataRepositoryContract,
@@ -403,7 +404,7 @@ async def test_listing_and_info_all_are_batched(tmp_path: Path, hops: list[str])
     everything = await repo.info_all()
     assert everything["job1234"] == {"index": 1234}
     assert len(everything) == count
-    assert len(hops) == 1 + -(-count // filesystem.PARSE_BATCH)
+    assert len(hops) == 1 + -(-count // folder_module.PARSE_BATCH)
 
 
 # --- YAML --------------------------------------------------------------------------------
@@ -574,7 +575,7 @@ async def test_work_finished_after_cancellation_is_undone() -> None:
         undone.append(resource)
         finished.set()
 
-    task = asyncio.create_task(filesystem._in_thread(slow, undo))
+    task = asyncio.create_task(folder_module._in_thread(slow, undo))
     await asyncio.sleep(0)  # let the task start its thread
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -586,7 +587,7 @@ async def test_work_finished_after_cancellation_is_undone() -> None:
 
 async def test_spill_after_discard_writes_nothing(tmp_path: Path) -> None:
     repo = FileRepository(tmp_path / "repo")
-    writer = filesystem._FileWriter(repo, "job")
+    writer = files._FileWriter(repo, "job")
     # The order a cancelled writer's queued hop and its discarding hop may run in.
     writer._discard_sync()
     writer._spill_sync([b"late"])

@@ -1,0 +1,326 @@
+"""Blob and YAML repositories with one file per job."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import threading
+from typing import Any, BinaryIO, TypeVar
+
+import yaml
+
+from pydatatask.errors import BackendError, JobNotFoundError
+from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.repository.filesystem.folder import (
+    _DUMPER,
+    _LOADER,
+    PARSE_BATCH,
+    FolderRepository,
+    _create_file,
+    _in_thread,
+    _make_hidden,
+)
+from pydatatask.streams import DEFAULT_CHUNK, ByteReader, ByteWriter
+
+__all__ = ["FileRepository", "YamlMetadataFileRepository"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+
+class _FileReader(ByteReader):
+    """Serve reads from the first chunk read at open time, then from the file."""
+
+    def __init__(self, file: BinaryIO | None, head: bytes) -> None:
+        self._file = file
+        self._buffer = head
+        self._offset = 0
+        self._lock = threading.Lock()  # a cancelled read may still run in its thread
+
+    @classmethod
+    def open_sync(cls, path: str) -> _FileReader:
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        try:
+            head = file.read(DEFAULT_CHUNK)
+        except BaseException:
+            file.close()
+            raise
+        if len(head) < DEFAULT_CHUNK:
+            file.close()
+            return cls(None, head)
+        return cls(file, head)
+
+    def _take(self, n: int) -> bytes:
+        start = self._offset
+        self._offset = min(start + n, len(self._buffer))
+        return self._buffer[start : self._offset]
+
+    def _read_sync(self, size: int) -> bytes:
+        with self._lock:
+            if self._file is None:
+                return b""
+            data = self._file.read(size) if size >= 0 else self._file.read()
+            if size < 0 or len(data) < size:  # a short read of a regular file is its end
+                self._file.close()
+                self._file = None
+            return data
+
+    def close_sync(self) -> None:
+        """Close the file; run in a thread."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    async def _read_some(self, n: int) -> bytes:
+        if self._offset < len(self._buffer):
+            return self._take(n)
+        if self._file is None:
+            return b""
+        self._buffer = await asyncio.to_thread(self._read_sync, max(n, DEFAULT_CHUNK))
+        self._offset = 0
+        return self._take(n)
+
+    async def read(self, n: int = -1) -> bytes:
+        """Return at most ``n`` bytes (everything left, in one thread hop, when ``n`` < 0)."""
+        if n >= 0 or self._closed:
+            return await super().read(n)
+        rest = self._buffer[self._offset :]
+        self._buffer, self._offset = b"", 0
+        if self._file is not None:
+            rest += await asyncio.to_thread(self._read_sync, -1)
+        return rest
+
+    async def _release(self) -> None:
+        self._buffer = b""
+        if self._file is not None:
+            await asyncio.to_thread(self.close_sync)
+
+
+class _FileWriter(ByteWriter):
+    """Buffer up to one chunk in memory; spill to a hidden temporary file; rename on commit."""
+
+    def __init__(self, repository: FileRepository, job: str) -> None:
+        self._repository = repository
+        self._job = job
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._file: BinaryIO | None = None
+        self._temp: str | None = None
+        self._touched = False  # a disk hop was started, so discarding needs one too
+        # A hop whose caller was cancelled may still be queued or running in its thread:
+        # the lock orders it with the discarding hop, and the flag makes it a no-op after.
+        self._lock = threading.Lock()
+        self._discarded = False
+
+    def _take(self) -> list[bytes]:
+        chunks, self._chunks, self._size = self._chunks, [], 0
+        return chunks
+
+    def _spill_locked(self, chunks: list[bytes]) -> bool:
+        """Write ``chunks`` to the temporary file; return False if already discarded."""
+        if self._discarded:
+            return False
+        if self._file is None:
+            self._temp, self._file = self._repository._create_temp(self._job)
+        self._file.writelines(chunks)
+        return True
+
+    def _spill_sync(self, chunks: list[bytes]) -> None:
+        with self._lock:
+            self._spill_locked(chunks)
+
+    def _commit_sync(self, chunks: list[bytes]) -> None:
+        with self._lock:
+            if not self._spill_locked(chunks):
+                return
+            assert self._file is not None
+            assert self._temp is not None
+            target = self._repository._target(self._job)
+            _keep_mode(self._file, target)
+            self._file.close()
+            self._file = None
+            os.replace(self._temp, target)
+            self._temp = None
+
+    def _discard_sync(self) -> None:
+        with self._lock:
+            self._discarded = True
+            if self._file is not None:
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
+            if self._temp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._temp)
+                self._temp = None
+
+    async def _write(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= DEFAULT_CHUNK:
+            self._touched = True
+            await asyncio.to_thread(self._spill_sync, self._take())
+
+    async def _commit(self) -> None:
+        self._touched = True
+        await asyncio.to_thread(self._commit_sync, self._take())
+
+    async def _discard(self) -> None:
+        self._take()
+        if self._touched:
+            await asyncio.to_thread(self._discard_sync)
+
+
+def _keep_mode(file: BinaryIO, target: str) -> None:
+    """Give a replacement the mode of the file it replaces, as writing in place would."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # a new file keeps 0o666 & ~umask from its creation
+    os.fchmod(file.fileno(), mode)
+
+
+class FileRepository(FolderRepository, BlobRepository):
+    """One regular file per job: job ``k`` is the file ``basedir / (k + extension)``.
+
+    ``info(job)`` is the :class:`pathlib.Path` of the file. ``validate()`` creates the
+    folder and its parents; a write also creates it when missing. Listing yields the
+    names of regular files (or links to them) ending in ``extension``, without it;
+    hidden files, including the temporary files of writes in progress, are never listed.
+
+    A writer keeps up to 64 KiB in memory and then spills to a hidden temporary file
+    ``.NAME.RANDOM.tmp`` in the folder, renamed over the job's file when the writer
+    closes successfully; a failed or cancelled writer removes it and the old value
+    stays. A new file gets the mode ``0o666 & ~umask``; a replaced file keeps its mode.
+    Values are not fsynced: they survive a crash of the process, not of the machine.
+
+    With ``case_insensitive=True`` the extension matches in any case, listed ids are
+    lower-cased, and ``contains``, ``info``, ``open`` and ``delete`` find an existing
+    file whose name equals ``job + extension`` ignoring case (``delete`` removes every
+    such file; a write replaces the existing one, else creates ``job + extension``).
+    A lookup whose exact spelling is absent scans the folder.
+    """
+
+    def __init__(
+        self, basedir: str | os.PathLike[str], extension: str = "", case_insensitive: bool = False
+    ) -> None:
+        super().__init__(basedir, extension, case_insensitive)
+
+    def _is_member_entry(self, entry: os.DirEntry[str]) -> bool:
+        return entry.is_file()
+
+    def _is_member_path(self, path: str) -> bool:
+        return os.path.isfile(path)
+
+    def _is_removable_path(self, path: str) -> bool:
+        return os.path.islink(path) or os.path.isfile(path)
+
+    def _remove_path(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def _create_temp(self, job: str) -> tuple[str, BinaryIO]:
+        """Create a hidden temporary file beside the job's file; run in a thread."""
+        return _make_hidden(self._base, job + self.extension, "tmp", _create_file)
+
+    def _write_sync(self, job: str, data: bytes) -> None:
+        """Write ``data`` as the value of ``job`` atomically; run in a thread."""
+        writer = _FileWriter(self, job)
+        try:
+            writer._commit_sync([data])
+        except BaseException:
+            writer._discard_sync()
+            raise
+
+    async def _open_reader(self, job: str) -> ByteReader:
+        return await _in_thread(self._open_reader_sync, _FileReader.close_sync, job)
+
+    def _open_reader_sync(self, job: str) -> _FileReader:
+        path = self._require(job)
+        try:
+            return _FileReader.open_sync(path)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise JobNotFoundError(job, self) from None  # deleted since it was found
+
+    async def _open_writer(self, job: str) -> ByteWriter:
+        return _FileWriter(self, job)
+
+
+class YamlMetadataFileRepository(FileRepository, MetadataRepository):
+    """One YAML file per job: ``info(job)`` parses it and ``dump(job, value)`` writes it.
+
+    It is also a :class:`FileRepository`, so ``open(job, mode)`` reads or writes the raw
+    YAML text. Values use YAML's safe subset (mappings, sequences, strings, numbers,
+    booleans, null, dates); tuples are stored as lists. Writes are atomic, as for
+    :class:`FileRepository`.
+
+    ``dump`` of a value YAML cannot represent raises :class:`TypeError` naming the job,
+    and the previous value stays. ``info`` of a file that is not valid YAML raises
+    :class:`~pydatatask.errors.BackendError` naming the job and the file: the stored data
+    is corrupt, which is a failure of the storage rather than of the caller.
+    """
+
+    def __init__(self, basedir: str | os.PathLike[str], extension: str = ".yaml") -> None:
+        super().__init__(basedir, extension)
+
+    def _parse(self, job: str, path: str, data: bytes) -> Any:
+        try:
+            return yaml.load(data, Loader=_LOADER)  # a safe loader
+        except yaml.YAMLError as exc:
+            raise BackendError(
+                f"{self!r}: the value of job {job!r} in {path} is not valid YAML: {exc}"
+            ) from exc
+
+    def _load_sync(self, job: str) -> Any:
+        path = self._require(job)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise JobNotFoundError(job, self) from None
+        return self._parse(job, path, data)
+
+    def _load_batch(self, batch: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+        loaded: list[tuple[str, Any]] = []
+        for job, name in batch:
+            path = os.path.join(self._base, name)
+            try:
+                with open(path, "rb") as file:
+                    data = file.read()
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                continue  # deleted while listing
+            loaded.append((job, self._parse(job, path, data)))
+        return loaded
+
+    async def _info(self, job: str) -> Any:
+        return await asyncio.to_thread(self._load_sync, job)
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: value}``, reading and parsing the files in batches in worker threads.
+
+        :raises BackendError: when a file is not valid YAML.
+        """
+        names = list((await self._names()).items())
+        result: dict[str, Any] = {}
+        for start in range(0, len(names), PARSE_BATCH):
+            batch = names[start : start + PARSE_BATCH]
+            result.update(await asyncio.to_thread(self._load_batch, batch))
+        return result
+
+    def _dump_sync(self, job: str, value: Any) -> None:
+        try:
+            text = yaml.dump(value, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
+        except yaml.YAMLError as exc:
+            raise TypeError(
+                f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
+                f"as YAML: {exc}"
+            ) from exc
+        self._write_sync(job, text.encode("utf-8"))
+
+    async def _dump(self, job: str, value: Any) -> None:
+        await asyncio.to_thread(self._dump_sync, job, value)

@@ -1,0 +1,335 @@
+"""The shared base of folder repositories: id rules, listing, lookups and deletion."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import yaml
+
+from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
+from pydatatask.repository.base import Repository
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = 255
+"""The longest file name, in bytes, that common filesystems accept."""
+LIST_BATCH = 1000
+"""Folder entries examined per thread hop while listing."""
+PARSE_BATCH = 256
+"""YAML files read and parsed per thread hop in :meth:`YamlMetadataFileRepository.info_all`."""
+
+_T = TypeVar("_T")
+_TOKEN_BYTES = 4
+_MAX_NAMED_INVALID = 5
+
+# libyaml is much faster; the pure-Python classes behave the same.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: Any = type("_Dumper", (getattr(yaml, "CSafeDumper", yaml.SafeDumper),), {})
+_DUMPER.add_representer(tuple, yaml.representer.SafeRepresenter.represent_list)
+
+
+def _hidden_name(name: str, purpose: str) -> str:
+    """Return a fresh hidden sibling name for ``name`` that fits in one file name."""
+    tail = f".{secrets.token_hex(_TOKEN_BYTES)}.{purpose}"
+    budget = MAX_NAME_BYTES - 1 - len(tail)
+    prefix = os.fsdecode(os.fsencode(name)[:budget])
+    return f".{prefix}{tail}"
+
+
+def _make_hidden(folder: str, name: str, purpose: str, make: Callable[[str], _T]) -> tuple[str, _T]:
+    """Create a fresh hidden sibling of ``name`` with ``make(path)``; run in a thread.
+
+    ``make`` must fail with :class:`FileExistsError` when the path is taken. A missing
+    folder is created once, so writing needs no prior :meth:`validate`.
+    """
+    created_folder = False
+    for _ in range(100):
+        path = os.path.join(folder, _hidden_name(name, purpose))
+        try:
+            return path, make(path)
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            if created_folder:
+                raise
+            os.makedirs(folder, exist_ok=True)
+            created_folder = True
+    raise FileExistsError(f"no free temporary name for {name!r} in {folder}")
+
+
+def _create_file(path: str) -> BinaryIO:
+    """Create a new file for writing, with the mode ``0o666 & ~umask`` as ``open`` gives."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return open(os.open(path, flags, 0o666), "wb")
+
+
+async def _in_thread(func: Callable[..., _T], undo: Callable[[_T], object], *args: Any) -> _T:
+    """Run ``func(*args)`` in a worker thread; if the caller is cancelled meanwhile, undo it.
+
+    A thread cannot be interrupted, so what it creates after its caller gave up (an open
+    file, a temporary directory) is released, in another thread, as soon as it is done.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+
+        def release(done: asyncio.Future[_T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                loop.run_in_executor(None, undo, done.result())
+
+        future.add_done_callback(release)
+        raise
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a hidden tree; what cannot be removed is logged (hidden names are never listed)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        logger.warning("could not remove %s: %s", path, exc)
+
+
+def _nonempty_dir(path: str) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is not None
+
+
+class FolderRepository(Repository):
+    """What file and directory repositories share: naming, listing, lookup, deletion."""
+
+    job_id_pattern = re.compile(r"[^.].*", re.DOTALL)
+    job_id_rule = "it starts with '.', which is kept for temporary files"
+
+    def __init__(
+        self, basedir: str | os.PathLike[str], extension: str = "", case_insensitive: bool = False
+    ) -> None:
+        if not isinstance(extension, str) or any(sep in extension for sep in "/\\\x00"):
+            raise ConfigurationError(f"extension {extension!r} cannot be part of a file name")
+        self.basedir = Path(basedir).absolute()
+        self.extension = extension
+        self.case_insensitive = case_insensitive
+        self._base = str(self.basedir)
+
+    def __repr__(self) -> str:
+        extension = f" extension={self.extension!r}" if self.extension else ""
+        return f"<{type(self).__name__} {self._base!r}{extension}>"
+
+    def check_job_id(self, job: object) -> str:
+        """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`.
+
+        On top of the common rules, the id must not start with ``.`` and ``job + extension``
+        must fit in one file name.
+        """
+        job = super().check_job_id(job)
+        try:
+            size = len(os.fsencode(job + self.extension))
+        except UnicodeEncodeError:
+            raise InvalidJobIdError(job, "it cannot be encoded as a file name") from None
+        if size > MAX_NAME_BYTES:
+            raise InvalidJobIdError(
+                job, f"with the extension it is longer than {MAX_NAME_BYTES} bytes"
+            )
+        return job
+
+    async def validate(self) -> None:
+        """Create the folder (and its parents) and check that it is writable.
+
+        :raises BackendError: when the folder cannot be created or written.
+        """
+        await asyncio.to_thread(self._validate_sync)
+
+    def _validate_sync(self) -> None:
+        try:
+            os.makedirs(self._base, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"{self!r}: cannot create the folder: {exc}") from exc
+        if not os.access(self._base, os.W_OK | os.X_OK):
+            raise BackendError(f"{self!r}: the folder is not writable")
+
+    # The predicates below run in worker threads.
+
+    @abc.abstractmethod
+    def _is_member_entry(self, entry: os.DirEntry[str]) -> bool:
+        """Whether a folder entry holds a job (a regular file, a directory, ...)."""
+
+    @abc.abstractmethod
+    def _is_member_path(self, path: str) -> bool:
+        """Whether the entry at ``path`` holds a job."""
+
+    @abc.abstractmethod
+    def _is_removable_path(self, path: str) -> bool:
+        """Whether :meth:`delete` should remove the entry at ``path``."""
+
+    @abc.abstractmethod
+    def _remove_path(self, path: str) -> None:
+        """Remove the entry at ``path``."""
+
+    def _stem(self, name: str) -> str | None:
+        """Return the id stored under the file name ``name``, or None if it is no job."""
+        if name.startswith("."):
+            return None  # temporary or hidden: never a job, never worth a warning
+        extension = self.extension
+        if not extension:
+            return name.lower() if self.case_insensitive else name
+        if self.case_insensitive:
+            tail = name[-len(extension) :]
+            if len(name) > len(extension) and tail.lower() == extension.lower():
+                return name[: -len(extension)].lower()
+            return None
+        if len(name) > len(extension) and name.endswith(extension):
+            return name[: -len(extension)]
+        return None
+
+    def _member(self, entry: os.DirEntry[str]) -> tuple[str, str] | None:
+        """Return ``(id, name)`` when the folder entry holds a job."""
+        stem = self._stem(entry.name)
+        if stem is None or not self._is_member_entry(entry):
+            return None
+        return stem, entry.name
+
+    def _open_scan(self) -> os._ScandirIterator[str] | None:
+        try:
+            return os.scandir(self._base)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _next_batch(
+        self, entries: Iterator[os.DirEntry[str]]
+    ) -> tuple[list[tuple[str, str]], bool]:
+        """Examine up to :data:`LIST_BATCH` entries; return the jobs and whether the end came."""
+        found: list[tuple[str, str]] = []
+        for count, entry in enumerate(entries, 1):
+            if (member := self._member(entry)) is not None:
+                found.append(member)
+            if count >= LIST_BATCH:
+                return found, False
+        return found, True
+
+    def _scan_all(self) -> list[tuple[str, str]]:
+        entries = self._open_scan()
+        if entries is None:
+            return []
+        with entries:
+            return [member for entry in entries if (member := self._member(entry)) is not None]
+
+    async def _scan_listing(self) -> AsyncIterator[tuple[str, str]]:
+        entries = await asyncio.to_thread(self._open_scan)
+        if entries is None:
+            return
+        seen: set[str] = set()
+        try:
+            done = False
+            while not done:
+                batch, done = await asyncio.to_thread(self._next_batch, entries)
+                for job, name in batch:
+                    if self.case_insensitive:
+                        if job in seen:
+                            continue
+                        seen.add(job)
+                    yield job, name
+        finally:
+            entries.close()  # closedir does not block; it must also run during finalisation
+
+    async def _iter_ids(self) -> AsyncIterator[str]:
+        async for job, _ in self._scan_listing():
+            yield job
+
+    def _valid_only(self, found: list[tuple[str, str]]) -> dict[str, str]:
+        """Return ``{id: name}`` for the valid ids, warning once about the others."""
+        result: dict[str, str] = {}
+        skipped: list[str] = []
+        for job, name in found:
+            if job in result:
+                continue
+            if self.is_valid_job_id(job):
+                result[job] = name
+            else:
+                skipped.append(job)
+        if skipped:
+            more = len(skipped) - _MAX_NAMED_INVALID
+            logger.warning(
+                "%r: skipped %d entries that are not valid job ids: %s%s",
+                self,
+                len(skipped),
+                ", ".join(repr(job) for job in skipped[:_MAX_NAMED_INVALID]),
+                f" and {more} more" if more > 0 else "",
+            )
+        return result
+
+    async def _names(self) -> dict[str, str]:
+        return self._valid_only(await asyncio.to_thread(self._scan_all))
+
+    async def ids(self) -> set[str]:
+        """Return the set of valid ids present, listing the folder in one thread hop."""
+        return set(await self._names())
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: path}`` for every job present."""
+        return {job: self.basedir / name for job, name in (await self._names()).items()}
+
+    def _find(self, job: str, predicate: Callable[[str], bool], every: bool = False) -> list[str]:
+        """Return the paths of the entries for ``job`` that pass ``predicate``.
+
+        The exact name comes first. When case-insensitive and ``every`` is true (or the
+        exact name fails), the folder is scanned for names equal ignoring case.
+        """
+        wanted = job + self.extension
+        exact = os.path.join(self._base, wanted)
+        found = [exact] if predicate(exact) else []
+        if not self.case_insensitive or (found and not every):
+            return found
+        wanted = wanted.lower()
+        try:
+            with os.scandir(self._base) as entries:
+                names = sorted(
+                    entry.name
+                    for entry in entries
+                    if entry.name != os.path.basename(exact)
+                    and not entry.name.startswith(".")
+                    and entry.name.lower() == wanted
+                )
+        except (FileNotFoundError, NotADirectoryError):
+            return found
+        found.extend(path for name in names if predicate(path := os.path.join(self._base, name)))
+        return found
+
+    def _locate(self, job: str) -> str | None:
+        found = self._find(job, self._is_member_path)
+        return found[0] if found else None
+
+    def _target(self, job: str) -> str:
+        """Return the path a write of ``job`` goes to: an existing match, else the exact name."""
+        found = self._find(job, os.path.lexists)
+        return found[0] if found else os.path.join(self._base, job + self.extension)
+
+    def _require(self, job: str) -> str:
+        path = self._locate(job)
+        if path is None:
+            raise JobNotFoundError(job, self)
+        return path
+
+    async def _contains(self, job: str) -> bool:
+        return await asyncio.to_thread(self._locate, job) is not None
+
+    async def _info(self, job: str) -> Any:
+        return Path(await asyncio.to_thread(self._require, job))
+
+    async def _delete(self, job: str) -> None:
+        await asyncio.to_thread(self._delete_sync, job)
+
+    def _delete_sync(self, job: str) -> None:
+        for path in self._find(job, self._is_removable_path, every=True):
+            self._remove_path(path)
