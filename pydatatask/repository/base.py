@@ -96,16 +96,24 @@ class Repository(abc.ABC):
                 else:
                     skipped.append(job)
         finally:
-            if skipped:
-                named = ", ".join(repr(job) for job in skipped[:_MAX_NAMED_INVALID])
-                more = len(skipped) - _MAX_NAMED_INVALID
-                logger.warning(
-                    "%r: skipped %d entries that are not valid job ids: %s%s",
-                    self,
-                    len(skipped),
-                    named,
-                    f" and {more} more" if more > 0 else "",
-                )
+            self._warn_skipped(skipped)
+
+    def _warn_skipped(
+        self, skipped: list[Any], what: str = "entries that are not valid job ids"
+    ) -> None:
+        """Log one warning naming the first few entries a listing skipped."""
+        if not skipped:
+            return
+        named = ", ".join(repr(job) for job in skipped[:_MAX_NAMED_INVALID])
+        more = len(skipped) - _MAX_NAMED_INVALID
+        logger.warning(
+            "%r: skipped %d %s: %s%s",
+            self,
+            len(skipped),
+            what,
+            named,
+            f" and {more} more" if more > 0 else "",
+        )
 
     async def ids(self) -> set[str]:
         """Return the set of valid ids present."""

@@ -31,7 +31,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MISSING: Any = object()
-_MAX_NAMED = 5
 
 
 def _require_repository(role: str, value: object) -> Repository:
@@ -337,17 +336,7 @@ class RelatedItemRepository(Repository):
         return valid
 
     def _warn_invalid(self, invalid: list[str]) -> None:
-        if invalid:
-            named = ", ".join(repr(job) for job in invalid[:_MAX_NAMED])
-            more = len(invalid) - _MAX_NAMED
-            logger.warning(
-                "%r: skipped %d ids whose translation is not a valid id of %r: %s%s",
-                self,
-                len(invalid),
-                self.base,
-                named,
-                f" and {more} more" if more > 0 else "",
-            )
+        self._warn_skipped(invalid, f"ids whose translation is not a valid id of {self.base!r}")
 
     async def _slow_pairs(self) -> AsyncIterator[tuple[str, str]]:
         """Yield ``(job, base id)`` for every id present, looking each one up."""

@@ -29,7 +29,6 @@ PARSE_BATCH = 256
 
 _T = TypeVar("_T")
 _TOKEN_BYTES = 4
-_MAX_NAMED_INVALID = 5
 
 # libyaml is much faster; the pure-Python classes behave the same.
 _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -258,15 +257,7 @@ class FolderRepository(Repository):
                 result[job] = name
             else:
                 skipped.append(job)
-        if skipped:
-            more = len(skipped) - _MAX_NAMED_INVALID
-            logger.warning(
-                "%r: skipped %d entries that are not valid job ids: %s%s",
-                self,
-                len(skipped),
-                ", ".join(repr(job) for job in skipped[:_MAX_NAMED_INVALID]),
-                f" and {more} more" if more > 0 else "",
-            )
+        self._warn_skipped(skipped)
         return result
 
     async def _names(self) -> dict[str, str]:
