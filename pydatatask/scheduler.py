@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import QuotaExceededError
 from pydatatask.repository.base import Repository
+from pydatatask.runner import JobRunner
 from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ class Scheduler:
         self.plans: dict[str, _Plan] = {}
         for task in reversed(pipeline.topological_order()):  # downstream first
             self.plans[task.name] = self._plan(task)
-        self.running: dict[str, dict[str, asyncio.Task[None]]] = {name: {} for name in self.plans}
+        self.runner = JobRunner(list(self.plans), self._finished)
+        self.running = self.runner.running
         self.ready: dict[str, set[str]] = {name: set() for name in self.plans}
         self.succeeded: dict[str, set[str]] = {name: set() for name in self.plans}
         self.failed: dict[str, set[str]] = {name: set() for name in self.plans}
@@ -79,7 +81,6 @@ class Scheduler:
         self.completions: list[tuple[str, str, dict[str, Any]]] = []
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
-        self.running_count = 0
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
 
     def _plan(self, task: Task) -> _Plan:
@@ -355,37 +356,15 @@ class Scheduler:
     ) -> None:
         name = plan.task.name
         planned = self.next_attempt[name].pop(job, 1)
-        attempt = planned if attempt is None else attempt
         self.retry_at[name].pop(job, None)
-        runner = asyncio.create_task(
-            self._run_job(plan, job, attempt, reattach), name=f"{name}:{job}"
-        )
-        self.running[name][job] = runner
-        self.running_count += 1
+        self.runner.start(plan.task, job, planned if attempt is None else attempt, reattach)
         self.counters[name].launched += 1
         for downstream in plan.downstream:
             self.ready[downstream].discard(job)
 
-    async def _run_job(self, plan: _Plan, job: str, attempt: int, reattach: bool) -> None:
-        task = plan.task
-        record: dict[str, Any] = {"success": False}
-        try:
-            record, error = await task.run_attempt(job, attempt, reattach)
-            if not record["success"] and task.retry.should_retry(
-                attempt, error, bool(record.get("timeout"))
-            ):
-                delay = task.retry.delay(attempt)
-                record["retry_at"] = timestamp(time.time() + delay)
-            await task.done.dump(job, record)
-        except Exception:  # one job's bookkeeping must not stop the rest
-            logger.exception("could not record the result of %s job %r", task.name, job)
-            record = {**record, "unrecorded": True}
-        finally:
-            task.release(job)
-            self.running[task.name].pop(job, None)
-            self.running_count -= 1
-            self.wakeup.set()
-        self.completions.append((task.name, job, record))
+    def _finished(self, name: str, job: str, record: dict[str, Any]) -> None:
+        self.completions.append((name, job, record))
+        self.wakeup.set()
 
     # --------------------------------------------------------------- reaping
 
@@ -426,7 +405,8 @@ class Scheduler:
 
     async def _refresh_outputs(self, plan: _Plan, job: str) -> list[int]:
         watched = [repo for repo in plan.outputs if id(repo) in self.ids]
-        present = await asyncio.gather(*(repo.contains(job) for repo in watched))
+        # The id came from a validated listing: skip the public methods' id check.
+        present = [await repo._contains(job) for repo in watched]
         changed = []
         for repo, is_present in zip(watched, present, strict=True):
             ids = self.ids[id(repo)]
@@ -437,17 +417,28 @@ class Scheduler:
 
     # -------------------------------------------------------------- shutdown
 
+    @property
+    def running_count(self) -> int:
+        """How many jobs are running or queued to run."""
+        return self.runner.count
+
+    def is_running(self, task_name: str, job: str) -> bool:
+        """Whether ``job`` of task ``task_name`` is running in this controller."""
+        return self.runner.is_running(task_name, job)
+
+    async def cancel(self, task_name: str, job: str) -> bool:
+        """Stop a job running in this controller without recording it; False if none was.
+
+        A task whose jobs run elsewhere is told it is not a shutdown, so it kills the job.
+        """
+        return await self.runner.cancel(task_name, job)
+
     async def shutdown(self) -> None:
         """Cancel running in-process jobs and wait for them; they leave no done record."""
-        runners = [runner for jobs in self.running.values() for runner in jobs.values()]
         for plan in self.plans.values():
             plan.task.shutting_down = True
         try:
-            for runner in runners:
-                runner.cancel()
-            for runner in runners:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await runner
+            await self.runner.shutdown()
         finally:
             for plan in self.plans.values():
                 plan.task.shutting_down = False

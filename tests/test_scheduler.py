@@ -366,3 +366,16 @@ async def test_done_record_written_after_outputs() -> None:
         await pdt.run(pipeline)
     assert seen_by_done == [True]
     assert done.data == {}
+
+
+def test_timestamps_match_isoformat() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from pydatatask.task.base import timestamp
+
+    rng = random.Random(7)
+    moments = [0.0, 0.9999, 59.5, 1_700_000_000.25] + [rng.uniform(0, 4e9) for _ in range(500)]
+    for moment in sorted(moments) + moments:
+        expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
+        assert timestamp(moment) == expected

@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 MAX_JOB_ID_LENGTH = 200
 """The longest job id, in characters and in UTF-8 bytes, that any repository accepts."""
 
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _MAX_NAMED_INVALID = 5
 
 
@@ -40,24 +39,28 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
     """Return ``job`` if it is a valid job id, else raise :class:`InvalidJobIdError`.
 
     Every repository accepts only non-empty strings of at most :data:`MAX_JOB_ID_LENGTH`
-    characters with no path separator, no control or format character, and not ``.`` or
-    ``..``. A repository may narrow this with ``pattern`` (a full match), described by
+    characters with no path separator, only printable characters (no control, format,
+    unassigned or private-use character, and no white space but the plain space), and
+    not ``.`` or ``..``. A repository may narrow this with ``pattern`` (a full match), described by
     ``rule``.
     """
     if not isinstance(job, str):
         raise InvalidJobIdError(job, f"a job id is a str, not {type(job).__name__}")
     if not job:
         raise InvalidJobIdError(job, "it is empty")
-    encoded_length = len(job.encode("utf-8", "surrogatepass"))
-    if len(job) > MAX_JOB_ID_LENGTH or encoded_length > MAX_JOB_ID_LENGTH:
+    if len(job) > MAX_JOB_ID_LENGTH or (
+        not job.isascii() and len(job.encode("utf-8", "surrogatepass")) > MAX_JOB_ID_LENGTH
+    ):
         raise InvalidJobIdError(job, f"it is longer than {MAX_JOB_ID_LENGTH} characters")
     if job in (".", ".."):
         raise InvalidJobIdError(job, "it is a relative path component")
     if "/" in job or "\\" in job:
         raise InvalidJobIdError(job, "it contains a path separator")
-    for char in job:
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            raise InvalidJobIdError(job, f"it contains the control character {char!r}")
+    if not job.isprintable():
+        for char in job:
+            if char != " " and not char.isprintable():
+                kind = unicodedata.category(char)
+                raise InvalidJobIdError(job, f"it contains the control character {char!r} ({kind})")
     if pattern is not None and pattern.fullmatch(job) is None:
         raise InvalidJobIdError(job, rule or f"it does not match {pattern.pattern!r}")
     return job

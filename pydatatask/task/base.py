@@ -9,6 +9,7 @@ import logging
 import re
 import time
 import traceback
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +29,16 @@ _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 def timestamp(epoch: float) -> str:
     """Format a Unix time as an ISO 8601 UTC string, the form done records use."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    second = int(epoch)
+    if second != _last_second[0]:
+        prefix = datetime.fromtimestamp(second, UTC).isoformat()[: -len("+00:00")]
+        _last_second[:] = [second, prefix]
+    milliseconds = min(999, int((epoch - second) * 1000))
+    return f"{_last_second[1]}.{milliseconds:03d}+00:00"
+
+
+# The formatted date and time of the last whole second seen: jobs finish many a second.
+_last_second: list[Any] = [None, ""]
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -176,6 +186,9 @@ class Task(abc.ABC):
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
         """Run the job; return extra fields for its done record; raise on failure."""
 
+    def _begin(self, job: str, attempt: int, reattach: bool) -> Awaitable[dict[str, Any]]:
+        return self.attach(job, attempt) if reattach else self.execute(job, attempt)
+
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
     ) -> tuple[dict[str, Any], BaseException | None]:
@@ -189,16 +202,16 @@ class Task(abc.ABC):
         started = time.time()
         record: dict[str, Any] = {"success": False, "attempt": attempt}
         failure: BaseException | None = None
-        deadline = asyncio.timeout(self.timeout)
+        deadline = None if self.timeout is None else asyncio.timeout(self.timeout)
         try:
-            async with deadline:
-                if reattach:
-                    extra = await self.attach(job, attempt)
-                else:
-                    extra = await self.execute(job, attempt)
+            if deadline is None:
+                extra = await self._begin(job, attempt, reattach)
+            else:
+                async with deadline:
+                    extra = await self._begin(job, attempt, reattach)
         except TimeoutError as error:
             failure = error
-            if deadline.expired():
+            if deadline is not None and deadline.expired():
                 record["timeout"] = True
                 record["exception"] = f"timed out after {self.timeout:g} s"
             else:

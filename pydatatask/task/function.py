@@ -45,6 +45,7 @@ class FunctionTask(Task):
         )
         self.func: JobFunction | None = None
         self._bound_links: list[str] | None = None
+        self._bound_arguments: dict[str, Repository] | None = None
         if func is not None:
             self(func)
 
@@ -89,11 +90,12 @@ class FunctionTask(Task):
                     f"links are {', '.join(sorted(self.links))}"
                 )
         self._bound_links = names
+        self._bound_arguments = {name: self.links[name].repo for name in names}
 
     def _arguments(self) -> dict[str, Repository]:
-        if self._bound_links is None:
+        if self._bound_arguments is None:
             raise ConfigurationError(f"task {self.name!r} was not bound: open its pipeline first")
-        return {name: self.links[name].repo for name in self._bound_links}
+        return self._bound_arguments
 
 
 class InProcessSyncTask(FunctionTask):

@@ -1,0 +1,118 @@
+"""Run launched jobs on a pool of worker coroutines and record their outcomes.
+
+Workers are started as jobs are launched, never more than the jobs running at once, and
+then wait on one queue for as long as the scheduler lives, so a stream of short jobs
+costs no asyncio task per job. A job's done record is written
+when its body returns, after its outputs; a job cancelled because the controller stops
+leaves no record and runs again next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydatatask.task.base import Task, timestamp
+
+__all__ = ["JobRunner"]
+
+logger = logging.getLogger(__name__)
+
+Finished = Callable[[str, str, dict[str, Any]], None]
+
+
+class JobRunner:
+    """Runs jobs for a scheduler and reports each outcome to ``on_finished``.
+
+    :param on_finished: called with (task name, job, done record) after the record is
+        written; the record has ``unrecorded: True`` when writing it failed.
+    """
+
+    def __init__(self, task_names: list[str], on_finished: Finished) -> None:
+        self.running: dict[str, dict[str, asyncio.Task[None] | None]] = {
+            name: {} for name in task_names
+        }
+        """Per task, the jobs running or queued, each with the worker running it."""
+        self.count = 0
+        self._on_finished = on_finished
+        self._queue: asyncio.Queue[tuple[Task, str, int, bool]] = asyncio.Queue()
+        self._withdrawn: set[tuple[str, str]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    def start(self, task: Task, job: str, attempt: int, reattach: bool = False) -> None:
+        """Queue ``job`` to run now (or, with ``reattach``, to be waited for)."""
+        self.running[task.name][job] = None
+        self.count += 1
+        self._withdrawn.discard((task.name, job))
+        self._queue.put_nowait((task, job, attempt, reattach))
+        if len(self._workers) < self.count:
+            worker = asyncio.create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+
+    def is_running(self, task_name: str, job: str) -> bool:
+        """Whether ``job`` of the task is running or about to."""
+        return job in self.running[task_name]
+
+    async def cancel(self, task_name: str, job: str) -> bool:
+        """Stop a running or queued job without recording it; False if it was not running."""
+        if job not in self.running[task_name]:
+            return False
+        worker = self.running[task_name][job]
+        if worker is None:  # still queued: the worker that takes it will skip it
+            self._withdrawn.add((task_name, job))
+            self._forget(task_name, job)
+            return True
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        return True
+
+    async def shutdown(self) -> None:
+        """Cancel every job and stop the workers; unfinished jobs leave no record."""
+        while not self._queue.empty():
+            task, job, _, _ = self._queue.get_nowait()
+            self._forget(task.name, job)
+        workers = list(self._workers)
+        for worker in workers:
+            worker.cancel()
+        for worker in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    def _forget(self, task_name: str, job: str) -> None:
+        if self.running[task_name].pop(job, False) is not False:
+            self.count -= 1
+
+    async def _work(self) -> None:
+        current = asyncio.current_task()
+        while True:
+            task, job, attempt, reattach = await self._queue.get()
+            if (task.name, job) in self._withdrawn:
+                self._withdrawn.discard((task.name, job))
+                continue
+            self.running[task.name][job] = current
+            try:
+                record = await self._run(task, job, attempt, reattach)
+            finally:
+                task.release(job)
+                self._forget(task.name, job)
+            self._on_finished(task.name, job, record)
+
+    async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> dict[str, Any]:
+        record: dict[str, Any] = {"success": False}
+        try:
+            record, error = await task.run_attempt(job, attempt, reattach)
+            if not record["success"] and task.retry.should_retry(
+                attempt, error, bool(record.get("timeout"))
+            ):
+                record["retry_at"] = timestamp(time.time() + task.retry.delay(attempt))
+            await task.done._dump(job, record)  # a listed, hence valid, id
+        except Exception:  # one job's bookkeeping must not stop the rest
+            logger.exception("could not record the result of %s job %r", task.name, job)
+            record = {**record, "unrecorded": True}
+        return record
