@@ -1,0 +1,55 @@
+"""Cancelling jobs in the scheduler's worker pool."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pydatatask as pdt
+from pydatatask import InProcessMetadataRepository as Memory
+
+
+async def test_cancel_running_and_queued_jobs() -> None:
+    started: dict[str, asyncio.Event] = {}
+    finished: list[str] = []
+
+    async def body(job: str) -> None:
+        started.setdefault(job, asyncio.Event()).set()
+        await asyncio.sleep(3600 if job in {"slow", "queued"} else 0)
+        finished.append(job)
+
+    task = pdt.InProcessSyncTask("t", Memory(), func=body, max_concurrent=1)
+    task.link("source", Memory({"slow": 1}), is_input=True)
+    async with pdt.Pipeline([task]) as pipeline:
+        scheduler = pipeline.scheduler
+        await pipeline.update()
+        await asyncio.wait_for(started.setdefault("slow", asyncio.Event()).wait(), 5)
+        assert scheduler.is_running("t", "slow")
+        scheduler.runner.start(task, "queued", 1)
+        assert await scheduler.cancel("t", "queued")  # still queued: withdrawn
+        assert await scheduler.cancel("t", "slow")  # running: cancelled, no record
+        assert not await scheduler.cancel("t", "slow")
+        assert scheduler.running_count == 0
+        assert not await task.done.contains("slow")
+        assert not await task.done.contains("queued")
+        scheduler.runner.start(task, "fast", 1)  # the pool still works afterwards
+        await pdt.run(pipeline, launch_once=True)
+        while scheduler.running_count:
+            await scheduler.wait(1)
+    assert finished == ["fast"]
+    assert "queued" not in started
+
+
+async def test_close_cancels_running_jobs_without_records() -> None:
+    gate = asyncio.Event()
+
+    async def body(job: str) -> None:
+        gate.set()
+        await asyncio.sleep(3600)
+
+    task = pdt.InProcessSyncTask("t", Memory(), func=body)
+    task.link("source", Memory({"a": 1, "b": 2}), is_input=True)
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        await pipeline.update()
+        await asyncio.wait_for(gate.wait(), 5)
+    assert await task.done.ids() == set()
