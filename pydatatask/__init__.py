@@ -7,7 +7,7 @@ use, so ``import pydatatask`` needs none of them.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import (
     BackendError,
@@ -19,6 +19,7 @@ from pydatatask.errors import (
     MissingDependencyError,
     PipelineValidationError,
     PydatataskError,
+    QuotaExceededError,
 )
 from pydatatask.link import Link
 from pydatatask.pipeline import Pipeline
@@ -42,10 +43,16 @@ from pydatatask.task.base import Task
 from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTask
 from pydatatask.task.retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "S3BucketRepository": "pydatatask.repository.s3",
+    "YamlMetadataS3Repository": "pydatatask.repository.s3",
+}
 
 __all__ = [
     "AggregateAndRepository",
@@ -72,14 +79,17 @@ __all__ = [
     "Pipeline",
     "PipelineValidationError",
     "PydatataskError",
+    "QuotaExceededError",
     "RelatedItemRepository",
     "Repository",
     "Resource",
     "RetryPolicy",
     "RunReport",
+    "S3BucketRepository",
     "Session",
     "Task",
     "YamlMetadataFileRepository",
+    "YamlMetadataS3Repository",
     "run",
 ]
 

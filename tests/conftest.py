@@ -4,5 +4,4 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.servers.s3",
-    "tests.servers.mongodb",
 ]

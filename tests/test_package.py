@@ -42,6 +42,7 @@ EXPECTED_PUBLIC_NAMES = {
     "InvalidJobIdError",
     "ConfigurationError",
     "PipelineValidationError",
+    "QuotaExceededError",
     "LifecycleError",
     "MissingDependencyError",
     "BackendError",
@@ -55,6 +56,8 @@ EXPECTED_PUBLIC_NAMES = {
     "Pipeline",
     "RunReport",
     "run",
+    "S3BucketRepository",
+    "YamlMetadataS3Repository",
 }
 
 

