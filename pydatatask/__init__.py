@@ -13,8 +13,10 @@ from pydatatask.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigurationError,
+    InputError,
     InvalidJobIdError,
     JobNotFoundError,
+    JobNotReadyError,
     LifecycleError,
     MissingDependencyError,
     PipelineValidationError,
@@ -44,12 +46,14 @@ from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTa
 from pydatatask.task.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from pydatatask.cli import main
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {
+    "main": "pydatatask.cli",
     "S3BucketRepository": "pydatatask.repository.s3",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
 }
@@ -69,8 +73,10 @@ __all__ = [
     "InProcessBlobRepository",
     "InProcessMetadataRepository",
     "InProcessSyncTask",
+    "InputError",
     "InvalidJobIdError",
     "JobNotFoundError",
+    "JobNotReadyError",
     "LifecycleError",
     "Link",
     "MapRepository",
@@ -90,6 +96,7 @@ __all__ = [
     "Task",
     "YamlMetadataFileRepository",
     "YamlMetadataS3Repository",
+    "main",
     "run",
 ]
 

@@ -8,7 +8,10 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     ├── InvalidJobIdError         (ValueError)    a job id breaks the id rules
     ├── ConfigurationError        (ValueError)    a pipeline, task or link is set up wrongly
     │   ├── PipelineValidationError               the pipeline graph is not runnable
-    │   └── QuotaExceededError                    a job needs more than a whole quota
+    │   ├── QuotaExceededError                    a job needs more than a whole quota
+    │   └── InputError                            a command named something unknown or
+    │                                             gave a malformed expression or value
+    ├── JobNotReadyError          (RuntimeError)  a job was asked to run while not ready
     ├── LifecycleError            (RuntimeError)  a resource used outside an open session
     ├── MissingDependencyError    (ImportError)   an optional backend package is absent
     └── BackendError              (OSError)       a storage or execution backend failed
@@ -21,8 +24,10 @@ __all__ = [
     "BackendError",
     "BackendUnavailableError",
     "ConfigurationError",
+    "InputError",
     "InvalidJobIdError",
     "JobNotFoundError",
+    "JobNotReadyError",
     "LifecycleError",
     "MissingDependencyError",
     "PipelineValidationError",
@@ -70,6 +75,18 @@ class PipelineValidationError(ConfigurationError):
 
 class QuotaExceededError(ConfigurationError):
     """A job asks for more resources than its whole quota, so it can never start."""
+
+
+class InputError(ConfigurationError):
+    """A command named an unknown task or link, or gave a malformed expression or value."""
+
+
+class JobNotReadyError(PydatataskError, RuntimeError):
+    """A job was asked to run while it is not ready; :attr:`reasons` says why."""
+
+    def __init__(self, task: str, job: str, reasons: list[str]) -> None:
+        super().__init__(f"{task} job {job!r} is not ready: {'; '.join(reasons)}")
+        self.reasons = reasons
 
 
 class LifecycleError(PydatataskError, RuntimeError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydatatask.errors import QuotaExceededError
+from pydatatask.errors import JobNotReadyError, QuotaExceededError
 from pydatatask.repository.base import Repository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
@@ -82,6 +82,7 @@ class Scheduler:
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
+        self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
 
     def _plan(self, task: Task) -> _Plan:
         def key(repo: Repository) -> int:
@@ -127,9 +128,10 @@ class Scheduler:
         return self.has_work()
 
     def has_work(self) -> bool:
-        """Whether jobs are running, ready, or waiting for a retry."""
+        """Whether jobs are running, finished but not reaped, ready, or waiting for a retry."""
         return (
             self.running_count > 0
+            or bool(self.completions)
             or any(self.ready.values())
             or any(self.retry_at[name] for name in self.plans)
         )
@@ -365,6 +367,29 @@ class Scheduler:
     def _finished(self, name: str, job: str, record: dict[str, Any]) -> None:
         self.completions.append((name, job, record))
         self.wakeup.set()
+        waiter = self._waiters.pop((name, job), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(record)
+
+    async def run_now(self, task_name: str, job: str) -> dict[str, Any]:
+        """Run one job now, whether or not it is ready; return its done record.
+
+        :raises JobNotReadyError: when the job is already running in this controller.
+        """
+        if self.is_running(task_name, job):
+            raise JobNotReadyError(task_name, job, ["it is running"])
+        if self.last_refresh is None:
+            await self.refresh()
+        finished = asyncio.get_running_loop().create_future()
+        self._waiters[(task_name, job)] = finished
+        self.ready[task_name].discard(job)
+        self._start(self.plans[task_name], job)
+        try:
+            record: dict[str, Any] = await finished
+        finally:
+            self._waiters.pop((task_name, job), None)
+        await self._reap()
+        return record
 
     # --------------------------------------------------------------- reaping
 
@@ -492,7 +517,7 @@ async def run(
     while True:
         more = await scheduler.round(launch=first or not launch_once)
         first = False
-        if launch_once and scheduler.running_count == 0:
+        if launch_once and scheduler.running_count == 0 and not scheduler.completions:
             break
         if not more and not forever:
             break

@@ -11,6 +11,7 @@ import pytest
 import pydatatask
 
 OPTIONAL_BACKEND_MODULES = [
+    "rich",
     "aiobotocore",
     "botocore",
     "motor",
@@ -56,6 +57,9 @@ EXPECTED_PUBLIC_NAMES = {
     "Pipeline",
     "RunReport",
     "run",
+    "main",
+    "InputError",
+    "JobNotReadyError",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
 }

@@ -1,0 +1,465 @@
+"""Inspect and repair an open pipeline: the operations behind the command line.
+
+Every function takes an open :class:`~pydatatask.Pipeline`, reads its repositories
+afresh, and returns plain data; nothing here prints. Targets are written ``TASK`` or
+``TASK.LINK``; a mistake in one (an unknown name, a malformed expression or YAML text)
+raises :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from pydatatask import setexpr
+from pydatatask.errors import InputError, JobNotFoundError, JobNotReadyError
+from pydatatask.graph import graph
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository, check_job_id
+from pydatatask.task.base import DONE_LINK, Task
+
+if TYPE_CHECKING:
+    from pydatatask.pipeline import Pipeline
+    from pydatatask.scheduler import Scheduler
+
+__all__ = [
+    "ALL_JOBS",
+    "InputError",
+    "JobNotReadyError",
+    "cat",
+    "graph",
+    "inject",
+    "launch",
+    "ls",
+    "rm",
+    "status",
+    "trace",
+    "why",
+]
+
+ALL_JOBS = "__all__"
+"""The job list ``[ALL_JOBS]`` given to :func:`rm` means every id in the repository."""
+
+READY = "ready to run"
+
+
+# ------------------------------------------------------------------- naming
+
+
+def _task(pipeline: Pipeline, name: str) -> Task:
+    task = pipeline.tasks.get(name)
+    if task is None:
+        known = ", ".join(sorted(pipeline.tasks)) or "none"
+        raise InputError(f"unknown task {name!r} (tasks: {known})")
+    return task
+
+
+def _split(target: str) -> tuple[str, str | None]:
+    name, dot, link = target.partition(".")
+    if dot and not link:
+        raise InputError(f"{target!r} names no link: write TASK or TASK.LINK")
+    return name, (link if dot else None)
+
+
+def _link(pipeline: Pipeline, target: str) -> tuple[Task, str, Repository]:
+    """Resolve ``TASK.LINK`` to the task, the link name and the repository."""
+    name, link = _split(target)
+    task = _task(pipeline, name)
+    if link is None:
+        raise InputError(f"{target!r} names no link: write TASK.LINK")
+    if link not in task.links:
+        known = ", ".join(sorted(task.links))
+        raise InputError(f"task {name!r} has no link {link!r} (links: {known})")
+    return task, link, task.links[link].repo
+
+
+def _scheduler(pipeline: Pipeline) -> Scheduler:
+    scheduler: Scheduler = pipeline.scheduler
+    return scheduler
+
+
+def _succeeded(record: Any) -> bool:
+    """Whether a done record says the job succeeded (records without the flag count)."""
+    return not (isinstance(record, dict) and record.get("success") is False)
+
+
+def _required(task: Task) -> list[tuple[str, Repository]]:
+    if task.ready is not None:
+        return [("ready", task.ready)]
+    return [(name, link.repo) for name, link in task.links.items() if link.required_for_start]
+
+
+def _inhibiting(task: Task) -> list[tuple[str, Repository]]:
+    return [
+        (name, link.repo)
+        for name, link in task.links.items()
+        if link.inhibits_start and name != DONE_LINK
+    ]
+
+
+class _Listing:
+    """Repository id sets, each listed at most once per command."""
+
+    def __init__(self) -> None:
+        self._ids: dict[int, set[str]] = {}
+
+    async def ids(self, repo: Repository) -> set[str]:
+        if id(repo) not in self._ids:
+            self._ids[id(repo)] = await repo.ids()
+        return self._ids[id(repo)]
+
+
+# ------------------------------------------------------------------- status
+
+
+async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Count each task's jobs by state, and the ids in each of its links.
+
+    States: ``succeeded``, ``failed`` (no retry pending), ``retrying``, ``running``,
+    ``ready``, ``blocked`` (in an inhibiting repository) and ``waiting`` (present in the
+    required inputs but not ready, for example waiting for an upstream job).
+    """
+    scheduler = _scheduler(pipeline)
+    await scheduler.refresh()
+    listing = _Listing()
+    result: dict[str, dict[str, Any]] = {}
+    for name, task in pipeline.tasks.items():
+        records = await task.done.info_all()
+        succeeded = {job for job, record in records.items() if _succeeded(record)}
+        ready = set(scheduler.ready[name])
+        retrying = {job for job in scheduler.retry_at[name] if job in records} - ready
+        failed = set(records) - succeeded - retrying - ready
+        running = set(scheduler.running[name])
+        required = [await listing.ids(repo) for _, repo in _required(task)]
+        eligible = set(required[0]).intersection(*required[1:]) if required else set()
+        eligible -= set(records) | running | ready
+        inhibited: set[str] = set()
+        for _, repo in _inhibiting(task):
+            inhibited |= await listing.ids(repo)
+        blocked = eligible & inhibited
+        result[name] = {
+            "succeeded": len(succeeded),
+            "failed": len(failed),
+            "retrying": len(retrying),
+            "running": len(running),
+            "ready": len(ready),
+            "waiting": len(eligible - blocked),
+            "blocked": len(blocked),
+            "links": {link: len(await listing.ids(item.repo)) for link, item in task.links.items()},
+        }
+    return result
+
+
+async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Show, for each job and task, its done record, whether it runs, and its link ids.
+
+    :returns: ``{job: {task: {"done": record or None, "running": bool,
+        "links": {link: bool}}}}``.
+    :raises InvalidJobIdError: for an id no repository can hold.
+    """
+    scheduler = _scheduler(pipeline)
+    result: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        check_job_id(job)
+        per_task: dict[str, Any] = {}
+        for name, task in pipeline.tasks.items():
+            links = {
+                link: item.repo.is_valid_job_id(job) and await item.repo.contains(job)
+                for link, item in task.links.items()
+            }
+            per_task[name] = {
+                "done": await _record(task, job),
+                "running": job in scheduler.running[name],
+                "links": links,
+            }
+        result[job] = per_task
+    return result
+
+
+async def _record(task: Task, job: str) -> Any:
+    if not task.done.is_valid_job_id(job) or not await task.done.contains(job):
+        return None
+    try:
+        return await task.done.info(job)
+    except JobNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------- ls
+
+
+async def ls(pipeline: Pipeline, expr: str) -> list[str]:
+    """Evaluate a set expression over ``TASK.LINK`` id sets; return the ids, sorted.
+
+    Operators, loosest first as in Python: ``|`` (union), ``^`` (symmetric
+    difference), ``&`` (intersection), ``-`` (difference); parentheses group. Example:
+    ``summary.books - summary.done``.
+
+    :raises InputError: for a malformed expression or an unknown task or link.
+    """
+    tokens = setexpr.tokenize(expr)
+    if not tokens:
+        raise InputError("the expression is empty: name at least one TASK.LINK")
+    listing = _Listing()
+    values = {text: await listing.ids(_link(pipeline, text)[2]) for text in setexpr.names(tokens)}
+    return sorted(setexpr.evaluate(expr, tokens, values))
+
+
+# ---------------------------------------------------------------- cat, inject
+
+
+def _plain(value: Any) -> Any:
+    """Turn a value into something ``yaml.safe_dump`` can write."""
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(item) for item in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool | bytes):
+        return value
+    try:
+        yaml.safe_dump(value)
+    except yaml.YAMLError:
+        return repr(value)
+    return value
+
+
+def to_yaml(value: Any) -> str:
+    """Render a value as YAML text, writing what YAML cannot hold as its ``repr``."""
+    return yaml.safe_dump(_plain(value), sort_keys=False, allow_unicode=True)
+
+
+async def cat(pipeline: Pipeline, target: str, job: str) -> bytes | str:
+    """Return the value of ``job`` in ``TASK.LINK``.
+
+    :returns: the bytes of a blob repository, or YAML text of ``info`` for any other
+        (a :class:`~pydatatask.YamlMetadataFileRepository` gives its parsed value).
+    :raises JobNotFoundError: when the job is absent.
+    """
+    _, _, repo = _link(pipeline, target)
+    if not await repo.contains(job):
+        raise JobNotFoundError(job, target)
+    if isinstance(repo, BlobRepository) and not isinstance(repo, MetadataRepository):
+        async with await repo.open(job, "rb") as reader:
+            return await reader.read()
+    return to_yaml(await repo.info(job))
+
+
+def parse_yaml(data: bytes | str, what: str) -> Any:
+    """Parse YAML text given for ``what``.
+
+    :raises InputError: naming the line of the first syntax error.
+    """
+    try:
+        return yaml.safe_load(data)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f" on line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(exc.problem or exc.context or "syntax error").split())
+        raise InputError(f"malformed YAML for {what}{line}: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"malformed YAML for {what}: {' '.join(str(exc).split())}") from exc
+
+
+async def inject(pipeline: Pipeline, target: str, job: str, data: bytes) -> None:
+    """Store ``data`` as the value of ``job`` in ``TASK.LINK``.
+
+    A blob repository receives the bytes as they are. A metadata repository (a
+    :class:`~pydatatask.YamlMetadataFileRepository` included) receives the parsed YAML
+    through ``dump``, so what it stores is always valid.
+
+    :raises InputError: for malformed YAML (nothing is written) or a repository that
+        cannot be written.
+    """
+    _, _, repo = _link(pipeline, target)
+    repo.check_job_id(job)
+    if isinstance(repo, MetadataRepository):
+        await repo.dump(job, parse_yaml(data, f"{target} {job!r}"))
+    elif isinstance(repo, BlobRepository):
+        async with await repo.open(job, "wb") as writer:
+            await writer.write(data)
+    else:
+        raise InputError(f"{target} ({type(repo).__name__}) cannot be written to")
+    await _scheduler(pipeline).refresh()
+
+
+# ----------------------------------------------------------------------- rm
+
+
+def _closure(pipeline: Pipeline, roots: Iterable[Task]) -> list[Task]:
+    """Return the tasks ``roots`` and every task downstream of them, downstream first."""
+    found = {task.name for task in roots}
+    pending = list(found)
+    while pending:
+        for task in pipeline.downstream_of(pending.pop()):
+            if task.name not in found:
+                found.add(task.name)
+                pending.append(task.name)
+    order = reversed(pipeline.topological_order())  # the open pipeline has no cycle
+    return [task for task in order if task.name in found]
+
+
+def _removals(
+    pipeline: Pipeline, task: Task, link: str | None, recursive: bool
+) -> list[tuple[str, Repository]]:
+    """List what to delete, done records first: an interrupted removal then only reruns more."""
+    if not recursive:
+        if link is None:
+            return [(f"{task.name}.{DONE_LINK}", task.done)]
+        return [(f"{task.name}.{link}", task.links[link].repo)]
+    if link is None:
+        closure = _closure(pipeline, [task])
+        producers: list[Task] = []
+        targets: list[tuple[str, Repository]] = []
+    else:
+        repo = task.links[link].repo
+        uses = [(other, item) for other in pipeline.tasks.values() for item in other.links.values()]
+        closure = _closure(
+            pipeline, [other for other, item in uses if item.repo is repo and item.is_read]
+        )
+        producers = [other for other, item in uses if item.repo is repo and item.is_output]
+        targets = [(f"{task.name}.{link}", repo)]
+    ordered = [
+        *[(f"{other.name}.{DONE_LINK}", other.done) for other in [*producers, *closure]],
+        *targets,
+        *[
+            (f"{other.name}.{name}", item.repo)
+            for other in closure
+            for name, item in other.links.items()
+            if item.is_output
+        ],
+    ]
+    unique: dict[int, tuple[str, Repository]] = {}
+    for label, repo in ordered:
+        unique.setdefault(id(repo), (label, repo))
+    return list(unique.values())
+
+
+async def _stop(pipeline: Pipeline, tasks: Iterable[str], jobs: Iterable[str]) -> None:
+    """Cancel in-process runs of ``jobs`` so they cannot write after the removal."""
+    scheduler = _scheduler(pipeline)
+    for name in tasks:
+        for job in jobs:
+            if job in scheduler.running[name]:
+                await scheduler.cancel(name, job)
+
+
+async def rm(
+    pipeline: Pipeline, target: str, jobs: Iterable[str], recursive: bool = False
+) -> list[tuple[str, str]]:
+    """Remove jobs so that they run again; return the ``(TASK.LINK, job)`` pairs removed.
+
+    ``TASK`` removes the task's done record. ``-r TASK`` also removes the task's outputs
+    and, for every task downstream, its done records and outputs. ``TASK.LINK`` removes
+    the value from that repository; with ``recursive`` also the done record of the task
+    that produces it and everything derived from it downstream. ``jobs == ["__all__"]``
+    means every id in the target (for ``-r TASK``: in its done and output repositories).
+    Running in-process jobs of the affected tasks are cancelled first. Views that do not
+    allow deletes are left as they are and not reported.
+    """
+    name, link = _split(target)
+    task = _task(pipeline, name)
+    head = task.done if link is None else _link(pipeline, target)[2]
+    removals = _removals(pipeline, task, link, recursive)
+    wanted = list(jobs)
+    if wanted == [ALL_JOBS]:
+        sources = [head]
+        if link is None and recursive:
+            sources += [item.repo for item in task.links.values() if item.is_output]
+        wanted = sorted(set().union(*[await repo.ids() for repo in sources]))
+    else:
+        wanted = [head.check_job_id(job) for job in wanted]
+    touched = {id(repo) for _, repo in removals}
+    affected = [
+        other.name
+        for other in pipeline.tasks.values()
+        if any(
+            id(item.repo) in touched and (item.is_output or item.is_status)
+            for item in other.links.values()
+        )
+    ]
+    await _stop(pipeline, affected, wanted)
+    removed: list[tuple[str, str]] = []
+    for job in wanted:
+        for label, repo in removals:
+            if not repo.is_valid_job_id(job) or not await repo.contains(job):
+                continue
+            await repo.delete(job)
+            if not await repo.contains(job):
+                removed.append((label, job))
+    await _scheduler(pipeline).refresh()
+    return removed
+
+
+# ------------------------------------------------------------------ why, launch
+
+
+async def _upstream_reason(pipeline: Pipeline, upstream: Task, job: str) -> str | None:
+    if job in _scheduler(pipeline).running[upstream.name]:
+        state = "it is running"
+    else:
+        record = await _record(upstream, job)
+        if record is not None and _succeeded(record):
+            return None
+        state = "it has not run" if record is None else "it failed"
+    return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed ({state})"
+
+
+async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
+    """Explain in words why ``job`` of ``task_name`` is or is not ready to run.
+
+    Repositories are read afresh. The last line is :data:`READY` (``"ready to run"``)
+    exactly when nothing holds the job back.
+
+    :raises InputError: for an unknown task.
+    :raises InvalidJobIdError: for an id the task's done repository cannot hold.
+    """
+    task = _task(pipeline, task_name)
+    task.done.check_job_id(job)
+    reasons: list[str] = []
+    if job in _scheduler(pipeline).running[task.name]:
+        reasons.append(f"{task.name} job {job!r} is running now")
+    record = await _record(task, job)
+    if record is not None:
+        when = record.get("end_time", "an unknown time") if isinstance(record, dict) else "?"
+        again = f"'rm {task.name} {job}' to run it again"
+        if _succeeded(record):
+            reasons.append(f"already done (succeeded at {when}); {again}")
+        elif isinstance(record, dict) and record.get("retry_at"):
+            reasons.append(f"failed at {when}; it will be retried at {record['retry_at']}")
+        else:
+            error = record.get("exception") if isinstance(record, dict) else None
+            detail = f" ({' '.join(str(error).split())})" if error else ""
+            reasons.append(f"failed at {when}{detail}; {again}")
+    for link, repo in _required(task):
+        if not repo.is_valid_job_id(job) or not await repo.contains(job):
+            reasons.append(f"input {task.name}.{link} has no {job!r}")
+    for link, repo in _inhibiting(task):
+        if repo.is_valid_job_id(job) and await repo.contains(job):
+            reasons.append(f"blocked by {task.name}.{link} containing {job!r}")
+    for upstream in pipeline.upstream_of(task.name):
+        reason = await _upstream_reason(pipeline, upstream, job)
+        if reason is not None:
+            reasons.append(reason)
+    return reasons or [READY]
+
+
+async def launch(
+    pipeline: Pipeline, task_name: str, job: str, force: bool = False
+) -> dict[str, Any]:
+    """Run one job now in this process, record its outcome, and return the record.
+
+    :param force: run it even when it is not ready (done, failed, missing inputs, ...);
+        a job that is running is never started twice.
+    :raises JobNotReadyError: when the job is not ready and ``force`` is false.
+    """
+    reasons = await why(pipeline, task_name, job)
+    scheduler = _scheduler(pipeline)
+    if scheduler.is_running(task_name, job):
+        raise JobNotReadyError(task_name, job, [reasons[0]])
+    if reasons != [READY] and not force:
+        raise JobNotReadyError(task_name, job, [*reasons, "use --force to run it anyway"])
+    return await scheduler.run_now(task_name, job)

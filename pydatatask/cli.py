@@ -1,0 +1,303 @@
+"""The command line of a pipeline script: ``python pipeline.py COMMAND ...``.
+
+This module parses arguments and prints; the work is done by :mod:`pydatatask.admin`
+and :func:`pydatatask.run`. Exit status: 0 success, 1 failure (a job failed, a job is
+missing, a backend failed), 2 usage error (bad arguments, an unknown task or link, an
+invalid job id, malformed input). User mistakes are reported as one ``error:`` line on
+standard error, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from pydatatask import admin, progress
+from pydatatask.errors import ConfigurationError, InvalidJobIdError, PydatataskError
+from pydatatask.scheduler import RunReport, run
+
+if TYPE_CHECKING:
+    from pydatatask.pipeline import Pipeline
+    from pydatatask.scheduler import Scheduler
+
+__all__ = ["main", "run_cli"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Command = Callable[["Pipeline", argparse.Namespace, bytes], Awaitable[int]]
+
+
+def main(pipeline: Pipeline, argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the command line for ``pipeline`` and end the process with its exit status.
+
+    :param argv: the arguments, without the program name (default: ``sys.argv[1:]``).
+    """
+    sys.exit(run_cli(pipeline, sys.argv[1:] if argv is None else argv))
+
+
+def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
+    """Run one command for ``pipeline`` (opening and closing it) and return the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse reports usage errors (and --help) this way
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        stdin = sys.stdin.buffer.read() if args.command == "inject" else b""
+        return asyncio.run(_open_and_run(pipeline, COMMANDS[args.command], args, stdin))
+    except (InvalidJobIdError, ConfigurationError) as exc:
+        return _error(exc, EXIT_USAGE)
+    except (PydatataskError, OSError) as exc:
+        return _error(exc, EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+
+
+def _error(problem: object, code: int) -> int:
+    message = " ".join(str(problem).split())
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+async def _open_and_run(
+    pipeline: Pipeline, command: Command, args: argparse.Namespace, stdin: bytes
+) -> int:
+    async with pipeline:
+        return await command(pipeline, args, stdin)
+
+
+def _console() -> Console:
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value) if isinstance(value, set | frozenset) else list(value)
+    return str(value)
+
+
+# ------------------------------------------------------------------ running
+
+
+def _totals(scheduler: Scheduler) -> tuple[int, int, int]:
+    counters = scheduler.counters.values()
+    return (
+        sum(item.launched for item in counters),
+        sum(item.succeeded for item in counters),
+        sum(item.failed for item in counters),
+    )
+
+
+async def _one_round(pipeline: Pipeline) -> RunReport:
+    """Run one round, wait for the jobs it launched, and record their results."""
+    scheduler: Scheduler = pipeline.scheduler
+    before = _totals(scheduler)
+    await pipeline.update()
+    while scheduler.running_count or scheduler.completions:
+        await scheduler.wait(None)
+        await scheduler.round(launch=False)
+    after = _totals(scheduler)
+    launched, succeeded, failed = (now - then for now, then in zip(after, before, strict=True))
+    return RunReport(launched=launched, succeeded=succeeded, failed=failed, timed_out=False)
+
+
+def _report_line(report: RunReport) -> str:
+    text = f"launched {report.launched} jobs: {report.succeeded} succeeded, {report.failed} failed"
+    return text + (" (stopped at the timeout)" if report.timed_out else "")
+
+
+async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    console = _console()
+    async with progress.display(pipeline.scheduler, console):
+        if args.once:
+            report = await _one_round(pipeline)
+        else:
+            report = await run(
+                pipeline, forever=args.forever, launch_once=args.launch_once, timeout=args.timeout
+            )
+    console.print(_report_line(report), markup=False)
+    if report.failed or (report.timed_out and not args.forever):
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _update(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    report = await _one_round(pipeline)
+    remains = pipeline.scheduler.has_work()
+    _write(f"{_report_line(report)}; {'work remains' if remains else 'nothing left to do'}")
+    return EXIT_FAILURE if report.failed else EXIT_OK
+
+
+async def _launch(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    record = await admin.launch(pipeline, args.task, args.job, force=args.force)
+    _write(admin.to_yaml(record))
+    return EXIT_OK if record.get("success") else EXIT_FAILURE
+
+
+# ---------------------------------------------------------------- inspecting
+
+
+async def _status(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    result = await admin.status(pipeline)
+    if args.json:
+        _write(json.dumps(result, indent=2, default=_json_default))
+        return EXIT_OK
+    states = ("succeeded", "failed", "retrying", "running", "ready", "waiting", "blocked")
+    grid = Table(title="jobs")
+    grid.add_column("task")
+    for state in states:
+        grid.add_column(state, justify="right")
+    links = Table(title="ids per link")
+    links.add_column("TASK.LINK")
+    links.add_column("ids", justify="right")
+    for name, counts in result.items():
+        grid.add_row(name, *(str(counts[state]) for state in states))
+        for link, count in counts["links"].items():
+            links.add_row(f"{name}.{link}", str(count))
+    _console().print(grid, links)
+    return EXIT_OK
+
+
+async def _trace(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    _write(admin.to_yaml(await admin.trace(pipeline, args.jobs)))
+    return EXIT_OK
+
+
+async def _ls(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    for job in await admin.ls(pipeline, args.expr):
+        _write(job)
+    return EXIT_OK
+
+
+async def _cat(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    value = await admin.cat(pipeline, args.target, args.job)
+    if isinstance(value, bytes):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(value)
+        sys.stdout.buffer.flush()
+    else:
+        sys.stdout.write(value)
+    return EXIT_OK
+
+
+async def _inject(pipeline: Pipeline, args: argparse.Namespace, stdin: bytes) -> int:
+    await admin.inject(pipeline, args.target, args.job, stdin)
+    _write(f"stored {len(stdin)} bytes as {args.target} {args.job}")
+    return EXIT_OK
+
+
+async def _rm(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    removed = await admin.rm(pipeline, args.target, args.jobs, recursive=args.recursive)
+    for target, job in removed:
+        _write(f"removed {target} {job}")
+    if not removed:
+        _write("nothing to remove")
+    return EXIT_OK
+
+
+async def _graph(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    _write(admin.graph(pipeline, args.format))
+    return EXIT_OK
+
+
+async def _why(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    for reason in await admin.why(pipeline, args.task, args.job):
+        _write(reason)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "run": _run,
+    "update": _update,
+    "status": _status,
+    "trace": _trace,
+    "ls": _ls,
+    "cat": _cat,
+    "inject": _inject,
+    "rm": _rm,
+    "launch": _launch,
+    "graph": _graph,
+    "why": _why,
+}
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Run and inspect this pipeline.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    command = commands.add_parser("run", help="run jobs until no work remains")
+    mode = command.add_mutually_exclusive_group()
+    mode.add_argument("--forever", action="store_true", help="keep running when idle")
+    mode.add_argument(
+        "--once", action="store_true", help="one round: launch what is ready and wait for it"
+    )
+    mode.add_argument(
+        "--launch-once",
+        action="store_true",
+        help="launch only in the first round, then wait for those jobs and their retries",
+    )
+    command.add_argument("--timeout", type=_positive, metavar="S", help="stop after S seconds")
+
+    commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
+    command = commands.add_parser("status", help="count jobs by state for every task")
+    command.add_argument("--json", action="store_true", help="print JSON")
+    command = commands.add_parser("trace", help="show every task's state for some jobs")
+    command.add_argument("jobs", nargs="+", metavar="JOB")
+    command = commands.add_parser("ls", help="list ids: a set expression over TASK.LINK")
+    command.add_argument("expr", metavar="EXPR", help="for example 'a.input - a.done'")
+    command = commands.add_parser("cat", help="print one value")
+    command.add_argument("target", metavar="TASK.LINK")
+    command.add_argument("job", metavar="JOB")
+    command = commands.add_parser("inject", help="store standard input as one value")
+    command.add_argument("target", metavar="TASK.LINK")
+    command.add_argument("job", metavar="JOB")
+    command = commands.add_parser("rm", help="remove values or done records so jobs rerun")
+    command.add_argument(
+        "-r", "--recursive", action="store_true", help="also remove what was derived from them"
+    )
+    command.add_argument("target", metavar="TASK[.LINK]")
+    command.add_argument("jobs", nargs="+", metavar="JOB", help="ids, or __all__")
+    command = commands.add_parser("launch", help="run one job now, in this process")
+    command.add_argument("task", metavar="TASK")
+    command.add_argument("job", metavar="JOB")
+    command.add_argument("--force", action="store_true", help="run it even if it is not ready")
+    command.add_argument(
+        "--sync", action="store_true", help="wait for it (always so for in-process jobs)"
+    )
+    command = commands.add_parser("graph", help="draw the pipeline")
+    command.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    command = commands.add_parser("why", help="explain why a job is or is not ready")
+    command.add_argument("task", metavar="TASK")
+    command.add_argument("job", metavar="JOB")
+    return parser
