@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 pytest.importorskip("aiobotocore")
 
-from tests.servers.s3 import S3Server, empty_bucket  # noqa: E402
+from tests.servers.s3 import S3Server, empty_bucket
 
 pytestmark = pytest.mark.backend
 
@@ -21,6 +22,19 @@ BOOKS = {
     "alice": "Alice was beginning to get very tired.\n\nSo she was considering.\n",
     "moby": "Call me Ishmael.\n",
 }
+
+
+def run_example(
+    folder: Path, environment: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLE), *args],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def test_books_example(s3_server: S3Server, s3_client: Any, tmp_path: Path) -> None:
@@ -43,14 +57,7 @@ async def test_books_example(s3_server: S3Server, s3_client: Any, tmp_path: Path
         "BUCKET_PASSWORD": s3_server.secret_key,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    run = subprocess.run(
-        [sys.executable, str(EXAMPLE), "run"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = await asyncio.to_thread(run_example, tmp_path, environment, "run")
     assert run.returncode == 0, run.stdout + run.stderr
     reports = {path.stem: path.read_text() for path in (tmp_path / "reports").iterdir()}
     assert reports == {
@@ -59,14 +66,7 @@ async def test_books_example(s3_server: S3Server, s3_client: Any, tmp_path: Path
     }
     assert sorted(path.stem for path in (tmp_path / "results").iterdir()) == ["alice", "moby"]
 
-    status = subprocess.run(
-        [sys.executable, str(EXAMPLE), "status", "--json"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = await asyncio.to_thread(run_example, tmp_path, environment, "status", "--json")
     assert status.returncode == 0, status.stderr
     assert '"succeeded": 2' in status.stdout
     await empty_bucket(s3_client, "books")
