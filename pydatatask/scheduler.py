@@ -154,6 +154,8 @@ class Scheduler:
             done = self.ids[plan.done]
             self.succeeded[name] &= done
             self.failed[name] &= done
+        # Jobs that finished while the listing ran may be missing from it: apply them.
+        await self._reap()
         for plan in self.plans.values():
             await self._recompute(plan)
 

@@ -379,3 +379,26 @@ def test_timestamps_match_isoformat() -> None:
     for moment in sorted(moments) + moments:
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
         assert timestamp(moment) == expected
+
+
+async def test_jobs_finishing_during_a_refresh_are_not_launched_again() -> None:
+    runs: dict[str, int] = {}
+
+    class SlowListing(Memory):
+        """Lists what it holds, then takes long enough for running jobs to finish."""
+
+        async def ids(self) -> set[str]:
+            snapshot = set(self.data)
+            await asyncio.sleep(0.02)
+            return snapshot
+
+    async def body(job: str) -> None:
+        runs[job] = runs.get(job, 0) + 1
+        await asyncio.sleep(0.01 * int(job))
+
+    task = pdt.InProcessSyncTask("t", SlowListing(), func=body)
+    task.link("source", Memory({str(i): i for i in range(8)}), is_input=True)
+    async with pdt.Pipeline([task], poll_interval=0.001) as pipeline:
+        report = await pdt.run(pipeline)
+    assert runs == {str(i): 1 for i in range(8)}
+    assert report.launched == 8

@@ -7,6 +7,7 @@ protected hook a backend implements, so no backend can forget the check.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import re
 import unicodedata
@@ -66,6 +67,17 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
     return job
 
 
+@contextlib.asynccontextmanager
+async def _closing(iterator: AsyncIterator[str]) -> AsyncGenerator[AsyncIterator[str], None]:
+    """Close an async generator when the block ends, however it ends."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
 class Repository(abc.ABC):
     """A store of values keyed by job id.
 
@@ -93,11 +105,13 @@ class Repository(abc.ABC):
     async def __aiter__(self) -> AsyncGenerator[str, None]:
         skipped: list[str] = []
         try:
-            async for job in self._iter_ids():
-                if self.is_valid_job_id(job):
-                    yield job
-                else:
-                    skipped.append(job)
+            # aclosing: a caller that stops early releases the backend's cursor at once.
+            async with _closing(self._iter_ids()) as stored:
+                async for job in stored:
+                    if self.is_valid_job_id(job):
+                        yield job
+                    else:
+                        skipped.append(job)
         finally:
             self._warn_skipped(skipped)
 
