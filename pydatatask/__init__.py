@@ -47,6 +47,7 @@ from pydatatask.task.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from pydatatask.cli import main
+    from pydatatask.repository.mongodb import MongoMetadataRepository
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
 
 __version__ = "0.1.0"
@@ -54,6 +55,7 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {
     "main": "pydatatask.cli",
+    "MongoMetadataRepository": "pydatatask.repository.mongodb",
     "S3BucketRepository": "pydatatask.repository.s3",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
 }
@@ -82,6 +84,7 @@ __all__ = [
     "MapRepository",
     "MetadataRepository",
     "MissingDependencyError",
+    "MongoMetadataRepository",
     "Pipeline",
     "PipelineValidationError",
     "PydatataskError",

@@ -62,6 +62,7 @@ EXPECTED_PUBLIC_NAMES = {
     "JobNotReadyError",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
+    "MongoMetadataRepository",
 }
 
 
