@@ -1,0 +1,82 @@
+"""Shared pieces: keys and values, timing, peak memory, temporary folders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+CONCURRENCY = 256
+"""Jobs in flight at once, in the pipelines (their default) and in the lower bounds."""
+VALUE_SIZE = 100
+"""Bytes per input value."""
+DONE_MARKER = b"success: true\n"
+"""What a lower bound writes as a job's done marker on disk."""
+
+_FILLER = "abcdefghijklmnopqrstuvwxyz" * 4
+
+
+def keys(count: int) -> list[str]:
+    """Return ``count`` job ids."""
+    width = max(6, len(str(count)))
+    return [f"k{index:0{width}d}" for index in range(count)]
+
+
+def value_of(key: str) -> str:
+    """Return the 100-character lower-case input value of ``key``."""
+    return (f"{key}-{_FILLER}")[:VALUE_SIZE]
+
+
+def peak_rss_mib() -> float:
+    """Return this process's peak resident set size in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median(values: list[float]) -> float:
+    """Return the median of ``values``."""
+    return statistics.median(values)
+
+
+class Stopwatch:
+    """Measure wall-clock seconds with ``perf_counter`` in a ``with`` block."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+
+
+@contextlib.contextmanager
+def scratch(name: str) -> Iterator[Path]:
+    """Yield a fresh folder under the system temporary folder; remove it afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f"pydatatask-bench-{name}-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_inputs(folder: Path, names: list[str], as_yaml: bool) -> None:
+    """Write one input file per key, plain text or a YAML string, before timing starts."""
+    import yaml
+
+    os.makedirs(folder, exist_ok=True)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    for key in names:
+        text = value_of(key)
+        data = yaml.dump(text, Dumper=dumper).encode() if as_yaml else text.encode()
+        suffix = ".yaml" if as_yaml else ""
+        with open(folder / f"{key}{suffix}", "wb") as file:
+            file.write(data)

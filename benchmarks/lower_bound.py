@@ -1,0 +1,143 @@
+"""The same W1 work with no framework: plain dicts, coroutines and ``asyncio.to_thread``.
+
+Each lower bound runs stage A for every key, then stage B for every key, as
+``asyncio.gather`` over one coroutine per key, each holding a semaphore of
+:data:`~benchmarks._common.CONCURRENCY` slots while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._common import (
+    CONCURRENCY,
+    DONE_MARKER,
+    Stopwatch,
+    keys,
+    peak_rss_mib,
+    scratch,
+    value_of,
+    write_inputs,
+)
+
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+async def _bounded(names: list[str], work: Callable[[str], Awaitable[None]]) -> None:
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(key: str) -> None:
+        async with slots:
+            await work(key)
+
+    await asyncio.gather(*(one(key) for key in names))
+
+
+async def _memory(names: list[str]) -> float:
+    source = {key: value_of(key) for key in names}
+    upper: dict[str, str] = {}
+    lengths: dict[str, int] = {}
+    done_a: dict[str, bool] = {}
+    done_b: dict[str, bool] = {}
+
+    async def stage_a(key: str) -> None:
+        upper[key] = source[key].upper()
+        done_a[key] = True
+
+    async def stage_b(key: str) -> None:
+        lengths[key] = len(upper[key])
+        done_b[key] = True
+
+    with Stopwatch() as watch:
+        await _bounded(names, stage_a)
+        await _bounded(names, stage_b)
+    if len(lengths) != len(names) or len(done_b) != len(names):
+        raise RuntimeError("the in-memory lower bound missed keys")
+    return watch.seconds
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def _write(folder: str, name: str, data: bytes) -> None:
+    """Write to a hidden temporary name in the folder, then rename it into place."""
+    temp = os.path.join(folder, f".{name}.tmp")
+    with open(temp, "wb") as file:
+        file.write(data)
+    os.replace(temp, os.path.join(folder, name))
+
+
+def _read_yaml(path: str) -> Any:
+    return yaml.load(_read(path), Loader=_LOADER)  # a safe loader
+
+
+def _write_yaml(folder: str, name: str, value: Any) -> None:
+    _write(folder, name, yaml.dump(value, Dumper=_DUMPER).encode())
+
+
+async def _files(root: Path, names: list[str], as_yaml: bool) -> float:
+    folders = {part: str(root / part) for part in ("input", "upper", "lengths", "done_a", "done_b")}
+    write_inputs(root / "input", names, as_yaml=as_yaml)
+    suffix = ".yaml" if as_yaml else ""
+
+    async def stage_a(key: str) -> None:
+        name = key + suffix
+        path = os.path.join(folders["input"], name)
+        if as_yaml:
+            value = await asyncio.to_thread(_read_yaml, path)
+            await asyncio.to_thread(_write_yaml, folders["upper"], name, value.upper())
+        else:
+            data = await asyncio.to_thread(_read, path)
+            await asyncio.to_thread(_write, folders["upper"], name, data.upper())
+        await asyncio.to_thread(_write, folders["done_a"], key + ".yaml", DONE_MARKER)
+
+    async def stage_b(key: str) -> None:
+        name = key + suffix
+        path = os.path.join(folders["upper"], name)
+        if as_yaml:
+            value = await asyncio.to_thread(_read_yaml, path)
+            await asyncio.to_thread(_write_yaml, folders["lengths"], name, len(value))
+        else:
+            data = await asyncio.to_thread(_read, path)
+            await asyncio.to_thread(_write, folders["lengths"], name, str(len(data)).encode())
+        await asyncio.to_thread(_write, folders["done_b"], key + ".yaml", DONE_MARKER)
+
+    with Stopwatch() as watch:
+        for folder in ("upper", "lengths", "done_a", "done_b"):
+            os.makedirs(folders[folder], exist_ok=True)
+        await _bounded(names, stage_a)
+        await _bounded(names, stage_b)
+    if len(os.listdir(folders["done_b"])) != len(names):
+        raise RuntimeError("the filesystem lower bound missed keys")
+    return watch.seconds
+
+
+async def measure(variant: str, count: int) -> dict[str, Any]:
+    """Run the lower bound matching W1 ``variant`` and return its figures."""
+    names = keys(count)
+    if variant == "memory":
+        seconds = await _memory(names)
+    else:
+        with scratch(f"lower-{variant}") as root:
+            seconds = await _files(root, names, as_yaml=variant == "yaml")
+    return {
+        "n": count,
+        "jobs": 2 * count,
+        "seconds": seconds,
+        "jobs_per_second": 2 * count / seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def main(variant: str, count: int) -> dict[str, Any]:
+    """Entry point for a worker process."""
+    return asyncio.run(measure(variant, count))

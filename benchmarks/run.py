@@ -1,0 +1,345 @@
+"""Run every benchmark and print one table: ``python -m benchmarks.run [--quick] [--json]``.
+
+Each heavy workload runs in its own Python process, so its peak RSS is its own. Speeds
+are reported against a lower bound (the same work written with plain asyncio) measured
+in the same invocation, because absolute numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if not __package__:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+DEFAULT_N = 100_000
+QUICK_N = 2_000
+_ROOT = Path(__file__).resolve().parent.parent
+_RESULT_PREFIX = "BENCHMARK-RESULT "
+
+GROUPS: dict[str, list[str]] = {
+    "w1-memory": ["w1-memory"],
+    "w1-files": ["w1-files"],
+    "w1-yaml": ["w1-yaml"],
+    "w1": ["w1-memory", "w1-files", "w1-yaml"],
+    "noop": ["w1-files"],
+    "chain": ["chain"],
+    "import": ["import"],
+}
+"""What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
+ORDER = ["w1-memory", "w1-files", "w1-yaml", "chain", "import"]
+
+
+# ------------------------------------------------------------------ workers
+
+
+def _worker(kind: str, count: int) -> dict[str, Any]:
+    """Measure one workload in this process."""
+    if kind.startswith("lower-"):
+        from benchmarks import lower_bound
+
+        return lower_bound.main(kind.removeprefix("lower-"), count)
+    if kind.startswith("w1-"):
+        from benchmarks import w1
+
+        return w1.main(kind.removeprefix("w1-"), count)
+    if kind == "chain":
+        from benchmarks import chain
+
+        return chain.main()
+    if kind == "import":
+        from benchmarks import imports
+
+        return imports.main()
+    raise ValueError(f"unknown workload {kind!r}")
+
+
+def _spawn(kind: str, count: int) -> dict[str, Any]:
+    """Measure one workload in a fresh Python process and return its figures."""
+    _progress(f"running {kind} (N={count}) ...")
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--worker", kind, "--n", str(count)],
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"workload {kind} failed ({done.returncode}):\n{done.stderr}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT_PREFIX)]
+    if not lines:
+        raise RuntimeError(f"workload {kind} printed no result:\n{done.stdout}\n{done.stderr}")
+    _progress(f"  {kind} took {time.perf_counter() - started:.1f} s")
+    result: dict[str, Any] = json.loads(lines[-1].removeprefix(_RESULT_PREFIX))
+    return result
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------- table
+
+
+@dataclass
+class Row:
+    """One line of the report."""
+
+    name: str
+    value: str
+    unit: str
+    ratio: str = ""
+    rss: str = ""
+    target: str = ""
+    meets: str = ""
+
+
+def _check(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+def _jobs(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def _mib(value: float) -> str:
+    return f"{value:.1f}"
+
+
+W1_TITLES = {
+    "w1-memory": ("W1 in-memory", "plain asyncio, dicts"),
+    "w1-files": ("W1 filesystem, plain files", "plain asyncio, to_thread files"),
+    "w1-yaml": ("W1 filesystem, YAML", "plain asyncio, to_thread YAML"),
+}
+W1_RATIO_TARGET = {"w1-memory": 1.0, "w1-files": 0.5, "w1-yaml": 0.5}
+RSS_TARGET_MIB = 300.0
+NO_OP_TARGET_S = 2.0
+CHAIN_TARGET_MS = 100.0
+IMPORT_TARGET_S = 0.2
+IMPORT_RSS_TARGET_MIB = 40.0
+
+
+def _w1_rows(kind: str, framework: dict[str, Any], lower: dict[str, Any]) -> list[Row]:
+    title, lower_title = W1_TITLES[kind]
+    ratio = framework["jobs_per_second"] / lower["jobs_per_second"]
+    target = W1_RATIO_TARGET[kind]
+    rows = [
+        Row(
+            f"{title} ({framework['jobs']:,} jobs)",
+            _jobs(framework["jobs_per_second"]),
+            "jobs/s",
+            f"{ratio:.2f}x",
+            _mib(framework["peak_rss_mib"]),
+            f">= {target:.1f}x",
+            _check(ratio >= target),
+        ),
+        Row(
+            f"  lower bound: {lower_title}",
+            _jobs(lower["jobs_per_second"]),
+            "jobs/s",
+            "1.00x",
+            _mib(lower["peak_rss_mib"]),
+        ),
+    ]
+    if framework["extra_launches"]:
+        rows.append(
+            Row(
+                "  launches beyond one per job",
+                f"{framework['extra_launches']:,}",
+                "jobs",
+                target="0",
+                meets="NO",
+            )
+        )
+    if kind == "w1-memory":
+        rows.append(
+            Row(
+                "W1 in-memory peak RSS",
+                _mib(framework["peak_rss_mib"]),
+                "MiB",
+                target=f"< {RSS_TARGET_MIB:.0f} MiB",
+                meets=_check(framework["peak_rss_mib"] < RSS_TARGET_MIB),
+            )
+        )
+    if "no_op" in framework:
+        no_op = framework["no_op"]
+        rows.append(
+            Row(
+                f"No-op re-run, filesystem ({no_op['done_jobs_considered']:,} done jobs)",
+                f"{no_op['seconds']:.3f}",
+                "s",
+                target=f"< {NO_OP_TARGET_S:.0f} s",
+                meets=_check(no_op["seconds"] < NO_OP_TARGET_S),
+            )
+        )
+        rows.append(
+            Row(
+                "  of which run() alone; jobs launched",
+                f"{no_op['run_seconds']:.3f}",
+                f"s; {no_op['launched']}",
+            )
+        )
+    return rows
+
+
+def _chain_rows(chain: dict[str, Any]) -> list[Row]:
+    ratio = chain["lower_bound_ms"] / chain["ms"]
+    return [
+        Row(
+            f"Chain of {chain['stages']} stages, 1 key (median of {chain['trials']})",
+            f"{chain['ms']:.2f}",
+            "ms",
+            f"{ratio:.3f}x",
+            target=f"< {CHAIN_TARGET_MS:.0f} ms",
+            meets=_check(chain["ms"] < CHAIN_TARGET_MS),
+        ),
+        Row("  lower bound: plain asyncio tasks", f"{chain['lower_bound_ms']:.3f}", "ms", "1.00x"),
+    ]
+
+
+def _import_rows(result: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
+            f"import pydatatask, -X importtime (median of {result['runs']})",
+            f"{result['seconds']:.3f}",
+            "s",
+            target=f"< {IMPORT_TARGET_S:.1f} s",
+            meets=_check(result["seconds"] < IMPORT_TARGET_S),
+        ),
+        Row(
+            "  wall clock over bare python -c pass",
+            f"{result['wall_delta_seconds']:.3f}",
+            "s",
+        ),
+        Row(
+            "import pydatatask peak RSS",
+            _mib(result["peak_rss_mib"]),
+            "MiB",
+            target=f"< {IMPORT_RSS_TARGET_MIB:.0f} MiB",
+            meets=_check(result["peak_rss_mib"] < IMPORT_RSS_TARGET_MIB),
+        ),
+        Row(
+            f"  over bare python ({_mib(result['bare_peak_rss_mib'])} MiB)",
+            _mib(result["delta_rss_mib"]),
+            "MiB",
+        ),
+    ]
+
+
+HEADERS = Row("benchmark", "value", "unit", "vs lower bound", "peak RSS MiB", "target", "meets")
+
+
+def format_table(rows: list[Row]) -> str:
+    """Return the rows as aligned plain text: names left, figures right."""
+    table = [list(asdict(row).values()) for row in [HEADERS, *rows]]
+    widths = [max(len(line[column]) for line in table) for column in range(len(HEADERS.__dict__))]
+    left = {0, 2, 5, 6}
+    lines = []
+    for index, line in enumerate(table):
+        cells = [
+            cell.ljust(width) if column in left else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------- main
+
+
+def _selected(only: list[str] | None) -> list[str]:
+    if not only:
+        return ORDER
+    wanted = {kind for name in only for part in name.split(",") for kind in GROUPS[part.strip()]}
+    return [kind for kind in ORDER if kind in wanted]
+
+
+def measure_all(kinds: list[str], count: int) -> tuple[dict[str, Any], list[Row]]:
+    """Run the chosen workloads, each lower bound just before its framework run."""
+    results: dict[str, Any] = {}
+    rows: list[Row] = []
+    builders: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+        "chain": _chain_rows,
+        "import": _import_rows,
+    }
+    for kind in kinds:
+        if kind.startswith("w1-"):
+            variant = kind.removeprefix("w1-")
+            lower = _spawn(f"lower-{variant}", count)
+            framework = _spawn(kind, count)
+            results[kind] = {"pydatatask": framework, "lower_bound": lower}
+            rows.extend(_w1_rows(kind, framework, lower))
+        else:
+            results[kind] = _spawn(kind, count)
+            rows.extend(builders[kind](results[kind]))
+    return results, rows
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="pydatatask speed and memory benchmarks"
+    )
+    parser.add_argument("--n", type=int, default=None, help=f"keys in W1 (default {DEFAULT_N})")
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: N={QUICK_N}")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help=f"run only these (repeatable or comma-separated): {', '.join(GROUPS)}",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in args.only or []:
+        for part in name.split(","):
+            if part.strip() not in GROUPS:
+                parser.error(f"unknown benchmark {part!r}; choose from {', '.join(GROUPS)}")
+    if args.n is not None and args.n < 1:
+        parser.error("--n must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print the table (or JSON); return the exit status."""
+    args = _parse(argv)
+    count = args.n if args.n is not None else QUICK_N if args.quick else DEFAULT_N
+    if args.worker:
+        print(_RESULT_PREFIX + json.dumps(_worker(args.worker, count)), flush=True)
+        return 0
+    started = time.perf_counter()
+    results, rows = measure_all(_selected(args.only), count)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        payload = {
+            "n": count,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "elapsed_seconds": round(elapsed, 3),
+            "results": results,
+            "rows": [asdict(row) for row in rows],
+        }
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"pydatatask benchmarks: N={count:,}, Python {sys.version.split()[0]},")
+        print(f"{os.cpu_count()} CPUs; targets are set for N={DEFAULT_N:,}")
+        print()
+        print(format_table(rows))
+        print()
+        print(f"total {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
