@@ -32,6 +32,7 @@ __all__ = ["RunReport", "Scheduler", "TaskCounters", "run"]
 logger = logging.getLogger(__name__)
 
 _OUTCOME_LOOKUP_CONCURRENCY = 64
+_QUOTA_RECHECK_SECONDS = 0.25
 
 
 @dataclass
@@ -104,7 +105,11 @@ class Scheduler:
             required=list(dict.fromkeys(required)),
             inhibits=list(dict.fromkeys(inhibits)),
             done=key(done_link.repo),
-            outputs=[link.repo for link in task.links.values() if link.is_output],
+            outputs=[
+                link.repo
+                for name, link in task.links.items()
+                if (link.is_output or link.is_status) and name != DONE_LINK
+            ],
             upstream=[up.name for up in self.pipeline.upstream_of(task.name)],
             downstream=[down.name for down in self.pipeline.downstream_of(task.name)],
         )
@@ -143,12 +148,15 @@ class Scheduler:
 
     async def refresh(self) -> None:
         """List every watched repository and recompute the ready jobs from scratch."""
+        first = self.last_refresh is None
+        if first:
+            # Before listing: reattaching may settle jobs and change what is listed.
+            await self._reattach_live_jobs()
         keys = list(self.watchers)
         listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
         self.ids = dict(zip(keys, listed, strict=True))
-        if self.last_refresh is None:
+        if first:
             await self._load_retry_state()
-            await self._reattach_live_jobs()
         self.last_refresh = time.monotonic()
         for name, plan in self.plans.items():
             done = self.ids[plan.done]
@@ -398,49 +406,64 @@ class Scheduler:
     async def _reap(self) -> None:
         completions, self.completions = self.completions, []
         touched: dict[str, set[str]] = {}
+        outputs: dict[int, set[str]] = {}
         for name, job, record in completions:
             plan = self.plans[name]
-            counters = self.counters[name]
-            if record.get("unrecorded"):
-                self.unrecorded[name].add(job)
-                counters.failed += 1
+            if not self._record(plan, job, record):
                 continue
-            self.ids[plan.done].add(job)
-            if record["success"]:
-                self.succeeded[name].add(job)
-                self.failed[name].discard(job)
-                counters.succeeded += 1
-            else:
-                self.failed[name].add(job)
-                self.succeeded[name].discard(job)
-                if record.get("retry_at"):
-                    self._schedule_retry(name, job, record)
-                    counters.retried += 1
-                else:
-                    counters.failed += 1
-            for key in [plan.done, *await self._refresh_outputs(plan, job)]:
-                for watcher in self.watchers.get(key, ()):
-                    touched.setdefault(watcher.task.name, set()).add(job)
-            touched.setdefault(name, set()).add(job)
-            for downstream in plan.downstream:
-                touched.setdefault(downstream, set()).add(job)
+            self._touch(touched, plan.done, job)
+            for task_name in (name, *plan.downstream):
+                self._touch(touched, task_name, job)
+            for repo in plan.outputs:
+                if id(repo) in self.ids:
+                    outputs.setdefault(id(repo), set()).add(job)
+        for key, jobs in outputs.items():
+            await self._refresh_outputs(key, jobs, touched)
         for name, jobs in touched.items():
             plan = self.plans[name]
             if plan.task.ready is not None:
                 self.ids[plan.required[0]] = await plan.task.ready.ids()
             await self._recheck(plan, jobs)
 
-    async def _refresh_outputs(self, plan: _Plan, job: str) -> list[int]:
-        watched = [repo for repo in plan.outputs if id(repo) in self.ids]
-        # The id came from a validated listing: skip the public methods' id check.
-        present = [await repo._contains(job) for repo in watched]
-        changed = []
-        for repo, is_present in zip(watched, present, strict=True):
-            ids = self.ids[id(repo)]
-            if is_present != (job in ids):
-                (ids.add if is_present else ids.discard)(job)
-                changed.append(id(repo))
-        return changed
+    def _record(self, plan: _Plan, job: str, record: dict[str, Any]) -> bool:
+        """Learn a finished job's outcome; False when its record could not be written."""
+        name = plan.task.name
+        counters = self.counters[name]
+        if record.get("unrecorded"):
+            self.unrecorded[name].add(job)
+            counters.failed += 1
+            return False
+        self.ids[plan.done].add(job)
+        if record["success"]:
+            self.succeeded[name].add(job)
+            self.failed[name].discard(job)
+            counters.succeeded += 1
+        else:
+            self.failed[name].add(job)
+            self.succeeded[name].discard(job)
+            if record.get("retry_at"):
+                self._schedule_retry(name, job, record)
+                counters.retried += 1
+            else:
+                counters.failed += 1
+        return True
+
+    def _touch(self, touched: dict[str, set[str]], key: int | str, job: str) -> None:
+        """Mark ``job`` for a recheck by a task name, or by every task watching a repository."""
+        names = [key] if isinstance(key, str) else [p.task.name for p in self.watchers[key]]
+        for name in names:
+            touched.setdefault(name, set()).add(job)
+
+    async def _refresh_outputs(
+        self, key: int, jobs: set[str], touched: dict[str, set[str]]
+    ) -> None:
+        """Check finished jobs' outputs in one batch and update what is known of them."""
+        present = await self.repos[key].contains_many(jobs)
+        ids = self.ids[key]
+        for job in jobs:
+            if (job in present) != (job in ids):
+                (ids.add if job in present else ids.discard)(job)
+                self._touch(touched, key, job)
 
     # -------------------------------------------------------------- shutdown
 
@@ -524,6 +547,9 @@ async def run(
         if not more and not forever:
             break
         waits = [pipeline.poll_interval] if forever else []
+        if scheduler.running_count == 0 and any(scheduler.ready.values()):
+            # Ready jobs that could not launch wait for a quota's launch window to pass.
+            waits.append(min(pipeline.poll_interval, _QUOTA_RECHECK_SECONDS))
         retry = scheduler.next_deadline()
         if retry is not None:
             waits.append(max(0.0, retry - time.monotonic()))
