@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import unicodedata
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydatatask.errors import InvalidJobIdError, JobNotFoundError
@@ -139,6 +139,11 @@ class Repository(abc.ABC):
     async def contains(self, job: str) -> bool:
         """Whether ``job`` is present."""
         return await self._contains(self.check_job_id(job))
+
+    async def contains_many(self, jobs: Iterable[str]) -> set[str]:
+        """Return which of ``jobs`` are present (backends may check them in one batch)."""
+        checked = [self.check_job_id(job) for job in jobs]
+        return {job for job in checked if await self._contains(job)}
 
     async def delete(self, job: str) -> None:
         """Remove ``job``; removing an absent id does nothing."""

@@ -241,6 +241,11 @@ class FileRepository(FolderRepository, BlobRepository):
         return await _in_thread(self._open_reader_sync, _FileReader.close_sync, job)
 
     def _open_reader_sync(self, job: str) -> _FileReader:
+        if not self.case_insensitive:  # one open, no separate existence check
+            try:
+                return _FileReader.open_sync(os.path.join(self._base, job + self.extension))
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                raise JobNotFoundError(job, self) from None
         path = self._require(job)
         try:
             return _FileReader.open_sync(path)

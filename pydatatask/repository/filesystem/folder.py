@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -303,6 +303,8 @@ class FolderRepository(Repository):
 
     def _target(self, job: str) -> str:
         """Return the path a write of ``job`` goes to: an existing match, else the exact name."""
+        if not self.case_insensitive:
+            return os.path.join(self._base, job + self.extension)
         found = self._find(job, os.path.lexists)
         return found[0] if found else os.path.join(self._base, job + self.extension)
 
@@ -314,6 +316,13 @@ class FolderRepository(Repository):
 
     async def _contains(self, job: str) -> bool:
         return await asyncio.to_thread(self._locate, job) is not None
+
+    async def contains_many(self, jobs: Iterable[str]) -> set[str]:
+        """Return which of ``jobs`` are present, checking them all in one thread hop."""
+        checked = [self.check_job_id(job) for job in jobs]
+        return await asyncio.to_thread(
+            lambda: {job for job in checked if self._locate(job) is not None}
+        )
 
     async def _info(self, job: str) -> Any:
         return Path(await asyncio.to_thread(self._require, job))
