@@ -12,6 +12,7 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     │   └── InputError                            a command named something unknown or
     │                                             gave a malformed expression or value
     ├── JobNotReadyError          (RuntimeError)  a job was asked to run while not ready
+    ├── ProcessExitError          (RuntimeError)  a job's script exited with an error status
     ├── LifecycleError            (RuntimeError)  a resource used outside an open session
     ├── MissingDependencyError    (ImportError)   an optional backend package is absent
     └── BackendError              (OSError)       a storage or execution backend failed
@@ -31,6 +32,7 @@ __all__ = [
     "LifecycleError",
     "MissingDependencyError",
     "PipelineValidationError",
+    "ProcessExitError",
     "PydatataskError",
     "QuotaExceededError",
 ]
@@ -87,6 +89,14 @@ class JobNotReadyError(PydatataskError, RuntimeError):
     def __init__(self, task: str, job: str, reasons: list[str]) -> None:
         super().__init__(f"{task} job {job!r} is not ready: {'; '.join(reasons)}")
         self.reasons = reasons
+
+
+class ProcessExitError(PydatataskError, RuntimeError):
+    """A job's script ended with a non-zero exit status, or was killed without one."""
+
+    def __init__(self, message: str, exit_code: int | None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class LifecycleError(PydatataskError, RuntimeError):

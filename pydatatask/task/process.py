@@ -1,0 +1,389 @@
+"""Tasks whose jobs are shell scripts run as processes by a process manager.
+
+A :class:`ProcessTask` renders its jinja2 ``template`` for a job, starts it through a
+:class:`~pydatatask.executor.base.LinuxProcessManager` (local or over SSH), records the
+job in its ``pids`` repository, waits for it, copies its output streams into the
+``stdout``/``stderr`` repositories, and records ``exit_code`` in the done record.
+
+The ``pids`` repository is the memory of what runs: an entry is written before the
+process starts and removed only after the job's done record, so a controller that
+crashes at any point is followed by one that re-attaches to the running jobs, reaps the
+ones that ended meanwhile, and never starts a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from pydatatask.errors import (
+    BackendError,
+    ConfigurationError,
+    JobNotFoundError,
+    ProcessExitError,
+    PydatataskError,
+)
+from pydatatask.executor.base import JobState, LinuxProcessManager, ProcessHandle
+from pydatatask.quota import ResourceManager, Resources
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.streams import copy_stream
+from pydatatask.task.base import Task
+from pydatatask.task.retry import RetryPolicy
+from pydatatask.templating import Lazy, referenced_names, render
+
+__all__ = ["STDOUT", "ProcessExitError", "ProcessTask", "StdoutSentinel"]
+
+logger = logging.getLogger(__name__)
+
+
+class StdoutSentinel:
+    """The type of :data:`STDOUT`: pass ``stderr=STDOUT`` to merge stderr into stdout."""
+
+    def __repr__(self) -> str:
+        return "pydatatask.STDOUT"
+
+
+STDOUT: Final = StdoutSentinel()
+"""Pass as ``stderr`` to send a job's standard error to its standard output."""
+
+OnExit = Literal["detach", "kill"]
+_RESERVED = frozenset({"task", "env", "environ"})
+
+
+class ProcessTask(Task):
+    """Run a templated shell script per job as a process group on a Linux host.
+
+    :param name: the task name.
+    :param manager: where jobs run: a :class:`~pydatatask.LocalLinuxManager` or
+        :class:`~pydatatask.SSHLinuxManager`.
+    :param resource_manager: the quota the jobs draw from (None: no quota).
+    :param job_resources: what one job holds from the quota while it runs.
+    :param pids: a metadata repository of the jobs that run (a status link that
+        inhibits start); it must outlive the controller for restarts to re-attach.
+    :param template: a jinja2 shell script; it sees ``job``, ``task`` (the name),
+        ``env``/``environ`` (the ``environ`` option) and every link by name (its
+        ``info`` for the job, computed only when used). Quote values with ``| shquote``.
+    :param window: the period over which the quota's ``launches`` are counted.
+    :param environ: environment variables exported to the script.
+    :param done: the done repository.
+    :param stdin: a blob repository whose value for the job is the script's stdin.
+    :param stdout: a blob repository receiving the script's stdout.
+    :param stderr: a blob repository receiving its stderr, or :data:`STDOUT` to merge
+        it into stdout.
+    :param ready: as for every task.
+    :param timeout: kill the job's process group after this long and record a timeout.
+    :param retry: a :class:`RetryPolicy` or a number of attempts.
+    :param on_exit: what a stopping controller does with running jobs: ``"detach"``
+        (the default) leaves them running for the next controller to re-attach;
+        ``"kill"`` kills them, and they run again next time.
+    :param kill_grace: seconds between SIGTERM and SIGKILL when a job is killed.
+    :raises ConfigurationError: for arguments of the wrong kind.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        manager: LinuxProcessManager,
+        resource_manager: ResourceManager | None,
+        job_resources: Resources,
+        pids: MetadataRepository,
+        template: str,
+        window: timedelta | float = timedelta(minutes=1),
+        environ: Mapping[str, str] | None = None,
+        done: MetadataRepository | None = None,
+        stdin: BlobRepository | None = None,
+        stdout: BlobRepository | None = None,
+        stderr: BlobRepository | StdoutSentinel | None = None,
+        ready: Repository | None = None,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        *,
+        on_exit: OnExit = "detach",
+        kill_grace: float = 5.0,
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(
+            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
+        )
+        if not isinstance(manager, LinuxProcessManager):
+            raise ConfigurationError(f"task {name!r}: manager must be a process manager")
+        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
+            raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
+        if not isinstance(job_resources, Resources):
+            raise ConfigurationError(f"task {name!r}: job_resources must be a Resources value")
+        if on_exit not in ("detach", "kill"):
+            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
+        if not isinstance(template, str):
+            raise ConfigurationError(f"task {name!r}: template must be a str")
+        referenced_names(template)  # a syntax error shows now, not at the first job
+        self.manager = manager
+        self.resource_manager = resource_manager
+        self.job_resources = job_resources
+        self.template = template
+        self.window = window
+        self.environ = dict(environ or {})
+        self.on_exit: OnExit = on_exit
+        self.kill_grace = kill_grace
+        self.pids = pids
+        self.merge_stderr = stderr is STDOUT
+        self.link("pids", pids, is_status=True, inhibits_start=True)
+        if stdin is not None:
+            self.link("stdin", stdin, is_input=True)
+        if stdout is not None:
+            self.link("stdout", stdout, is_output=True)
+        if isinstance(stderr, BlobRepository):
+            self.link("stderr", stderr, is_output=True)
+        elif stderr is not None and stderr is not STDOUT:
+            raise ConfigurationError(f"task {name!r}: stderr must be a BlobRepository or STDOUT")
+        self._reattaching: set[str] = set()
+        self._finished: set[str] = set()
+        self._forgetting: set[asyncio.Task[None]] = set()
+
+    async def bind(self) -> None:
+        """Check that no link hides a template name.
+
+        :raises ConfigurationError: for a link named ``task``, ``env`` or ``environ``.
+        """
+        clash = _RESERVED & set(self.links)
+        if clash:
+            raise ConfigurationError(
+                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
+            )
+
+    # ---------------------------------------------------------------- quota
+
+    def reserve(self, job: str) -> bool:
+        """Charge ``job_resources`` for ``job``; False when the quota is full for now.
+
+        :raises QuotaExceededError: when one job needs more than the whole quota.
+        """
+        if self.resource_manager is None:
+            return True
+        key = (self.name, job)
+        if job in self._reattaching:  # it runs already: account for it, count no launch
+            self.resource_manager.claim(key, self.job_resources)
+            return True
+        return self.resource_manager.try_reserve(key, self.job_resources, window=self.window)
+
+    def release(self, job: str) -> None:
+        """Give back the job's resources, and forget a finished job once it is recorded."""
+        if self.resource_manager is not None:
+            self.resource_manager.release((self.name, job))
+        self._reattaching.discard(job)
+        if job in self._finished:
+            self._finished.discard(job)
+            forget = asyncio.get_running_loop().create_task(self._forget(job))
+            self._forgetting.add(forget)
+            forget.add_done_callback(self._forgetting.discard)
+
+    async def _forget(self, job: str) -> None:
+        try:
+            await self.pids.delete(job)
+            await self.manager.cleanup(self.name, job)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not clean up after job %r: %s", self.name, job, exc)
+
+    # ---------------------------------------------------------------- running
+
+    async def _render(self, job: str) -> str:
+        context: dict[str, Any] = {
+            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
+        }
+        context.update(job=job, task=self.name, env=self.environ, environ=self.environ)
+        return await render(self.template, context)
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Render the script, start it, and wait for it; see the class documentation.
+
+        :raises ProcessExitError: when the script exits with a non-zero status.
+        :raises BackendError: when the manager cannot start or follow the job.
+        """
+        began = asyncio.get_running_loop().time()
+        script = await self._render(job)
+        source = None
+        if "stdin" in self.links:
+            stdin = self.links["stdin"].repo
+            assert isinstance(stdin, BlobRepository)
+            source = await stdin.open(job, "rb")
+        try:
+            await self.pids.dump(job, {"attempt": attempt, "state": "starting"})
+            try:
+                handle = await self.manager.start(
+                    self.name,
+                    job,
+                    script,
+                    environ=self.environ,
+                    stdin=source,
+                    merge_stderr=self.merge_stderr,
+                )
+            except BaseException:
+                await asyncio.shield(self._abandon(job))
+                raise
+        finally:
+            if source is not None:
+                await source.close()
+        record = {**handle.as_record(), "attempt": attempt, "started": time.time()}
+        await self.pids.dump(job, record)
+        return await self._follow(job, handle, began)
+
+    async def live_jobs(self) -> dict[str, int]:
+        """Return the jobs in ``pids``: running, or ended while no controller watched.
+
+        Entries of jobs whose done record is already written are cleaned up. A job
+        whose start was interrupted is returned too: :meth:`attach` starts it if it
+        never ran.
+        """
+        live: dict[str, int] = {}
+        for job, entry in (await self.pids.info_all()).items():
+            if not isinstance(entry, dict):
+                continue
+            attempt = int(entry.get("attempt", 1))
+            if "exit_code" in entry and await self._recorded(job, attempt):
+                await self._forget(job)
+                continue
+            live[job] = attempt
+            self._reattaching.add(job)
+        return live
+
+    async def _recorded(self, job: str, attempt: int) -> bool:
+        try:
+            record = await self.done.info(job)
+        except JobNotFoundError:
+            return False
+        return isinstance(record, dict) and int(record.get("attempt", 0)) >= attempt
+
+    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
+        """Wait for a job an earlier controller started, then reap it like :meth:`execute`.
+
+        :raises ProcessExitError: when the script exited with a non-zero status.
+        """
+        began = asyncio.get_running_loop().time()
+        entry = await self.pids.info(job)
+        if "exit_code" in entry:  # ended and reaped; only the done record was missing
+            self._finished.add(job)
+            return self._outcome(job, entry.get("exit_code"))
+        if "pid" not in entry:  # the earlier controller stopped while starting it
+            found = await self.manager.find(self.name, job)
+            if found is None:
+                return await self.execute(job, attempt)
+            await self.pids.dump(job, {**entry, **found.as_record()})
+            entry = {**entry, **found.as_record()}
+        return await self._follow(job, _handle(entry), began)
+
+    async def _follow(self, job: str, handle: ProcessHandle, began: float) -> dict[str, Any]:
+        try:
+            state = await self.manager.wait(self.name, job, handle)
+        except asyncio.CancelledError:
+            timed_out = (
+                self.timeout is not None
+                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
+            )
+            if timed_out or not self.shutting_down or self.on_exit == "kill":
+                await asyncio.shield(self._terminate(job, handle))
+            raise
+        await self._reap(job, state)
+        return self._outcome(job, state.exit_code)
+
+    async def _reap(self, job: str, state: JobState) -> None:
+        """Copy the output streams, then mark the pids entry as ended."""
+        targets = [("stdout", "stdout")]
+        if not self.merge_stderr:
+            targets.append(("stderr", "stderr"))
+        for link_name, stream in targets:
+            link = self.links.get(link_name)
+            if link is None:
+                continue
+            repo = link.repo
+            assert isinstance(repo, BlobRepository)
+            try:
+                reader = await self.manager.open_output(self.name, job, stream)  # type: ignore[arg-type]
+            except FileNotFoundError:
+                continue  # the job was killed before it could open its streams
+            async with reader, await repo.open(job, "wb") as writer:
+                await copy_stream(reader, writer)
+        entry = await self.pids.info(job)
+        await self.pids.dump(job, {**entry, "exit_code": state.exit_code})
+        self._finished.add(job)
+
+    def _outcome(self, job: str, exit_code: int | None) -> dict[str, Any]:
+        if exit_code == 0:
+            return {"exit_code": 0}
+        if exit_code is None:
+            raise ProcessExitError(
+                f"job {job!r} of {self.name} ended without recording an exit status "
+                "(it was killed, or its host restarted)",
+                None,
+            )
+        raise ProcessExitError(
+            f"job {job!r} of {self.name} exited with status {exit_code}", exit_code
+        )
+
+    async def run_attempt(
+        self, job: str, attempt: int, reattach: bool = False
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Run one attempt; a failed script's ``exit_code`` goes into the done record too."""
+        record, error = await super().run_attempt(job, attempt, reattach)
+        if isinstance(error, ProcessExitError) and error.exit_code is not None:
+            record["exit_code"] = error.exit_code
+        return record, error
+
+    # ---------------------------------------------------------------- stopping
+
+    async def _terminate(self, job: str, handle: ProcessHandle) -> None:
+        """Kill the job's process group, then forget the job."""
+        try:
+            await self.manager.kill(self.name, job, handle, self.kill_grace)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not kill job %r: %s", self.name, job, exc)
+            return  # keep the pids entry, so the job is not lost track of
+        await self._discard(job)
+
+    async def _abandon(self, job: str) -> None:
+        """Undo a start that failed or was interrupted: kill what did start, then forget."""
+        try:
+            handle = await self.manager.find(self.name, job)
+            if handle is not None:
+                await self.manager.kill(self.name, job, handle, self.kill_grace)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not stop the start of %r: %s", self.name, job, exc)
+            return  # keep the pids entry: the next controller resolves it
+        await self._discard(job)
+
+    async def _discard(self, job: str) -> None:
+        try:
+            await self.pids.delete(job)
+            await self.manager.cleanup(self.name, job)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not clean up job %r: %s", self.name, job, exc)
+
+    async def kill(self, job: str) -> bool:
+        """Kill ``job``'s process group if it runs (``rm`` uses this); True if there was one.
+
+        :raises BackendError: when the manager cannot reach the job's host.
+        """
+        try:
+            entry = await self.pids.info(job)
+        except JobNotFoundError:
+            return False
+        if not isinstance(entry, dict) or "pid" not in entry:
+            found = await self.manager.find(self.name, job)
+            if found is None:
+                await self._discard(job)
+                return False
+            entry = found.as_record()
+        handle = _handle(entry)
+        try:
+            await self.manager.kill(self.name, job, handle, self.kill_grace)
+        except PydatataskError as exc:
+            raise BackendError(f"{self.name}: could not kill job {job!r}: {exc}") from exc
+        await self._discard(job)
+        return True
+
+
+def _handle(entry: Mapping[str, Any]) -> ProcessHandle:
+    return ProcessHandle(int(entry["pid"]), int(entry["start_time"]), str(entry.get("boot_id", "")))

@@ -1,0 +1,415 @@
+"""ProcessTask on LocalLinuxManager: streams, failures, timeouts, restarts, quotas, quoting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import pydatatask as pdt
+from pydatatask.executor.base import LinuxProcessManager, ProcessHandle
+from pydatatask.executor.local import LocalLinuxManager
+from pydatatask.quota import ResourceManager, Resources
+from pydatatask.task.process import STDOUT, ProcessTask
+
+Memory = pdt.InProcessMetadataRepository
+Blobs = pdt.InProcessBlobRepository
+ONE = Resources.parse(1, "1Mi")
+
+
+def process_task(manager: LinuxProcessManager, template: str, **options: Any) -> ProcessTask:
+    quota = options.pop("quota", ResourceManager(Resources.parse(8, "1Gi")))
+    resources = options.pop("resources", ONE)
+    pids = options.pop("pids", Memory())
+    name = options.pop("name", "proc")
+    return ProcessTask(name, manager, quota, resources, pids, template, **options)
+
+
+def marked_processes(mark: str) -> list[int]:
+    """PIDs of live (not zombie) processes whose environment holds ``mark``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if mark.encode() in environ and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+async def settle(task: ProcessTask) -> None:
+    """Wait for the cleanups a finished job schedules."""
+    for _ in range(200):
+        if not task._forgetting and not await task.pids.ids():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def run_fifty(manager: LinuxProcessManager, count: int = 50) -> None:
+    stdin = Blobs({f"job{index}": f"line {index}\n" for index in range(count)})
+    stdout, stderr = Blobs(), Blobs()
+    task = process_task(
+        manager,
+        "tr a-z A-Z\necho {{ job | shquote }} >&2\n",
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        quota=ResourceManager(Resources.parse(16, "1Gi")),
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        report = await pdt.run(pipeline)
+        await settle(task)
+    assert report.succeeded == count
+    assert report.failed == 0
+    for index in range(count):
+        job = f"job{index}"
+        assert stdout.data[job] == f"LINE {index}\n".encode()
+        assert stderr.data[job] == f"{job}\n".encode()
+        record = await task.done.info(job)
+        assert record["success"] is True
+        assert record["exit_code"] == 0
+    assert await task.pids.ids() == set()
+    assert await manager.jobs("proc") == []
+
+
+async def test_fifty_jobs_with_streams(tmp_path: Path) -> None:
+    await run_fifty(LocalLinuxManager("app", tmp_path))
+
+
+async def test_stderr_merges_into_stdout(tmp_path: Path) -> None:
+    stdout = pdt.FileRepository(tmp_path / "out", ".txt")
+    task = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        "echo one\necho two >&2\necho three\n",
+        stdout=stdout,
+        stderr=STDOUT,
+        ready=Memory({"k": 1}),
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        await pdt.run(pipeline)
+    assert (tmp_path / "out" / "k.txt").read_text() == "one\ntwo\nthree\n"
+
+
+async def test_nonzero_exit_is_a_failure_with_its_code(tmp_path: Path) -> None:
+    stdout = Blobs()
+    task = process_task(
+        LocalLinuxManager("app", tmp_path),
+        "echo partial\nexit 7\n",
+        stdout=stdout,
+        ready=Memory({"bad": 1}),
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        report = await pdt.run(pipeline)
+    assert report.failed == 1
+    record = await task.done.info("bad")
+    assert record["success"] is False
+    assert record["exit_code"] == 7
+    assert "exited with status 7" in record["exception"]
+    assert stdout.data["bad"] == b"partial\n"  # the log of a failed job is kept
+
+
+async def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
+    mark = f"PDT_MARK_{uuid.uuid4().hex}"
+    task = process_task(
+        LocalLinuxManager("app", tmp_path),
+        "sh -c 'sleep 1000 & sleep 1000; wait'\n",
+        environ={"PDT_MARK": mark},
+        ready=Memory({"slow": 1}),
+        timeout=1.5,
+        kill_grace=2,
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        runner = asyncio.create_task(pdt.run(pipeline))
+        for _ in range(100):
+            if len(marked_processes(mark)) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(marked_processes(mark)) >= 3  # the scan does see the job's processes
+        await runner
+    record = await task.done.info("slow")
+    assert record["timeout"] is True
+    assert record["success"] is False
+    assert marked_processes(mark) == []
+    assert await task.pids.ids() == set()
+
+
+def start_bystander() -> tuple[subprocess.Popen[bytes], str, int]:
+    """Start an unrelated process; return it, the boot id and its start time."""
+    bystander = subprocess.Popen(["sleep", "30"])
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    stat = Path(f"/proc/{bystander.pid}/stat").read_text()
+    return bystander, boot, int(stat.rsplit(")", 1)[1].split()[19])
+
+
+async def test_a_reused_pid_is_not_alive(tmp_path: Path) -> None:
+    manager = LocalLinuxManager("app", tmp_path)
+    bystander, boot, real_start = start_bystander()
+    try:
+        impostor = ProcessHandle(bystander.pid, real_start + 1, boot)
+        assert not (await manager.poll("proc", "old", impostor)).running
+        assert (
+            await manager.poll("proc", "old", ProcessHandle(bystander.pid, real_start, boot))
+        ).running
+        pids = Memory({"old": {**impostor.as_record(), "attempt": 1}})
+        task = process_task(manager, "true\n", pids=pids, kill_grace=0.2)
+        pipeline = pdt.Pipeline([task])
+        async with pipeline:
+            await pdt.run(pipeline)
+            await settle(task)
+        record = await task.done.info("old")
+        assert record["success"] is False
+        assert "without recording an exit status" in record["exception"]
+        await task.kill("old")  # nothing left to kill; the bystander is not touched
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+async def test_quota_limits_concurrency_and_refuses_oversized_jobs(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    task = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        f'echo "start {{{{ job }}}}" >> {_quoted(log)}\nsleep 0.3\n'
+        f'echo "end {{{{ job }}}}" >> {_quoted(log)}\n',
+        quota=ResourceManager(Resources.parse(2, "1Gi")),
+        ready=Memory({f"j{index}": 1 for index in range(4)}),
+    )
+    huge = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        "true\n",
+        resources=Resources.parse(3, "1Mi"),
+        quota=task.resource_manager,
+        ready=Memory({"big": 1}),
+        name="huge",
+    )
+    pipeline = pdt.Pipeline([task, huge])
+    async with pipeline:
+        await pdt.run(pipeline)
+    running = peak = 0
+    for line in log.read_text().splitlines():
+        running += 1 if line.startswith("start") else -1
+        peak = max(peak, running)
+    assert peak <= 2
+    assert Counter(line.split()[0] for line in log.read_text().splitlines()) == {
+        "start": 4,
+        "end": 4,
+    }
+    record = await huge.done.info("big")
+    assert record["success"] is False
+    assert "QuotaExceededError" in record["exception"]
+    assert "cpu=3" in record["exception"]
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
+
+
+async def test_launches_per_window(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    task = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        f"date +%s.%N >> {_quoted(log)}\n",
+        quota=ResourceManager(Resources.parse(8, "1Gi", launches=2)),
+        window=0.6,
+        ready=Memory({f"j{index}": 1 for index in range(4)}),
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        for _ in range(400):
+            if not await pipeline.update():
+                break
+            await asyncio.sleep(0.02)
+    starts = sorted(float(line) for line in log.read_text().split())
+    assert len(starts) == 4
+    assert starts[2] - starts[0] >= 0.5  # the third launch waited for the window
+
+
+HOSTILE_IDS = ['a\'; touch "$PWNED" #', '$(touch "$PWNED")', '`touch "$PWNED"`', 'x y "z"']
+
+
+async def test_hostile_ids_and_values_execute_nothing(tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    values = {
+        job: f'v\'; touch "$PWNED"; echo \'$(touch "$PWNED") {index}'
+        for index, job in enumerate(HOSTILE_IDS)
+    }
+    stdout = Blobs()
+    task = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        "printf '%s|%s' {{ job | shquote }} {{ meta | shquote }}\n",
+        environ={"PWNED": str(pwned)},
+        stdout=stdout,
+    )
+    task.link("meta", Memory(dict(values)), is_input=True)
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        report = await pdt.run(pipeline)
+    assert report.succeeded == len(HOSTILE_IDS)
+    for job in HOSTILE_IDS:
+        assert stdout.data[job].decode() == f"{job}|{values[job]}"
+    assert not pwned.exists()
+
+
+async def test_detach_at_shutdown_then_reattach(tmp_path: Path) -> None:
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    manager = LocalLinuxManager("app", tmp_path / "jobs")
+    pids, done, stdout = Memory(), Memory(), Blobs()
+    template = (
+        f"echo run >> {_quoted(log)}\n"
+        f"while [ ! -e {_quoted(gate)} ]; do sleep 0.05; done\necho finished\n"
+    )
+
+    def make(on_exit: str = "detach") -> ProcessTask:
+        return process_task(
+            manager,
+            template,
+            pids=pids,
+            done=done,
+            stdout=stdout,
+            ready=Memory({"k": 1}),
+            on_exit=on_exit,
+        )
+
+    first = make()
+    pipeline = pdt.Pipeline([first])
+    async with pipeline:
+        report = await pdt.run(pipeline, timeout=0.5)
+    assert report.timed_out
+    assert "pid" in await pids.info("k")  # left running, and remembered
+    assert not await done.contains("k")
+    second = make()
+    pipeline = pdt.Pipeline([second])
+    async with pipeline:
+        runner = asyncio.create_task(pdt.run(pipeline))
+        await asyncio.sleep(0.3)
+        gate.touch()
+        await runner
+        await settle(second)
+    assert log.read_text() == "run\n"  # re-attached, not started again
+    assert stdout.data["k"] == b"finished\n"
+    assert (await done.info("k"))["exit_code"] == 0
+
+
+async def test_kill_at_shutdown_and_task_kill(tmp_path: Path) -> None:
+    mark = f"PDT_MARK_{uuid.uuid4().hex}"
+    task = process_task(
+        LocalLinuxManager("app", tmp_path),
+        "sleep 1000\n",
+        environ={"PDT_MARK": mark},
+        ready=Memory({"k": 1}),
+        on_exit="kill",
+        kill_grace=1,
+    )
+    pipeline = pdt.Pipeline([task])
+    async with pipeline:
+        await pdt.run(pipeline, timeout=0.5)
+    assert marked_processes(mark) == []
+    assert await task.pids.ids() == set()
+    assert not await task.done.contains("k")
+
+    detached = process_task(
+        LocalLinuxManager("app", tmp_path),
+        "sleep 1000\n",
+        environ={"PDT_MARK": mark},
+        ready=Memory({"k": 1}),
+        kill_grace=1,
+    )
+    pipeline = pdt.Pipeline([detached])
+    async with pipeline:
+        await pdt.run(pipeline, timeout=0.5)
+    assert marked_processes(mark)
+    assert await detached.kill("k") is True
+    assert marked_processes(mark) == []
+    assert await detached.pids.ids() == set()
+
+
+CONTROLLER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    import pydatatask as pdt
+    from pydatatask.executor.local import LocalLinuxManager
+    from pydatatask.quota import ResourceManager, Resources
+    from pydatatask.task.process import ProcessTask
+
+    base = sys.argv[1]
+    log = os.path.join(base, "executions.log")
+    template = (
+        'echo {{ job | shquote }} >> ' + log + '\\n'
+        'case {{ job | shquote }} in *3) sleep 2.5 ;; *) sleep 0.2 ;; esac\\n'
+        'echo out {{ job | shquote }}\\n'
+    )
+    task = ProcessTask(
+        "proc",
+        LocalLinuxManager("app", os.path.join(base, "jobs")),
+        ResourceManager(Resources.parse(4, "1Gi")),
+        Resources.parse(1, "1Mi"),
+        pdt.YamlMetadataFileRepository(os.path.join(base, "pids")),
+        template,
+        done=pdt.YamlMetadataFileRepository(os.path.join(base, "done")),
+        stdout=pdt.FileRepository(os.path.join(base, "out"), ".txt"),
+        ready=pdt.InProcessMetadataRepository({f"item{i}": 1 for i in range(12)}),
+    )
+    pipeline = pdt.Pipeline([task])
+
+    async def main():
+        async with pipeline:
+            await pdt.run(pipeline)
+            await asyncio.sleep(0.3)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_controller_killed_and_restarted(tmp_path: Path) -> None:
+    script = tmp_path / "controller.py"
+    script.write_text(CONTROLLER)
+    log, done = tmp_path / "executions.log", tmp_path / "done"
+
+    def started() -> list[str]:
+        return log.read_text().split() if log.exists() else []
+
+    controller = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    deadline = time.monotonic() + 30
+    while not ({"item3", "item7"} <= set(started()) and len(list(done.glob("*.yaml"))) >= 2):
+        assert controller.poll() is None, "the controller ended before it was killed"
+        assert time.monotonic() < deadline, "no progress before the kill"
+        time.sleep(0.01)
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait()
+    before = {path.stem for path in done.glob("*.yaml")}
+    running = set(started()) - before
+    assert running, "nothing was running at the kill"
+    time.sleep(0.5)  # short jobs end while no controller watches; long ones keep running
+    rerun = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    everything = {f"item{index}" for index in range(12)}
+    assert Counter(started()) == dict.fromkeys(everything, 1)  # no job ran twice
+    for job in everything:
+        record = yaml.safe_load((done / f"{job}.yaml").read_text())
+        assert record["success"] is True, (job, record)
+        assert record["exit_code"] == 0
+        assert (tmp_path / "out" / f"{job}.txt").read_text() == f"out {job}\n"
+    assert not list((tmp_path / "pids").glob("*.yaml"))
