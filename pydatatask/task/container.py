@@ -1,0 +1,350 @@
+"""Tasks whose jobs are templated shell commands run in Docker containers.
+
+A :class:`ContainerTask` renders its jinja2 ``image`` and ``template`` for a job, runs the
+script in a container through a :class:`~pydatatask.executor.docker.DockerContainerManager`,
+streams the container's output into the ``stdout``/``stderr`` repositories, and records
+``exit_code`` in the done record, like :class:`~pydatatask.ProcessTask` does for host
+processes.
+
+The engine is the memory of what runs: containers are labelled with the app, task and
+job, so a restarted controller lists them (one request per task), waits again for the
+running ones and reaps the ones that ended meanwhile, without starting any job twice.
+A container is removed only after its job's done record is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+from pydatatask.errors import (
+    ConfigurationError,
+    JobNotFoundError,
+    ProcessExitError,
+    PydatataskError,
+)
+from pydatatask.executor.docker import ContainerHandle, ContainerSpec, DockerContainerManager
+from pydatatask.quota import ResourceManager, Resources
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.streams import ByteWriter
+from pydatatask.task.base import Task
+from pydatatask.task.process import STDOUT, OnExit, StdoutSentinel
+from pydatatask.task.retry import RetryPolicy
+from pydatatask.templating import Lazy, referenced_names, render
+
+__all__ = ["ContainerTask"]
+
+logger = logging.getLogger(__name__)
+
+_RESERVED = frozenset({"task", "env", "environ"})
+
+
+class ContainerTask(Task):
+    """Run a templated shell script per job in a container of a templated image.
+
+    :param name: the task name.
+    :param manager: the :class:`~pydatatask.DockerContainerManager` that runs containers.
+    :param resource_manager: the quota the jobs draw from (None: no quota).
+    :param job_resources: what one job holds from the quota while it runs; its CPU and
+        memory are also given to the engine as the container's limits.
+    :param image: a jinja2 template of the image name, with the same context as
+        ``template`` (e.g. ``"{{ images }}"`` for a link to a
+        :class:`~pydatatask.DockerRepository`). A missing image is pulled.
+    :param template: a jinja2 shell script run as ``entrypoint + [script]``; it sees
+        ``job``, ``task`` (the name), ``env``/``environ`` and every link by name (its
+        ``info`` for the job, computed only when used). Quote values with ``| shquote``.
+    :param window: the period over which the quota's ``launches`` are counted.
+    :param environ: environment variables set in the container.
+    :param done: the done repository.
+    :param stdin: a blob repository whose value for the job is the script's stdin (the
+        image must then have ``/bin/sh``).
+    :param stdout: a blob repository receiving the script's stdout.
+    :param stderr: a blob repository receiving its stderr, or :data:`~pydatatask.STDOUT`
+        to merge it into stdout.
+    :param ready: as for every task.
+    :param timeout: kill the container after this long and record a timeout.
+    :param retry: a :class:`RetryPolicy` or a number of attempts.
+    :param entrypoint: the command the script is appended to.
+    :param network_mode: the container's network (``"none"``, ``"host"``, a network name).
+    :param on_exit: what a stopping controller does with running containers:
+        ``"detach"`` (the default) leaves them for the next controller to re-attach;
+        ``"kill"`` removes them, and their jobs run again next time.
+    :param log_config: the engine's ``LogConfig`` for the containers; the default
+        ``local`` driver keeps output byte-exact for a controller that re-attaches.
+    :raises ConfigurationError: for arguments of the wrong kind.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        manager: DockerContainerManager,
+        resource_manager: ResourceManager | None,
+        job_resources: Resources,
+        image: str,
+        template: str,
+        window: timedelta | float = timedelta(minutes=1),
+        environ: Mapping[str, str] | None = None,
+        done: MetadataRepository | None = None,
+        stdin: BlobRepository | None = None,
+        stdout: BlobRepository | None = None,
+        stderr: BlobRepository | StdoutSentinel | None = None,
+        ready: Repository | None = None,
+        timeout: timedelta | float | None = None,
+        retry: RetryPolicy | int | None = None,
+        *,
+        entrypoint: Sequence[str] = ("/bin/sh", "-c"),
+        network_mode: str = "none",
+        on_exit: OnExit = "detach",
+        log_config: Mapping[str, Any] | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(
+            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
+        )
+        if not isinstance(manager, DockerContainerManager):
+            raise ConfigurationError(f"task {name!r}: manager must be a DockerContainerManager")
+        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
+            raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
+        if not isinstance(job_resources, Resources):
+            raise ConfigurationError(f"task {name!r}: job_resources must be a Resources value")
+        if on_exit not in ("detach", "kill"):
+            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
+        if not isinstance(template, str) or not isinstance(image, str):
+            raise ConfigurationError(f"task {name!r}: image and template must be str")
+        if isinstance(entrypoint, str) or not entrypoint:
+            raise ConfigurationError(f"task {name!r}: entrypoint must be a non-empty list")
+        referenced_names(template)  # a syntax error shows now, not at the first job
+        referenced_names(image)
+        self.manager = manager
+        self.resource_manager = resource_manager
+        self.job_resources = job_resources
+        self.image = image
+        self.template = template
+        self.window = window
+        self.environ = dict(environ or {})
+        self.entrypoint = list(entrypoint)
+        self.network_mode = network_mode
+        self.on_exit: OnExit = on_exit
+        self.log_config = dict(log_config) if log_config is not None else {"Type": "local"}
+        self.merge_stderr = stderr is STDOUT
+        if stdin is not None:
+            self.link("stdin", stdin, is_input=True)
+        if stdout is not None:
+            self.link("stdout", stdout, is_output=True)
+        if isinstance(stderr, BlobRepository):
+            self.link("stderr", stderr, is_output=True)
+        elif stderr is not None and stderr is not STDOUT:
+            raise ConfigurationError(f"task {name!r}: stderr must be a BlobRepository or STDOUT")
+        self._found: dict[str, ContainerHandle] = {}
+        self._reattaching: set[str] = set()
+        self._finished: dict[str, str] = {}
+        self._removing: set[asyncio.Task[None]] = set()
+
+    async def bind(self) -> None:
+        """Check that no link hides a template name.
+
+        :raises ConfigurationError: for a link named ``task``, ``env`` or ``environ``.
+        """
+        clash = _RESERVED & set(self.links)
+        if clash:
+            raise ConfigurationError(
+                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
+            )
+
+    # ---------------------------------------------------------------- quota
+
+    def reserve(self, job: str) -> bool:
+        """Charge ``job_resources`` for ``job``; False when the quota is full for now.
+
+        :raises QuotaExceededError: when one job needs more than the whole quota.
+        """
+        if self.resource_manager is None:
+            return True
+        key = (self.name, job)
+        if job in self._reattaching:  # it runs already: account for it, count no launch
+            self.resource_manager.claim(key, self.job_resources)
+            return True
+        return self.resource_manager.try_reserve(key, self.job_resources, window=self.window)
+
+    def release(self, job: str) -> None:
+        """Give back the job's resources, and remove its container once it is recorded."""
+        if self.resource_manager is not None:
+            self.resource_manager.release((self.name, job))
+        self._reattaching.discard(job)
+        container = self._finished.pop(job, None)
+        if container is not None:
+            removal = asyncio.get_running_loop().create_task(self._remove(job, container))
+            self._removing.add(removal)
+            removal.add_done_callback(self._removing.discard)
+
+    async def _remove(self, job: str, container: str) -> None:
+        try:
+            await self.manager.remove(container)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not remove the container of job %r: %s", self.name, job, exc)
+
+    # ---------------------------------------------------------------- running
+
+    async def _spec(self, job: str) -> ContainerSpec:
+        context: dict[str, Any] = {
+            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
+        }
+        context.update(job=job, task=self.name, env=self.environ, environ=self.environ)
+        image = (await render(self.image, context)).strip()
+        script = await render(self.template, context)
+        return ContainerSpec(
+            image=image,
+            command=[*self.entrypoint, script],
+            environ=self.environ,
+            cpu=self.job_resources.cpu,
+            memory=self.job_resources.memory,
+            network_mode=self.network_mode,
+            stdin="stdin" in self.links,
+            log_config=self.log_config,
+        )
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Render, create and start the job's container, then follow it to its end.
+
+        :raises ProcessExitError: when the script exits with a non-zero status.
+        :raises BackendError: when the engine cannot run or follow the container.
+        """
+        began = asyncio.get_running_loop().time()
+        spec = await self._spec(job)
+        handle = await self.manager.create(self.name, job, attempt, spec)
+        try:
+            if spec.stdin:
+                stdin = self.links["stdin"].repo
+                assert isinstance(stdin, BlobRepository)
+                async with await stdin.open(job, "rb") as source:
+                    await self.manager.put_stdin(handle, source)
+            stream = self.manager.attach(handle)
+            await stream.__aenter__()
+        except BaseException:
+            await asyncio.shield(self._remove(job, handle.id))
+            raise
+        try:
+            try:
+                await self.manager.start(handle)
+            except BaseException:
+                await asyncio.shield(self._remove(job, handle.id))
+                raise
+            return await self._follow(job, handle, began, stream)
+        finally:
+            await stream.close()
+
+    async def live_jobs(self) -> dict[str, int]:
+        """Return the jobs whose containers an earlier controller left, running or ended.
+
+        Containers that never started are removed (those jobs start normally), and so
+        are those of jobs whose done record is already written.
+        """
+        live: dict[str, int] = {}
+        for handle in await self.manager.live(self.name):
+            if not handle.started or (
+                handle.state in ("exited", "dead") and await self._recorded(handle)
+            ):
+                await self._remove(handle.job, handle.id)
+                continue
+            live[handle.job] = handle.attempt
+            self._found[handle.job] = handle
+            self._reattaching.add(handle.job)
+        return live
+
+    async def _recorded(self, handle: ContainerHandle) -> bool:
+        try:
+            record = await self.done.info(handle.job)
+        except JobNotFoundError:
+            return False
+        return isinstance(record, dict) and int(record.get("attempt", 0)) >= handle.attempt
+
+    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
+        """Wait for a container an earlier controller started, then reap it.
+
+        Its output is read from the engine's log, from the beginning.
+
+        :raises ProcessExitError: when the script exited with a non-zero status.
+        :raises JobNotFoundError: when the job has no container any more.
+        """
+        began = asyncio.get_running_loop().time()
+        handle = self._found.pop(job, None) or await self.manager.find(self.name, job)
+        if handle is None:
+            raise JobNotFoundError(job, self)
+        return await self._follow(job, handle, began, None)
+
+    async def _follow(
+        self, job: str, handle: ContainerHandle, began: float, stream: Any
+    ) -> dict[str, Any]:
+        try:
+            exit_code = await self._collect(job, handle, stream)
+        except asyncio.CancelledError:
+            timed_out = (
+                self.timeout is not None
+                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
+            )
+            if timed_out or not self.shutting_down or self.on_exit == "kill":
+                await asyncio.shield(self._remove(job, handle.id))
+            raise
+        except Exception:
+            # It cannot be followed to its end: stop it rather than leave it unwatched.
+            await asyncio.shield(self._remove(job, handle.id))
+            raise
+        self._finished[job] = handle.id
+        if exit_code == 0:
+            return {"exit_code": 0}
+        raise ProcessExitError(
+            f"job {job!r} of {self.name} exited with status {exit_code}", exit_code
+        )
+
+    async def _collect(self, job: str, handle: ContainerHandle, stream: Any) -> int:
+        """Stream the container's output into the linked repositories; return its status."""
+        writers: dict[int, ByteWriter] = {}
+        try:
+            for number, link_name in ((1, "stdout"), (2, "stderr")):
+                link = self.links.get(link_name)
+                if link is not None and isinstance(link.repo, BlobRepository):
+                    writers[number] = await link.repo.open(job, "wb")
+            if self.merge_stderr and 1 in writers:
+                writers[2] = writers[1]
+
+            async def sink(number: int, data: bytes) -> None:
+                writer = writers.get(number)
+                if writer is not None:
+                    await writer.write(data)
+
+            if stream is not None:
+                await self.manager.copy_attached(stream, sink)
+            else:
+                await self.manager.copy_logs(handle, sink)
+            exit_code = await self.manager.wait(handle)
+        except BaseException:
+            for writer in writers.values():
+                await asyncio.shield(writer.abort())
+            raise
+        for writer in {id(writer): writer for writer in writers.values()}.values():
+            await writer.close()
+        return exit_code
+
+    async def run_attempt(
+        self, job: str, attempt: int, reattach: bool = False
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Run one attempt; a failed script's ``exit_code`` goes into the done record too."""
+        record, error = await super().run_attempt(job, attempt, reattach)
+        if isinstance(error, ProcessExitError) and error.exit_code is not None:
+            record["exit_code"] = error.exit_code
+        return record, error
+
+    async def kill(self, job: str) -> bool:
+        """Remove ``job``'s container if it has one (``rm`` uses this); True if it had.
+
+        :raises BackendError: when the engine cannot be reached.
+        """
+        handle = await self.manager.find(self.name, job)
+        if handle is None:
+            return False
+        await self.manager.remove(handle.id)
+        return True
