@@ -20,11 +20,14 @@ from pydatatask.errors import (
     LifecycleError,
     MissingDependencyError,
     PipelineValidationError,
+    ProcessExitError,
     PydatataskError,
     QuotaExceededError,
 )
+from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.link import Link
 from pydatatask.pipeline import Pipeline
+from pydatatask.quota import Quota, ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.combinators import (
     AggregateAndRepository,
@@ -43,24 +46,35 @@ from pydatatask.scheduler import RunReport, run
 from pydatatask.session import Resource, Session
 from pydatatask.task.base import Task
 from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTask
+from pydatatask.task.process import STDOUT, ProcessTask
 from pydatatask.task.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from pydatatask.cli import main
+    from pydatatask.executor.docker import DockerContainerManager
+    from pydatatask.executor.ssh import SSHLinuxManager
+    from pydatatask.repository.docker import DockerRegistryClient, DockerRepository
     from pydatatask.repository.mongodb import MongoMetadataRepository
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+    from pydatatask.task.container import ContainerTask
 
 __version__ = "0.1.0"
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {
     "main": "pydatatask.cli",
+    "ContainerTask": "pydatatask.task.container",
+    "DockerContainerManager": "pydatatask.executor.docker",
+    "DockerRegistryClient": "pydatatask.repository.docker",
+    "DockerRepository": "pydatatask.repository.docker",
+    "SSHLinuxManager": "pydatatask.executor.ssh",
     "MongoMetadataRepository": "pydatatask.repository.mongodb",
     "S3BucketRepository": "pydatatask.repository.s3",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
 }
 
 __all__ = [
+    "STDOUT",
     "AggregateAndRepository",
     "AggregateOrRepository",
     "BackendError",
@@ -68,7 +82,11 @@ __all__ = [
     "BlobRepository",
     "BlockingRepository",
     "ConfigurationError",
+    "ContainerTask",
     "DirectoryRepository",
+    "DockerContainerManager",
+    "DockerRegistryClient",
+    "DockerRepository",
     "ExecutorTask",
     "FileRepository",
     "FunctionTask",
@@ -81,20 +99,27 @@ __all__ = [
     "JobNotReadyError",
     "LifecycleError",
     "Link",
+    "LocalLinuxManager",
     "MapRepository",
     "MetadataRepository",
     "MissingDependencyError",
     "MongoMetadataRepository",
     "Pipeline",
     "PipelineValidationError",
+    "ProcessExitError",
+    "ProcessTask",
     "PydatataskError",
+    "Quota",
     "QuotaExceededError",
     "RelatedItemRepository",
     "Repository",
     "Resource",
+    "ResourceManager",
+    "Resources",
     "RetryPolicy",
     "RunReport",
     "S3BucketRepository",
+    "SSHLinuxManager",
     "Session",
     "Task",
     "YamlMetadataFileRepository",

@@ -5,4 +5,6 @@ from __future__ import annotations
 pytest_plugins = [
     "tests.servers.s3",
     "tests.servers.mongodb",
+    "tests.servers.sshd",
+    "tests.servers.docker",
 ]

@@ -63,6 +63,18 @@ EXPECTED_PUBLIC_NAMES = {
     "S3BucketRepository",
     "YamlMetadataS3Repository",
     "MongoMetadataRepository",
+    "ContainerTask",
+    "DockerContainerManager",
+    "DockerRegistryClient",
+    "DockerRepository",
+    "SSHLinuxManager",
+    "ProcessTask",
+    "STDOUT",
+    "LocalLinuxManager",
+    "Resources",
+    "ResourceManager",
+    "Quota",
+    "ProcessExitError",
 }
 
 
