@@ -339,12 +339,12 @@ def _removals(
 
 
 async def _stop(pipeline: Pipeline, tasks: Iterable[str], jobs: Iterable[str]) -> None:
-    """Cancel in-process runs of ``jobs`` so they cannot write after the removal."""
+    """Stop running ``jobs`` (here or wherever they run) so they cannot write after removal."""
     scheduler = _scheduler(pipeline)
     for name in tasks:
         for job in jobs:
-            if job in scheduler.running[name]:
-                await scheduler.cancel(name, job)
+            if not await scheduler.cancel(name, job):
+                await pipeline.tasks[name].kill(job)
 
 
 async def rm(

@@ -84,6 +84,7 @@ class Scheduler:
         self.last_refresh: float | None = None
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._reattached = False
 
     def _plan(self, task: Task) -> _Plan:
         def key(repo: Repository) -> int:
@@ -124,6 +125,10 @@ class Scheduler:
     async def round(self, launch: bool = True) -> bool:
         """Reap, compute ready jobs, launch; return whether work remains."""
         await self._reap()
+        if launch and not self._reattached:
+            # Before the first listing: reattaching may settle jobs and change what is listed.
+            self._reattached = True
+            await self._reattach_live_jobs()
         now = time.monotonic()
         if self.last_refresh is None or now - self.last_refresh >= self.pipeline.poll_interval:
             await self.refresh()
@@ -149,9 +154,6 @@ class Scheduler:
     async def refresh(self) -> None:
         """List every watched repository and recompute the ready jobs from scratch."""
         first = self.last_refresh is None
-        if first:
-            # Before listing: reattaching may settle jobs and change what is listed.
-            await self._reattach_live_jobs()
         keys = list(self.watchers)
         listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
         self.ids = dict(zip(keys, listed, strict=True))
@@ -248,7 +250,11 @@ class Scheduler:
                     self._schedule_retry(name, job, record)
 
     async def _reattach_live_jobs(self) -> None:
-        """Wait again for jobs an earlier controller left running, instead of relaunching."""
+        """Wait again for jobs an earlier controller left running, instead of relaunching.
+
+        Only a scheduler that launches does this: commands that just look (``status``,
+        ``rm``) must not take over, or stop, another controller's jobs.
+        """
         for name, plan in self.plans.items():
             for job, attempt in (await plan.task.live_jobs()).items():
                 if job not in self.running[name]:

@@ -81,7 +81,12 @@ EXPECTED_PUBLIC_NAMES = {
 def test_all_is_the_documented_api() -> None:
     assert set(pydatatask.__all__) == EXPECTED_PUBLIC_NAMES
     for name in pydatatask.__all__:
-        assert getattr(pydatatask, name) is not None
+        try:
+            assert getattr(pydatatask, name) is not None
+        except pydatatask.MissingDependencyError as missing:
+            # Without its extra, a backend name says what to install.
+            assert name in pydatatask._LAZY, name
+            assert "pip install 'pydatatask[" in str(missing)
 
 
 def test_import_loads_no_optional_backend() -> None:

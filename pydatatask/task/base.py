@@ -172,6 +172,14 @@ class Task(abc.ABC):
         """Wait for a job found by :meth:`live_jobs` to end; like :meth:`execute`."""
         raise NotImplementedError(f"{type(self).__name__} cannot rediscover running jobs")
 
+    async def kill(self, job: str) -> bool:
+        """Stop ``job`` where it runs outside this controller; True if it was running.
+
+        ``rm`` calls this so a removed job cannot write after its removal. Tasks whose
+        jobs run in the controller have nothing to stop here.
+        """
+        return False
+
     def reserve(self, job: str) -> bool:
         """Claim the resources ``job`` needs; False when it must wait for capacity.
 
