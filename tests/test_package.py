@@ -82,11 +82,15 @@ def test_all_is_the_documented_api() -> None:
     assert set(pydatatask.__all__) == EXPECTED_PUBLIC_NAMES
     for name in pydatatask.__all__:
         try:
-            assert getattr(pydatatask, name) is not None
+            value = getattr(pydatatask, name)
         except pydatatask.MissingDependencyError as missing:
-            # Without its extra, a backend name says what to install.
-            assert name in pydatatask._LAZY, name
-            assert "pip install 'pydatatask[" in str(missing)
+            problem = str(missing)
+        else:
+            assert value is not None
+            continue
+        # Without its extra, a backend name says what to install.
+        assert name in pydatatask._LAZY, name
+        assert "pip install 'pydatatask[" in problem
 
 
 def test_import_loads_no_optional_backend() -> None:
