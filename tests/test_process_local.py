@@ -55,7 +55,7 @@ def marked_processes(mark: str) -> list[int]:
 async def settle(task: ProcessTask) -> None:
     """Wait for the cleanups a finished job schedules."""
     for _ in range(200):
-        if not task._forgetting and not await task.pids.ids():
+        if not task._cleanups and not await task.pids.ids():
             return
         await asyncio.sleep(0.01)
 

@@ -15,26 +15,23 @@ A container is removed only after its job's done record is written.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 from pydatatask.errors import (
     ConfigurationError,
     JobNotFoundError,
-    ProcessExitError,
     PydatataskError,
 )
 from pydatatask.executor.docker import ContainerHandle, ContainerSpec, DockerContainerManager
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteWriter
-from pydatatask.task.base import Task
-from pydatatask.task.process import STDOUT, OnExit, StdoutSentinel
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import Lazy, referenced_names, render
+from pydatatask.task.script import OnExit, ScriptTask, StdoutSentinel
+from pydatatask.templating import referenced_names, render
 
 __all__ = ["ContainerTask"]
 
@@ -43,7 +40,7 @@ logger = logging.getLogger(__name__)
 _RESERVED = frozenset({"task", "env", "environ"})
 
 
-class ContainerTask(Task):
+class ContainerTask(ScriptTask):
     """Run a templated shell script per job in a container of a templated image.
 
     :param name: the task name.
@@ -102,84 +99,41 @@ class ContainerTask(Task):
         log_config: Mapping[str, Any] | None = None,
         max_concurrent: int | None = None,
     ) -> None:
-        super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
-        )
         if not isinstance(manager, DockerContainerManager):
             raise ConfigurationError(f"task {name!r}: manager must be a DockerContainerManager")
-        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
-            raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
-        if not isinstance(job_resources, Resources):
-            raise ConfigurationError(f"task {name!r}: job_resources must be a Resources value")
-        if on_exit not in ("detach", "kill"):
-            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
-        if not isinstance(template, str) or not isinstance(image, str):
-            raise ConfigurationError(f"task {name!r}: image and template must be str")
+        if not isinstance(image, str):
+            raise ConfigurationError(f"task {name!r}: image must be a str")
         if isinstance(entrypoint, str) or not entrypoint:
             raise ConfigurationError(f"task {name!r}: entrypoint must be a non-empty list")
-        referenced_names(template)  # a syntax error shows now, not at the first job
-        referenced_names(image)
+        referenced_names(image)  # a syntax error shows now, not at the first job
+        super().__init__(
+            name,
+            resource_manager,
+            job_resources,
+            template,
+            window,
+            environ,
+            done,
+            stdin,
+            stdout,
+            stderr,
+            ready,
+            timeout,
+            retry,
+            on_exit=on_exit,
+            max_concurrent=max_concurrent,
+        )
         self.manager = manager
-        self.resource_manager = resource_manager
-        self.job_resources = job_resources
         self.image = image
-        self.template = template
-        self.window = window
-        self.environ = dict(environ or {})
         self.entrypoint = list(entrypoint)
         self.network_mode = network_mode
-        self.on_exit: OnExit = on_exit
         self.log_config = dict(log_config) if log_config is not None else {"Type": "local"}
-        self.merge_stderr = stderr is STDOUT
-        if stdin is not None:
-            self.link("stdin", stdin, is_input=True)
-        if stdout is not None:
-            self.link("stdout", stdout, is_output=True)
-        if isinstance(stderr, BlobRepository):
-            self.link("stderr", stderr, is_output=True)
-        elif stderr is not None and stderr is not STDOUT:
-            raise ConfigurationError(f"task {name!r}: stderr must be a BlobRepository or STDOUT")
         self._found: dict[str, ContainerHandle] = {}
-        self._reattaching: set[str] = set()
         self._finished: dict[str, str] = {}
-        self._removing: set[asyncio.Task[None]] = set()
 
-    async def bind(self) -> None:
-        """Check that no link hides a template name.
-
-        :raises ConfigurationError: for a link named ``task``, ``env`` or ``environ``.
-        """
-        clash = _RESERVED & set(self.links)
-        if clash:
-            raise ConfigurationError(
-                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
-            )
-
-    # ---------------------------------------------------------------- quota
-
-    def reserve(self, job: str) -> bool:
-        """Charge ``job_resources`` for ``job``; False when the quota is full for now.
-
-        :raises QuotaExceededError: when one job needs more than the whole quota.
-        """
-        if self.resource_manager is None:
-            return True
-        key = (self.name, job)
-        if job in self._reattaching:  # it runs already: account for it, count no launch
-            self.resource_manager.claim(key, self.job_resources)
-            return True
-        return self.resource_manager.try_reserve(key, self.job_resources, window=self.window)
-
-    def release(self, job: str) -> None:
-        """Give back the job's resources, and remove its container once it is recorded."""
-        if self.resource_manager is not None:
-            self.resource_manager.release((self.name, job))
-        self._reattaching.discard(job)
+    def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
         container = self._finished.pop(job, None)
-        if container is not None:
-            removal = asyncio.get_running_loop().create_task(self._remove(job, container))
-            self._removing.add(removal)
-            removal.add_done_callback(self._removing.discard)
+        return None if container is None else self._remove(job, container)
 
     async def _remove(self, job: str, container: str) -> None:
         try:
@@ -190,10 +144,7 @@ class ContainerTask(Task):
     # ---------------------------------------------------------------- running
 
     async def _spec(self, job: str) -> ContainerSpec:
-        context: dict[str, Any] = {
-            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
-        }
-        context.update(job=job, task=self.name, env=self.environ, environ=self.environ)
+        context = self._context(job)
         image = (await render(self.image, context)).strip()
         script = await render(self.template, context)
         return ContainerSpec(
@@ -246,7 +197,8 @@ class ContainerTask(Task):
         live: dict[str, int] = {}
         for handle in await self.manager.live(self.name):
             if not handle.started or (
-                handle.state in ("exited", "dead") and await self._recorded(handle)
+                handle.state in ("exited", "dead")
+                and await self._recorded(handle.job, handle.attempt)
             ):
                 await self._remove(handle.job, handle.id)
                 continue
@@ -254,13 +206,6 @@ class ContainerTask(Task):
             self._found[handle.job] = handle
             self._reattaching.add(handle.job)
         return live
-
-    async def _recorded(self, handle: ContainerHandle) -> bool:
-        try:
-            record = await self.done.info(handle.job)
-        except JobNotFoundError:
-            return False
-        return isinstance(record, dict) and int(record.get("attempt", 0)) >= handle.attempt
 
     async def attach(self, job: str, attempt: int) -> dict[str, Any]:
         """Wait for a container an earlier controller started, then reap it.
@@ -282,11 +227,7 @@ class ContainerTask(Task):
         try:
             exit_code = await self._collect(job, handle, stream)
         except asyncio.CancelledError:
-            timed_out = (
-                self.timeout is not None
-                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
-            )
-            if timed_out or not self.shutting_down or self.on_exit == "kill":
+            if self._should_stop(began):
                 await asyncio.shield(self._remove(job, handle.id))
             raise
         except Exception:
@@ -294,11 +235,7 @@ class ContainerTask(Task):
             await asyncio.shield(self._remove(job, handle.id))
             raise
         self._finished[job] = handle.id
-        if exit_code == 0:
-            return {"exit_code": 0}
-        raise ProcessExitError(
-            f"job {job!r} of {self.name} exited with status {exit_code}", exit_code
-        )
+        return self._outcome(job, exit_code)
 
     async def _collect(self, job: str, handle: ContainerHandle, stream: Any) -> int:
         """Stream the container's output into the linked repositories; return its status."""
@@ -328,15 +265,6 @@ class ContainerTask(Task):
         for writer in {id(writer): writer for writer in writers.values()}.values():
             await writer.close()
         return exit_code
-
-    async def run_attempt(
-        self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Run one attempt; a failed script's ``exit_code`` goes into the done record too."""
-        record, error = await super().run_attempt(job, attempt, reattach)
-        if isinstance(error, ProcessExitError) and error.exit_code is not None:
-            record["exit_code"] = error.exit_code
-        return record, error
 
     async def kill(self, job: str) -> bool:
         """Remove ``job``'s container if it has one (``rm`` uses this); True if it had.

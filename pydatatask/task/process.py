@@ -14,12 +14,11 @@ ones that ended meanwhile, and never starts a job twice.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from datetime import timedelta
-from typing import Any, Final, Literal
+from typing import Any
 
 from pydatatask.errors import (
     BackendError,
@@ -32,30 +31,16 @@ from pydatatask.executor.base import JobState, LinuxProcessManager, ProcessHandl
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import copy_stream
-from pydatatask.task.base import Task
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import Lazy, referenced_names, render
+from pydatatask.task.script import STDOUT, OnExit, ScriptTask, StdoutSentinel
+from pydatatask.templating import render
 
 __all__ = ["STDOUT", "ProcessExitError", "ProcessTask", "StdoutSentinel"]
 
 logger = logging.getLogger(__name__)
 
 
-class StdoutSentinel:
-    """The type of :data:`STDOUT`: pass ``stderr=STDOUT`` to merge stderr into stdout."""
-
-    def __repr__(self) -> str:
-        return "pydatatask.STDOUT"
-
-
-STDOUT: Final = StdoutSentinel()
-"""Pass as ``stderr`` to send a job's standard error to its standard output."""
-
-OnExit = Literal["detach", "kill"]
-_RESERVED = frozenset({"task", "env", "environ"})
-
-
-class ProcessTask(Task):
+class ProcessTask(ScriptTask):
     """Run a templated shell script per job as a process group on a Linux host.
 
     :param name: the task name.
@@ -107,95 +92,41 @@ class ProcessTask(Task):
         kill_grace: float = 5.0,
         max_concurrent: int | None = None,
     ) -> None:
-        super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
-        )
         if not isinstance(manager, LinuxProcessManager):
             raise ConfigurationError(f"task {name!r}: manager must be a process manager")
-        if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
-            raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
-        if not isinstance(job_resources, Resources):
-            raise ConfigurationError(f"task {name!r}: job_resources must be a Resources value")
-        if on_exit not in ("detach", "kill"):
-            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
-        if not isinstance(template, str):
-            raise ConfigurationError(f"task {name!r}: template must be a str")
-        referenced_names(template)  # a syntax error shows now, not at the first job
+        super().__init__(
+            name,
+            resource_manager,
+            job_resources,
+            template,
+            window,
+            environ,
+            done,
+            stdin,
+            stdout,
+            stderr,
+            ready,
+            timeout,
+            retry,
+            on_exit=on_exit,
+            max_concurrent=max_concurrent,
+        )
         self.manager = manager
-        self.resource_manager = resource_manager
-        self.job_resources = job_resources
-        self.template = template
-        self.window = window
-        self.environ = dict(environ or {})
-        self.on_exit: OnExit = on_exit
         self.kill_grace = kill_grace
         self.pids = pids
-        self.merge_stderr = stderr is STDOUT
         self.link("pids", pids, is_status=True, inhibits_start=True)
-        if stdin is not None:
-            self.link("stdin", stdin, is_input=True)
-        if stdout is not None:
-            self.link("stdout", stdout, is_output=True)
-        if isinstance(stderr, BlobRepository):
-            self.link("stderr", stderr, is_output=True)
-        elif stderr is not None and stderr is not STDOUT:
-            raise ConfigurationError(f"task {name!r}: stderr must be a BlobRepository or STDOUT")
-        self._reattaching: set[str] = set()
         self._finished: set[str] = set()
-        self._forgetting: set[asyncio.Task[None]] = set()
 
-    async def bind(self) -> None:
-        """Check that no link hides a template name.
-
-        :raises ConfigurationError: for a link named ``task``, ``env`` or ``environ``.
-        """
-        clash = _RESERVED & set(self.links)
-        if clash:
-            raise ConfigurationError(
-                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
-            )
-
-    # ---------------------------------------------------------------- quota
-
-    def reserve(self, job: str) -> bool:
-        """Charge ``job_resources`` for ``job``; False when the quota is full for now.
-
-        :raises QuotaExceededError: when one job needs more than the whole quota.
-        """
-        if self.resource_manager is None:
-            return True
-        key = (self.name, job)
-        if job in self._reattaching:  # it runs already: account for it, count no launch
-            self.resource_manager.claim(key, self.job_resources)
-            return True
-        return self.resource_manager.try_reserve(key, self.job_resources, window=self.window)
-
-    def release(self, job: str) -> None:
-        """Give back the job's resources, and forget a finished job once it is recorded."""
-        if self.resource_manager is not None:
-            self.resource_manager.release((self.name, job))
-        self._reattaching.discard(job)
-        if job in self._finished:
-            self._finished.discard(job)
-            forget = asyncio.get_running_loop().create_task(self._forget(job))
-            self._forgetting.add(forget)
-            forget.add_done_callback(self._forgetting.discard)
-
-    async def _forget(self, job: str) -> None:
-        try:
-            await self.pids.delete(job)
-            await self.manager.cleanup(self.name, job)
-        except (OSError, PydatataskError) as exc:
-            logger.warning("%s: could not clean up after job %r: %s", self.name, job, exc)
+    def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
+        if job not in self._finished:
+            return None
+        self._finished.discard(job)
+        return self._discard(job)
 
     # ---------------------------------------------------------------- running
 
     async def _render(self, job: str) -> str:
-        context: dict[str, Any] = {
-            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
-        }
-        context.update(job=job, task=self.name, env=self.environ, environ=self.environ)
-        return await render(self.template, context)
+        return await render(self.template, self._context(job))
 
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
         """Render the script, start it, and wait for it; see the class documentation.
@@ -244,18 +175,11 @@ class ProcessTask(Task):
                 continue
             attempt = int(entry.get("attempt", 1))
             if "exit_code" in entry and await self._recorded(job, attempt):
-                await self._forget(job)
+                await self._discard(job)
                 continue
             live[job] = attempt
             self._reattaching.add(job)
         return live
-
-    async def _recorded(self, job: str, attempt: int) -> bool:
-        try:
-            record = await self.done.info(job)
-        except JobNotFoundError:
-            return False
-        return isinstance(record, dict) and int(record.get("attempt", 0)) >= attempt
 
     async def attach(self, job: str, attempt: int) -> dict[str, Any]:
         """Wait for a job an earlier controller started, then reap it like :meth:`execute`.
@@ -279,11 +203,7 @@ class ProcessTask(Task):
         try:
             state = await self.manager.wait(self.name, job, handle)
         except asyncio.CancelledError:
-            timed_out = (
-                self.timeout is not None
-                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
-            )
-            if timed_out or not self.shutting_down or self.on_exit == "kill":
+            if self._should_stop(began):
                 await asyncio.shield(self._terminate(job, handle))
             raise
         await self._reap(job, state)
@@ -309,28 +229,6 @@ class ProcessTask(Task):
         entry = await self.pids.info(job)
         await self.pids.dump(job, {**entry, "exit_code": state.exit_code})
         self._finished.add(job)
-
-    def _outcome(self, job: str, exit_code: int | None) -> dict[str, Any]:
-        if exit_code == 0:
-            return {"exit_code": 0}
-        if exit_code is None:
-            raise ProcessExitError(
-                f"job {job!r} of {self.name} ended without recording an exit status "
-                "(it was killed, or its host restarted)",
-                None,
-            )
-        raise ProcessExitError(
-            f"job {job!r} of {self.name} exited with status {exit_code}", exit_code
-        )
-
-    async def run_attempt(
-        self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Run one attempt; a failed script's ``exit_code`` goes into the done record too."""
-        record, error = await super().run_attempt(job, attempt, reattach)
-        if isinstance(error, ProcessExitError) and error.exit_code is not None:
-            record["exit_code"] = error.exit_code
-        return record, error
 
     # ---------------------------------------------------------------- stopping
 
