@@ -6,20 +6,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from pydatatask.errors import JobNotFoundError
-from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteReader, BytesReader, ByteWriter
 
 __all__ = ["InProcessBlobRepository", "InProcessMetadataRepository"]
 
 
-class InProcessMetadataRepository(MetadataRepository):
-    """Structured values in a dict. Values are stored by reference, as a dict would."""
+class _DictRepository(Repository):
+    """Listing, membership, lookup and deletion over the dict ``self.data``."""
 
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
-        self.data: dict[str, Any] = {} if data is None else data
+    data: dict[str, Any]
 
     def __repr__(self) -> str:
-        return f"<InProcessMetadataRepository ({len(self.data)} items)>"
+        return f"<{type(self).__name__} ({len(self.data)} items)>"
 
     async def _iter_ids(self) -> AsyncIterator[str]:
         for job in list(self.data):
@@ -40,6 +39,16 @@ class InProcessMetadataRepository(MetadataRepository):
             return self.data[job]
         except KeyError:
             raise JobNotFoundError(job, self) from None
+
+
+class InProcessMetadataRepository(_DictRepository, MetadataRepository):
+    """Structured values in a dict. Values are stored by reference, as a dict would.
+
+    :param data: the dict to use (not copied), or None for a new empty one.
+    """
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data = {} if data is None else data
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}`` for every valid id."""
@@ -66,37 +75,17 @@ class _MemoryWriter(ByteWriter):
         self._chunks = []
 
 
-class InProcessBlobRepository(BlobRepository):
-    """Byte values in a dict; ``info(job)`` is the stored bytes."""
+class InProcessBlobRepository(_DictRepository, BlobRepository):
+    """Byte values in a dict; ``info(job)`` is the stored bytes.
+
+    :param data: initial values; ``str`` values are stored UTF-8 encoded.
+    """
 
     def __init__(self, data: dict[str, bytes | str] | None = None) -> None:
-        self.data: dict[str, bytes] = {
+        self.data = {
             job: value.encode("utf-8") if isinstance(value, str) else value
             for job, value in (data or {}).items()
         }
-
-    def __repr__(self) -> str:
-        return f"<InProcessBlobRepository ({len(self.data)} items)>"
-
-    async def _iter_ids(self) -> AsyncIterator[str]:
-        for job in list(self.data):
-            yield job
-
-    async def ids(self) -> set[str]:
-        """Return the set of valid ids present."""
-        return {job for job in self.data if self.is_valid_job_id(job)}
-
-    async def _contains(self, job: str) -> bool:
-        return job in self.data
-
-    async def _delete(self, job: str) -> None:
-        self.data.pop(job, None)
-
-    async def _info(self, job: str) -> bytes:
-        try:
-            return self.data[job]
-        except KeyError:
-            raise JobNotFoundError(job, self) from None
 
     async def _open_reader(self, job: str) -> ByteReader:
         return BytesReader(await self._info(job))
