@@ -78,7 +78,49 @@ class AsyncWriter(Protocol[DataContra]):
     ) -> None: ...
 
 
-class ByteReader(abc.ABC):
+class _ClosesOnExit:
+    """``async with`` support for a stream that is closed however the block ends."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class _CommitsOnExit:
+    """``async with`` support for a writer: commit when the block succeeds, else abort."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def abort(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            await self.close()
+        else:
+            await self.abort()
+
+
+class ByteReader(_ClosesOnExit, abc.ABC):
     """Base class for byte readers: subclasses implement :meth:`_read_some`."""
 
     _closed = False
@@ -87,7 +129,7 @@ class ByteReader(abc.ABC):
     async def _read_some(self, n: int) -> bytes:
         """Return between 1 and ``n`` bytes, or ``b""`` at the end of the stream."""
 
-    async def _release(self) -> None:  # noqa: B027 - optional hook
+    async def _release(self) -> None:
         """Free backend resources; called once by :meth:`close`."""
 
     async def read(self, n: int = -1) -> bytes:
@@ -108,17 +150,6 @@ class ByteReader(abc.ABC):
         if not self._closed:
             self._closed = True
             await self._release()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
 
 class BytesReader(ByteReader):
@@ -142,7 +173,7 @@ class BytesReader(ByteReader):
         return await super().read(n)
 
 
-class ByteWriter(abc.ABC):
+class ByteWriter(_CommitsOnExit, abc.ABC):
     """Base class for atomic byte writers.
 
     Subclasses implement :meth:`_write`, :meth:`_commit` and :meth:`_discard`. Leaving an
@@ -190,22 +221,8 @@ class ByteWriter(abc.ABC):
             self._finished = True
             await self._discard()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.close()
-        else:
-            await self.abort()
-
-
-class TextReader:
+class TextReader(_ClosesOnExit):
     """Decode a byte reader as UTF-8, incrementally; ``read(n)`` returns at most n characters."""
 
     def __init__(self, raw: ByteReader, encoding: str = "utf-8") -> None:
@@ -234,19 +251,8 @@ class TextReader:
         """Close the underlying byte reader."""
         await self.raw.close()
 
-    async def __aenter__(self) -> Self:
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class TextWriter:
+class TextWriter(_CommitsOnExit):
     """Encode text as UTF-8 onto an atomic byte writer."""
 
     def __init__(self, raw: ByteWriter, encoding: str = "utf-8") -> None:
@@ -267,17 +273,6 @@ class TextWriter:
     async def abort(self) -> None:
         """Discard the value."""
         await self.raw.abort()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.raw.__aexit__(exc_type, exc, traceback)
 
 
 class _Readable(Protocol, Generic[DataCo]):
