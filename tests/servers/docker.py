@@ -28,11 +28,9 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import tarfile
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +39,15 @@ from typing import Any
 from urllib.parse import quote, urlencode, urljoin
 
 import pytest
+
+from tests.servers.processes import (
+    find_command,
+    free_loopback_port,
+    launch,
+    readiness_failure,
+    running_server,
+    stop_process,
+)
 
 REGISTRY_VARIABLE = "PYDATATASK_TEST_REGISTRY_URL"
 DOCKER_HOST_VARIABLE = "PYDATATASK_TEST_DOCKER_HOST"
@@ -73,51 +80,6 @@ class DockerEngine:
     host: str
 
 
-def free_loopback_port() -> int:
-    """Return a loopback port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server we started, by its PID: SIGTERM, wait, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        logger.warning("pid %d ignored SIGTERM for %g s; killing it", process.pid, STOP_TIMEOUT)
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
-
-
-def _wait_until(
-    ready: Any, process: subprocess.Popen[bytes], name: str, log_path: Path
-) -> str | None:
-    """Wait until ``ready()`` is true; return a failure description instead of raising."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last_error: object = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return f"{name} exited with status {process.returncode} while starting"
-        try:
-            if ready():
-                return None
-        except OSError as exc:
-            last_error = exc
-        time.sleep(0.05)
-    return f"{name} was not ready within {START_TIMEOUT:g} s ({last_error})"
-
-
 # --- registry ----------------------------------------------------------------------------
 
 
@@ -146,9 +108,9 @@ def _htpasswd_line(username: str, password: str) -> str | None:
 
 
 def _start_registry(workdir: Path, auth: tuple[str, str] | None) -> Iterator[RegistryServer]:
-    command = shutil.which("docker-registry")
-    if command is None:
-        pytest.skip("docker-registry is not installed (scripts/install-test-servers)")
+    command = find_command(
+        "docker-registry", "docker-registry is not installed (scripts/install-test-servers)"
+    )
     port = free_loopback_port()
     config = [
         "version: 0.1",
@@ -167,14 +129,6 @@ def _start_registry(workdir: Path, auth: tuple[str, str] | None) -> Iterator[Reg
             f"auth: {{htpasswd: {{realm: pydatatask-test, path: {workdir / 'htpasswd'}}}}}"
         )
     (workdir / "registry.yml").write_text("\n".join(config) + "\n")
-    log_path = workdir / "registry.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [command, "serve", str(workdir / "registry.yml")],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
     def ready() -> bool:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -184,14 +138,16 @@ def _start_registry(workdir: Path, auth: tuple[str, str] | None) -> Iterator[Reg
         finally:
             connection.close()
 
-    try:
-        failure = _wait_until(ready, process, "docker-registry", log_path)
-        if failure is not None:
-            pytest.fail(f"{failure}; log tail:\n{_log_tail(log_path)}")
+    with running_server(
+        [command, "serve", str(workdir / "registry.yml")],
+        workdir / "registry.log",
+        ready,
+        "docker-registry",
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+    ):
         username, password = auth if auth is not None else (None, None)
         yield RegistryServer(f"http://127.0.0.1:{port}", username, password)
-    finally:
-        _stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -245,11 +201,13 @@ def engine_request(
         connection.close()
 
 
-def _start_dockerd(workdir: Path, driver: str) -> tuple[subprocess.Popen[bytes], str, str | None]:
+def _start_dockerd(
+    dockerd: str, workdir: Path, driver: str
+) -> tuple[subprocess.Popen[bytes], str, str | None]:
     socket_path = workdir / "docker.sock"
     log_path = workdir / f"dockerd-{driver}.log"
     command = [
-        "dockerd",
+        dockerd,
         "--data-root",
         str(workdir / f"data-{driver}"),
         "--exec-root",
@@ -268,20 +226,18 @@ def _start_dockerd(workdir: Path, driver: str) -> tuple[subprocess.Popen[bytes],
         "--default-ulimit",
         "nofile=20000:20000",
     ]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-        )
+    process = launch(command, log_path)
 
     def ready() -> bool:
         return socket_path.exists() and engine_request(
             f"unix://{socket_path}", "GET", "/_ping", timeout=2
         ) == (200, b"OK")
 
-    failure = _wait_until(ready, process, f"dockerd ({driver})", log_path)
+    failure = readiness_failure(
+        ready, process, f"dockerd ({driver})", log_path, timeout=START_TIMEOUT
+    )
     if failure is not None:
-        _stop(process)
-        failure = f"{failure}; log tail:\n{_log_tail(log_path)}"
+        stop_process(process, STOP_TIMEOUT)
     return process, f"unix://{socket_path}", failure
 
 
@@ -292,19 +248,18 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
     if external:
         yield DockerEngine(external)
         return
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed (scripts/install-test-servers)")
+    dockerd = find_command("dockerd", "dockerd is not installed (scripts/install-test-servers)")
     workdir = tmp_path_factory.mktemp("dockerd")
-    process, host, failure = _start_dockerd(workdir, "overlay2")
+    process, host, failure = _start_dockerd(dockerd, workdir, "overlay2")
     if failure is not None:
         logger.warning("dockerd could not start with overlay2, trying vfs: %s", failure)
-        process, host, second = _start_dockerd(workdir, "vfs")
+        process, host, second = _start_dockerd(dockerd, workdir, "vfs")
         if second is not None:
             pytest.skip(f"dockerd cannot start here: {failure}\n--- with vfs: {second}")
     try:
         yield DockerEngine(host)
     finally:
-        _stop(process)
+        stop_process(process, STOP_TIMEOUT)
 
 
 @functools.cache

@@ -7,17 +7,14 @@ imported only inside the fixture, so the core test environment needs no extras.
 
 from __future__ import annotations
 
+import functools
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+
+from tests.servers.processes import find_command, free_loopback_port, running_server
 
 URI_VARIABLE = "PYDATATASK_TEST_MONGO_URI"
 START_TIMEOUT = 30.0
@@ -34,74 +31,23 @@ class MongoServer:
     started_here: bool
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _server_command() -> list[str]:
-    beside_python = Path(sys.executable).with_name("secantusd-py")
-    if beside_python.exists():
-        return [str(beside_python)]
-    found = shutil.which("secantusd-py")
-    if found is None:
-        pytest.skip("secantusd-py is not installed (the 'servers' dependency group)")
-    return [found]
-
-
-def _log_tail(log_path: Path, lines: int = 30) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_until_ready(uri: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def _answers_ping(uri: str) -> bool:
     import pymongo  # only the mongodb tests need it
 
-    deadline = time.monotonic() + START_TIMEOUT
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"secantusd-py exited with status {process.returncode} while starting; "
-                f"log tail:\n{_log_tail(log_path)}"
-            )
-        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250
-        )
-        try:
-            client.admin.command("ping")
-        except pymongo.errors.PyMongoError as exc:
-            last_error = exc
-        else:
-            return
-        finally:
-            client.close()
-        time.sleep(0.1)
-    pytest.fail(
-        f"secantusd-py did not answer a ping at {uri} within {START_TIMEOUT:g} s "
-        f"({last_error}); log tail:\n{_log_tail(log_path)}"
+    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=250, connectTimeoutMS=250
     )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
     try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
+        client.admin.command("ping")
+    finally:
+        client.close()
+    return True
 
 
 @pytest.fixture(scope="session")
 def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServer]:
     """Yield a running MongoDB-protocol server on loopback, started once per session."""
-    pytest.importorskip("pymongo")
+    pymongo = pytest.importorskip("pymongo")
     external = os.environ.get(URI_VARIABLE)
     if external:
         yield MongoServer(uri=external, host="", port=None, started_here=False)
@@ -110,10 +56,11 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
     workdir = tmp_path_factory.mktemp("mongodb")
     config = workdir / "secantusd.toml"
     config.write_text("")  # an explicit empty config turns off discovery of user configs
-    log_path = workdir / "server.log"
-    port = _free_loopback_port()
+    port = free_loopback_port()
     command = [
-        *_server_command(),
+        find_command(
+            "secantusd-py", "secantusd-py is not installed (the 'servers' dependency group)"
+        ),
         "--config",
         str(config),
         "--host",
@@ -126,12 +73,14 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
         "WARNING",
     ]
     uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-        )
-    try:
-        _wait_until_ready(uri, process, log_path)
+    with running_server(
+        command,
+        workdir / "server.log",
+        functools.partial(_answers_ping, uri),
+        f"secantusd-py ({uri})",
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+        cwd=workdir,
+        errors=(pymongo.errors.PyMongoError,),
+    ):
         yield MongoServer(uri=uri, host="127.0.0.1", port=port, started_here=True)
-    finally:
-        _stop(process)

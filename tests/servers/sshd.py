@@ -10,18 +10,21 @@ environment needs no extras.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers.processes import find_command, running_server
+from tests.servers.processes import free_loopback_port as _free_port
 
 HOST_VARIABLE = "PYDATATASK_TEST_SSH_HOST"
 START_TIMEOUT = 15.0
@@ -60,12 +63,6 @@ class SSHServer:
         return self.log_path.read_text(errors="replace").count("Accepted publickey")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _keygen(path: Path) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pydatatask-test", "-f", str(path)],
@@ -74,29 +71,9 @@ def _keygen(path: Path) -> None:
     )
 
 
-def _log_tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _wait_until_ready(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"sshd exited with status {process.returncode} while starting; "
-                f"log tail:\n{_log_tail(log_path)}"
-            )
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(4).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"sshd did not answer within {START_TIMEOUT:g} s; log tail:\n{_log_tail(log_path)}")
+def _greets(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+        return sock.recv(4).startswith(b"SSH-")
 
 
 def write_known_hosts(path: Path, port: int, public_key_file: Path) -> None:
@@ -118,9 +95,9 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
             known_hosts=os.environ["PYDATATASK_TEST_SSH_KNOWN_HOSTS"],
         )
         return
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(sshd) or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH (sshd and ssh-keygen) is not installed")
+    missing = "OpenSSH (sshd and ssh-keygen) is not installed"
+    sshd = find_command("sshd", missing, fallbacks=["/usr/sbin/sshd"])
+    find_command("ssh-keygen", missing)
     workdir = tmp_path_factory.mktemp("sshd")
     host_key, client_key = workdir / "host_ed25519", workdir / "client_ed25519"
     _keygen(host_key)
@@ -152,15 +129,14 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
     write_known_hosts(known_hosts, port, host_key.with_suffix(".pub"))
     os.makedirs("/run/sshd", exist_ok=True)
     log_path = workdir / "sshd.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_until_ready(port, process, log_path)
+    with running_server(
+        [sshd, "-D", "-e", "-f", str(config)],
+        log_path,
+        functools.partial(_greets, port),
+        "sshd",
+        start_timeout=START_TIMEOUT,
+        stop_timeout=STOP_TIMEOUT,
+    ):
         yield SSHServer(
             host="127.0.0.1",
             port=port,
@@ -169,11 +145,3 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]
             known_hosts=str(known_hosts),
             log_path=log_path,
         )
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=STOP_TIMEOUT)
