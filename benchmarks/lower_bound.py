@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from benchmarks import _s3
 from benchmarks._common import (
     CONCURRENCY,
     DONE_MARKER,
@@ -121,11 +122,56 @@ async def _files(root: Path, names: list[str], as_yaml: bool) -> float:
     return watch.seconds
 
 
+async def _s3_bound(
+    where: _s3.Endpoint, names: list[str], counter: _s3.RequestCounter | None = None
+) -> float:
+    """W1 with one aiobotocore client: three requests per job, no framework."""
+    bucket = _s3.BUCKET
+    await _s3.prepare(where, names, "input/")
+
+    async def get(client: Any, key: str) -> bytes:
+        response = await client.get_object(Bucket=bucket, Key=key)
+        async with response["Body"] as body:
+            data: bytes = await body.read()
+        return data
+
+    with Stopwatch() as watch:
+        async with _s3.create_client(where) as client:
+            if counter is not None:
+                counter.attach(client)
+            await client.head_bucket(Bucket=bucket)
+
+            async def stage_a(key: str) -> None:
+                data = await get(client, f"input/{key}")
+                await client.put_object(Bucket=bucket, Key=f"upper/{key}", Body=data.upper())
+                await client.put_object(Bucket=bucket, Key=f"done_a/{key}.yaml", Body=DONE_MARKER)
+
+            async def stage_b(key: str) -> None:
+                data = await get(client, f"upper/{key}")
+                length = str(len(data)).encode()
+                await client.put_object(Bucket=bucket, Key=f"lengths/{key}", Body=length)
+                await client.put_object(Bucket=bucket, Key=f"done_b/{key}.yaml", Body=DONE_MARKER)
+
+            await _bounded(names, stage_a)
+            await _bounded(names, stage_b)
+    async with _s3.create_client(where) as client:
+        sample = names[len(names) // 2]
+        if int(await get(client, f"lengths/{sample}")) != len(value_of(sample)):
+            raise RuntimeError("the S3 lower bound wrote a wrong length")
+    return watch.seconds
+
+
 async def measure(variant: str, count: int) -> dict[str, Any]:
     """Run the lower bound matching W1 ``variant`` and return its figures."""
     names = keys(count)
+    extra: dict[str, Any] = {}
     if variant == "memory":
         seconds = await _memory(names)
+    elif variant == "s3":
+        counter = _s3.RequestCounter()
+        with _s3.endpoint() as where:
+            seconds = await _s3_bound(where, names, counter)
+        extra["requests"] = dict(sorted(counter.by_operation.items()))
     else:
         with scratch(f"lower-{variant}") as root:
             seconds = await _files(root, names, as_yaml=variant == "yaml")
@@ -135,6 +181,7 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
         "seconds": seconds,
         "jobs_per_second": 2 * count / seconds,
         "peak_rss_mib": peak_rss_mib(),
+        **extra,
     }
 
 

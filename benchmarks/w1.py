@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pydatatask
+from benchmarks import _s3
 from benchmarks._common import (
     CONCURRENCY,
     Stopwatch,
@@ -17,7 +19,7 @@ from benchmarks._common import (
     write_inputs,
 )
 
-VARIANTS = ("memory", "files", "yaml")
+VARIANTS = ("memory", "files", "yaml", "s3")
 
 
 def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
@@ -41,11 +43,50 @@ def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
 
 
 def _files_pipeline(root: Path) -> tuple[pydatatask.Pipeline, Any]:
-    source = pydatatask.FileRepository(root / "input")
-    upper = pydatatask.FileRepository(root / "upper")
-    lengths = pydatatask.FileRepository(root / "lengths")
-    done_a = pydatatask.YamlMetadataFileRepository(root / "done_a")
-    done_b = pydatatask.YamlMetadataFileRepository(root / "done_b")
+    return _blob_pipeline(
+        pydatatask.FileRepository(root / "input"),
+        pydatatask.FileRepository(root / "upper"),
+        pydatatask.FileRepository(root / "lengths"),
+        pydatatask.YamlMetadataFileRepository(root / "done_a"),
+        pydatatask.YamlMetadataFileRepository(root / "done_b"),
+    )
+
+
+def _s3_pipeline(
+    where: Any, counter: _s3.RequestCounter | None = None
+) -> tuple[pydatatask.Pipeline, Any]:
+    """W1 over one bucket: blobs for the data, YAML objects for the done markers."""
+    from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+
+    session = pydatatask.Session()
+
+    async def s3_client() -> AsyncIterator[Any]:
+        async with _s3.create_client(where) as client:
+            if counter is not None:
+                counter.attach(client)
+            yield client
+
+    client = session.resource(s3_client)
+    bucket = _s3.BUCKET
+    return _blob_pipeline(
+        S3BucketRepository(client, f"{bucket}/input/"),
+        S3BucketRepository(client, f"{bucket}/upper/"),
+        S3BucketRepository(client, f"{bucket}/lengths/"),
+        YamlMetadataS3Repository(client, f"{bucket}/done_a/"),
+        YamlMetadataS3Repository(client, f"{bucket}/done_b/"),
+        session,
+    )
+
+
+def _blob_pipeline(
+    source: Any,
+    upper: Any,
+    lengths: Any,
+    done_a: Any,
+    done_b: Any,
+    session: pydatatask.Session | None = None,
+) -> tuple[pydatatask.Pipeline, Any]:
+    """W1 over blob repositories: read with ``open(job, "rb")``, write with ``"wb"``."""
 
     @pydatatask.InProcessSyncTask("stage_a", done_a)
     async def stage_a(job: str, source: Any, upper: Any) -> None:
@@ -62,7 +103,9 @@ def _files_pipeline(root: Path) -> tuple[pydatatask.Pipeline, Any]:
             await writer.write(str(len(data)).encode())
 
     _wire(stage_a, stage_b, source, upper, lengths)
-    pipeline = pydatatask.Pipeline([stage_a, stage_b], max_concurrent_jobs=CONCURRENCY)
+    pipeline = pydatatask.Pipeline(
+        [stage_a, stage_b], session=session, max_concurrent_jobs=CONCURRENCY
+    )
     return pipeline, lengths
 
 
@@ -108,13 +151,11 @@ async def _check(lengths: Any, names: list[str], report: Any) -> int:
     if report.succeeded < expected or report.failed:
         raise RuntimeError(f"W1 did not complete every job: {report}")
     sample = names[len(names) // 2]
-    if isinstance(lengths, pydatatask.FileRepository) and not isinstance(
-        lengths, pydatatask.YamlMetadataFileRepository
-    ):
+    if isinstance(lengths, pydatatask.MetadataRepository):
+        value = int(await lengths.info(sample))
+    else:
         async with await lengths.open(sample, "rb") as reader:
             value = int(await reader.read())
-    else:
-        value = int(await lengths.info(sample))
     if value != len(value_of(sample)):
         raise RuntimeError(f"W1 produced {value} for {sample}, not {len(value_of(sample))}")
     return int(report.launched - expected)
@@ -144,6 +185,15 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
         pipeline, lengths = _memory_pipeline(names)
         total, running, report = await _timed_run(pipeline)
         extra = await _check(lengths, names, report)
+    elif variant == "s3":
+        with _s3.endpoint() as where:
+            await _s3.prepare(where, names, "input/")
+            counter = _s3.RequestCounter()
+            pipeline, lengths = _s3_pipeline(where, counter)
+            total, running, report = await _timed_run(pipeline)
+            result["requests"] = dict(sorted(counter.by_operation.items()))
+            async with pipeline.session:  # the check reads through the same kind of client
+                extra = await _check(lengths, names, report)
     else:
         maker = _files_pipeline if variant == "files" else _yaml_pipeline
         with scratch(f"w1-{variant}") as root:
