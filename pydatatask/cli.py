@@ -127,6 +127,10 @@ def _report_line(report: RunReport) -> str:
 
 
 async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    if args.poll is not None:
+        pipeline.poll_interval = args.poll
+    if args.jobs is not None:
+        pipeline.max_concurrent_jobs = args.jobs
     console = _console()
     async with progress.display(pipeline.scheduler, console):
         if args.once:
@@ -241,6 +245,16 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -268,6 +282,12 @@ def _parser() -> argparse.ArgumentParser:
         help="launch only in the first round, then wait for those jobs and their retries",
     )
     command.add_argument("--timeout", type=_positive, metavar="S", help="stop after S seconds")
+    command.add_argument(
+        "--poll", type=_positive, metavar="S", help="re-read every repository every S seconds"
+    )
+    command.add_argument(
+        "--jobs", type=_count, metavar="N", help="run at most N jobs at once (all tasks)"
+    )
 
     commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
     command = commands.add_parser("status", help="count jobs by state for every task")

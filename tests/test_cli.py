@@ -72,7 +72,18 @@ def test_run_options_are_checked(stages: Stages, capsys: pytest.CaptureFixture[s
     assert run_cli(stages.pipeline, ["nosuch"]) == 2
     assert run_cli(stages.pipeline, []) == 2
     assert run_cli(stages.pipeline, ["--help"]) == 0
+    assert run_cli(stages.pipeline, ["run", "--jobs", "0"]) == 2
+    assert run_cli(stages.pipeline, ["run", "--poll", "soon"]) == 2
     assert stages.calls == {}
+
+
+def test_run_takes_concurrency_and_poll_interval(
+    stages: Stages, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(stages.pipeline, ["run", "--jobs", "1", "--poll", "0.5"]) == 1  # 'bad' fails
+    assert stages.pipeline.max_concurrent_jobs == 1
+    assert stages.pipeline.poll_interval == 0.5
+    assert "launched 5 jobs: 4 succeeded, 1 failed" in capsys.readouterr().out
 
 
 def test_update_runs_one_round(stages: Stages, capsys: pytest.CaptureFixture[str]) -> None:
