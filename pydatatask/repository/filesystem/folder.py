@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -89,6 +90,11 @@ async def _in_thread(func: Callable[..., _T], undo: Callable[[_T], object], *arg
 
         future.add_done_callback(release)
         raise
+
+
+def _close_scan(entries: os._ScandirIterator[str] | None) -> None:
+    if entries is not None:
+        entries.close()
 
 
 def _remove_tree(path: str) -> None:
@@ -224,8 +230,8 @@ class FolderRepository(Repository):
         with entries:
             return [member for entry in entries if (member := self._member(entry)) is not None]
 
-    async def _scan_listing(self) -> AsyncIterator[tuple[str, str]]:
-        entries = await asyncio.to_thread(self._open_scan)
+    async def _scan_listing(self) -> AsyncGenerator[tuple[str, str], None]:
+        entries = await _in_thread(self._open_scan, _close_scan)
         if entries is None:
             return
         seen: set[str] = set()
@@ -243,8 +249,9 @@ class FolderRepository(Repository):
             entries.close()  # closedir does not block; it must also run during finalisation
 
     async def _iter_ids(self) -> AsyncIterator[str]:
-        async for job, _ in self._scan_listing():
-            yield job
+        async with contextlib.aclosing(self._scan_listing()) as listing:
+            async for job, _ in listing:
+                yield job
 
     def _valid_only(self, found: list[tuple[str, str]]) -> dict[str, str]:
         """Return ``{id: name}`` for the valid ids, warning once about the others."""
