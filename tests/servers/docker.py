@@ -260,6 +260,24 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEn
         yield DockerEngine(host)
     finally:
         stop_process(process, STOP_TIMEOUT)
+        _unmount_below(workdir)
+
+
+def _unmount_below(folder: Path) -> None:
+    """Unmount what dockerd left mounted in its folders (its network namespace file).
+
+    Left mounted, it makes the folder impossible to delete, and pytest's clean-up of
+    old temporary folders trips over it in later sessions.
+    """
+    prefix = str(folder.resolve()) + os.sep
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):  # the deepest first
+        result = subprocess.run(
+            ["umount", "-l", point], capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            logger.warning("could not unmount %s: %s", point, result.stderr.strip())
 
 
 @functools.cache
