@@ -1,0 +1,528 @@
+"""Tasks whose jobs run as Kubernetes pods.
+
+A :class:`KubeTask` renders its jinja2 pod manifest for a job, completes it (name,
+labels, ``restartPolicy: Never``, see :meth:`PodManager.complete`), creates the pod,
+waits for it to end, copies its log into the ``logs`` repository, deletes the pod and
+writes a done record with ``reason``, ``exit_code``, ``node``, ``image`` and the pod's
+timings. Pods are the memory of what runs: a
+restarted controller lists them by label, waits for the running ones and reaps the ones
+that ended while no controller watched, so no job runs twice.
+
+A :class:`KubeFunctionTask` runs a Python function in a pod by running the pipeline
+script there: ``python SCRIPT launch TASK JOB --sync --force``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any, Literal, Self
+
+import jinja2
+import yaml
+
+from pydatatask.errors import (
+    BackendError,
+    ConfigurationError,
+    JobNotFoundError,
+    ProcessExitError,
+    PydatataskError,
+    QuotaExceededError,
+)
+from pydatatask.executor.kubernetes import PodManager, PodReport, pod_requests
+from pydatatask.quota import ResourceManager, Resources
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.repository.memory import InProcessMetadataRepository
+from pydatatask.task.base import Task
+from pydatatask.task.function import InProcessSyncTask, JobFunction
+from pydatatask.task.retry import RetryPolicy
+from pydatatask.templating import Lazy, referenced_names, render
+
+__all__ = ["IN_POD_VARIABLE", "KubeFunctionTask", "KubeTask"]
+
+logger = logging.getLogger(__name__)
+
+IN_POD_VARIABLE = "PYDATATASK_IN_POD"
+"""Set to the task name in the pods of a :class:`KubeFunctionTask`: run the body here."""
+
+OnExit = Literal["detach", "kill"]
+_RESERVED = frozenset({"task", "env"})
+
+
+class _Blank:
+    """Stands for a link's value when the manifest is rendered without a job."""
+
+    def __getattr__(self, name: str) -> _Blank:
+        return self
+
+    def __getitem__(self, key: object) -> _Blank:
+        return self
+
+    def __str__(self) -> str:
+        return ""
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+class KubeTask(Task):
+    """Run a templated pod per job on a Kubernetes cluster.
+
+    :param name: the task name.
+    :param podman: the :class:`~pydatatask.PodManager` that creates and follows pods.
+    :param resources: the quota the pods draw from (None: no quota). A pod holds the sum
+        of its containers' ``resources.requests`` (CPU and memory) while it runs.
+    :param template: a jinja2 pod manifest (YAML); it sees ``job``, ``task``, ``env`` and
+        every link by name (its ``info`` for the job, computed only when used).
+    :param logs: a blob repository receiving the pod's log.
+    :param done: the done repository.
+    :param window: the period over which the quota's ``launches`` are counted.
+    :param timeout: delete the pod after this long and record a timeout.
+    :param env: environment variables added to every container (and seen as ``env``).
+    :param ready: as for every task.
+    :param retry: a :class:`RetryPolicy` or a number of attempts.
+    :param on_exit: what a stopping controller does with running pods: ``"detach"`` (the
+        default) leaves them for the next controller; ``"kill"`` deletes them, and their
+        jobs run again next time.
+    :raises ConfigurationError: for arguments of the wrong kind or a template that does
+        not parse.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        podman: PodManager,
+        resources: ResourceManager | None,
+        template: str,
+        logs: BlobRepository | None = None,
+        done: MetadataRepository | None = None,
+        window: timedelta | float = timedelta(minutes=1),
+        timeout: timedelta | float | None = None,
+        env: Mapping[str, str] | None = None,
+        ready: Repository | None = None,
+        retry: RetryPolicy | int | None = None,
+        *,
+        on_exit: OnExit = "detach",
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(
+            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
+        )
+        if not isinstance(podman, PodManager):
+            raise ConfigurationError(f"task {name!r}: podman must be a PodManager")
+        if resources is not None and not isinstance(resources, ResourceManager):
+            raise ConfigurationError(f"task {name!r}: resources must be a ResourceManager")
+        if not isinstance(template, str):
+            raise ConfigurationError(f"task {name!r}: template must be a str")
+        if on_exit not in ("detach", "kill"):
+            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
+        referenced_names(template)  # a syntax error shows now, not at the first job
+        self.podman = podman
+        self.resources = resources
+        self.template = template
+        self.window = window
+        self.env = dict(env or {})
+        self.on_exit: OnExit = on_exit
+        if logs is not None:
+            if not isinstance(logs, BlobRepository):
+                raise ConfigurationError(f"task {name!r}: logs must be a BlobRepository")
+            self.link("logs", logs, is_output=True)
+        self._estimate: Resources | None = None
+        self._held: dict[str, Resources] = {}
+        self._found: dict[str, str] = {}
+        self._reattaching: dict[str, Resources] = {}
+        self._details: dict[str, dict[str, Any]] = {}
+
+    async def bind(self) -> None:
+        """Check that no link hides a template name, and estimate what one pod requests.
+
+        :raises ConfigurationError: for a link named ``task`` or ``env``.
+        """
+        clash = _RESERVED & set(self.links)
+        if clash:
+            raise ConfigurationError(
+                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
+            )
+        context: dict[str, Any] = {name: _Blank() for name in self.links}
+        context.update(self._context("job", 1), job="job")
+        try:
+            self._estimate = pod_requests(yaml.safe_load(await render(self.template, context)))
+        except (
+            jinja2.TemplateError,
+            yaml.YAMLError,
+            PydatataskError,
+            TypeError,
+            ValueError,
+            AttributeError,
+        ) as exc:
+            logger.debug("%s: no estimate of a pod's requests before a job: %s", self.name, exc)
+
+    # ---------------------------------------------------------------- quota
+
+    def reserve(self, job: str) -> bool:
+        """Charge what the task's pods request for ``job``; False when the quota is full.
+
+        That is what the template requests when it renders without a job, else what the
+        last rendered pod requested. Until one is known, one job runs at a time; a pod
+        that requests more than was charged waits in :meth:`execute` for the rest.
+
+        :raises QuotaExceededError: when one pod needs more than the whole quota.
+        """
+        if self.resources is None:
+            return True
+        key = (self.name, job)
+        if job in self._reattaching:  # it runs already: account for it, count no launch
+            self._held[job] = self._reattaching[job]
+            self.resources.claim(key, self._held[job])
+            return True
+        if self._estimate is None and self._held:
+            return False  # the first pod tells what the next ones need
+        estimate = self._estimate or Resources()
+        if not self.resources.try_reserve(key, estimate, window=self.window):
+            return False
+        self._held[job] = estimate
+        return True
+
+    async def _hold(self, job: str, requests: Resources) -> None:
+        """Hold exactly what the rendered pod requests, waiting for room if it is more."""
+        self._estimate = requests
+        if self.resources is None or self._held.get(job) == requests:
+            return
+        key = (self.name, job)
+        self.resources.release(key)
+        self._held.pop(job, None)
+        if not requests.fits_within(self.resources.quota):
+            raise QuotaExceededError(
+                f"the pod of job {job!r} requests ({requests}), more than the whole quota "
+                f"({self.resources.quota})"
+            )
+        delay = 0.05
+        while not (self.resources.used + requests).fits_within(self.resources.quota):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self.resources.claim(key, requests)
+        self._held[job] = requests
+
+    def release(self, job: str) -> None:
+        """Give back the job's resources."""
+        if self.resources is not None:
+            self.resources.release((self.name, job))
+        self._held.pop(job, None)
+        self._reattaching.pop(job, None)
+
+    async def _delete(self, job: str, name: str) -> None:
+        try:
+            await self.podman.delete(name)
+        except (OSError, PydatataskError) as exc:
+            logger.warning("%s: could not delete the pod of job %r: %s", self.name, job, exc)
+
+    # ---------------------------------------------------------------- running
+
+    def _context(self, job: str, attempt: int) -> dict[str, Any]:
+        """Return the template names besides the links (subclasses add their own)."""
+        return {"job": job, "task": self.name, "env": self.env}
+
+    def _pod_env(self) -> dict[str, str]:
+        return dict(self.env)
+
+    async def _manifest(self, job: str, attempt: int) -> dict[str, Any]:
+        context: dict[str, Any] = {
+            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
+        }
+        context.update(self._context(job, attempt))
+        text = await render(self.template, context)
+        try:
+            manifest = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(
+                f"task {self.name!r}: the pod manifest of job {job!r} is not YAML: {exc}"
+            ) from exc
+        return self.podman.complete(manifest, self.name, job, attempt, self._pod_env())
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Render and create the job's pod, then follow it to its end.
+
+        :raises ProcessExitError: when the pod fails, is evicted, or its image cannot
+            be pulled.
+        :raises ConfigurationError: when the manifest is refused (422) or invalid.
+        :raises QuotaExceededError: when the pod requests more than the whole quota.
+        :raises BackendError: when the job's pod already runs, or the API fails.
+        """
+        began = asyncio.get_running_loop().time()
+        manifest = await self._manifest(job, attempt)
+        await self._hold(job, pod_requests(manifest))
+        name = manifest["metadata"]["name"]
+        try:
+            await self._create(job, name, manifest)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._delete(job, name))
+            raise
+        return await self._follow(job, name, began)
+
+    async def _create(self, job: str, name: str, manifest: dict[str, Any]) -> None:
+        """Create the pod; a leftover pod of this job is removed first, a live one refused."""
+        for _ in range(3):
+            if await self.podman.create(manifest) is not None:
+                return
+            existing = await self.podman.get(name)
+            if existing is None:
+                continue
+            report = PodReport.of(existing)
+            if report.terminating or report.ended:
+                logger.warning("%s: replacing the leftover pod %s", self.name, name)
+                if not report.terminating:
+                    await self.podman.delete(name, grace_period=0)
+                await self.podman.wait_gone(name)
+                continue
+            raise BackendError(
+                f"the pod {name} of job {job!r} is already running; "
+                "another controller may be running this pipeline"
+            )
+        raise BackendError(f"could not create the pod {name} of job {job!r}")
+
+    async def live_jobs(self) -> dict[str, int]:
+        """Return the jobs whose pods an earlier controller left, running or ended.
+
+        Pods of jobs whose done record is already written are deleted. Inside a pod
+        started by a :class:`KubeFunctionTask`, nothing is listed: that process must
+        not adopt pods.
+        """
+        if os.environ.get(IN_POD_VARIABLE):
+            return {}
+        live: dict[str, int] = {}
+        for pod in await self.podman.list_pods(self.name):
+            report = PodReport.of(pod)
+            if report.job is None or report.terminating:
+                continue
+            if report.ended and await self._recorded(report.job, report.attempt):
+                await self._delete(report.job, report.name)
+                continue
+            live[report.job] = report.attempt
+            self._found[report.job] = report.name
+            self._reattaching[report.job] = report.requests
+            if self._estimate is None:
+                self._estimate = report.requests
+        return live
+
+    async def _recorded(self, job: str, attempt: int) -> bool:
+        try:
+            record = await self.done.info(job)
+        except JobNotFoundError:
+            return False
+        return isinstance(record, dict) and int(record.get("attempt", 0)) >= attempt
+
+    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
+        """Wait for a pod an earlier controller created, then reap it like :meth:`execute`.
+
+        :raises ProcessExitError: when the pod failed or disappeared.
+        """
+        began = asyncio.get_running_loop().time()
+        name = self._found.pop(job, None) or self.podman.pod_name(self.name, job)
+        return await self._follow(job, name, began)
+
+    async def _follow(self, job: str, name: str, began: float) -> dict[str, Any]:
+        try:
+            pod = await self.podman.wait(self.name, name)
+            report = None if pod is None else PodReport.of(pod)
+            if report is not None:
+                await self._copy_log(job, report)
+        except asyncio.CancelledError:
+            timed_out = (
+                self.timeout is not None
+                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
+            )
+            if timed_out or not self.shutting_down or self.on_exit == "kill":
+                await asyncio.shield(self._delete(job, name))
+            raise
+        except Exception:
+            # It cannot be followed to its end: stop it rather than leave it unwatched.
+            await asyncio.shield(self._delete(job, name))
+            raise
+        if report is None:
+            self._details[job] = {"pod": name, "reason": "Deleted"}
+            raise ProcessExitError(
+                f"the pod {name} of job {job!r} was deleted before it ended", None
+            )
+        # Reaped: its log is copied and its outcome read, so the pod has served. A crash
+        # before the record is written runs the job again; nothing is lost or left.
+        await asyncio.shield(self._delete(job, name))
+        self._details[job] = _details(report)
+        if report.reason == "Succeeded":
+            return {}
+        status = "" if report.exit_code is None else f", exit status {report.exit_code}"
+        message = f": {report.message}" if report.message else ""
+        raise ProcessExitError(
+            f"the pod {name} of job {job!r} ended with {report.reason}{status}{message}",
+            report.exit_code,
+        )
+
+    async def _copy_log(self, job: str, report: PodReport) -> None:
+        link = self.links.get("logs")
+        if link is None:
+            return
+        assert isinstance(link.repo, BlobRepository)
+        writer = await link.repo.open(job, "wb")
+        try:
+            await self.podman.copy_log(report.name, report.containers, writer)
+        except BaseException:
+            await asyncio.shield(writer.abort())
+            raise
+        await writer.close()
+
+    async def run_attempt(
+        self, job: str, attempt: int, reattach: bool = False
+    ) -> tuple[dict[str, Any], BaseException | None]:
+        """Run one attempt; the pod's outcome (reason, exit code, node, ...) joins the record."""
+        self._details.pop(job, None)
+        record, error = await super().run_attempt(job, attempt, reattach)
+        record.update(self._details.pop(job, {}))
+        if record.get("timeout"):
+            record["reason"] = "Timeout"
+        elif "reason" not in record and error is not None:
+            record["reason"] = "Error"
+        return record, error
+
+    async def kill(self, job: str) -> bool:
+        """Delete ``job``'s pod if it has one (``rm`` uses this); True if it had.
+
+        :raises BackendError: when the API cannot be reached.
+        """
+        return await self.podman.delete(self.podman.pod_name(self.name, job))
+
+
+def _details(report: PodReport) -> dict[str, Any]:
+    details: dict[str, Any] = {
+        "pod": report.name,
+        "reason": report.reason,
+        "exit_code": report.exit_code,
+        "node": report.node,
+        "image": report.image,
+        "pod_created": report.created,
+        "pod_started": report.started,
+        "pod_finished": report.finished,
+    }
+    if report.message:
+        details["message"] = report.message
+    return details
+
+
+class KubeFunctionTask(KubeTask):
+    """Run an ``async def body(job, **links)`` in a pod, by running the pipeline script there.
+
+    The pod's command is ``python SCRIPT launch TASK JOB --sync --force``; the manifest
+    places it with ``command: {{ command }}`` (a JSON list) or from ``argv`` (a list).
+    Every container gets ``PYDATATASK_IN_POD=TASK``; a process that sees it runs the
+    body itself instead of creating a pod, lists no pods, and writes its done record to
+    a throw-away repository: the controller writes the one record, from the pod's
+    outcome. The image must hold Python, pydatatask, the script at the same path, and
+    reach the repositories the body uses.
+
+    :param func: the body; or use the task as a decorator.
+    :param script: the pipeline script's path in the pod (default: this process's
+        ``sys.argv[0]``, made absolute).
+    :param python: the interpreter to run it with in the pod.
+
+    The other parameters are those of :class:`KubeTask`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        podman: PodManager,
+        resources: ResourceManager | None,
+        template: str,
+        func: JobFunction | None = None,
+        logs: BlobRepository | None = None,
+        done: MetadataRepository | None = None,
+        window: timedelta | float = timedelta(minutes=1),
+        timeout: timedelta | float | None = None,
+        env: Mapping[str, str] | None = None,
+        ready: Repository | None = None,
+        retry: RetryPolicy | int | None = None,
+        *,
+        script: str | None = None,
+        python: str = "python3",
+        on_exit: OnExit = "detach",
+        max_concurrent: int | None = None,
+    ) -> None:
+        super().__init__(
+            name,
+            podman,
+            resources,
+            template,
+            logs,
+            done,
+            window,
+            timeout,
+            env,
+            ready,
+            retry,
+            on_exit=on_exit,
+            max_concurrent=max_concurrent,
+        )
+        self.script = script
+        self.python = python
+        self.body = InProcessSyncTask(name)
+        self.body.links = self.links  # the body's parameters name this task's links
+        if func is not None:
+            self(func)
+
+    def __call__(self, func: JobFunction) -> Self:
+        """Set the body; returns the task, so the class works as a decorator."""
+        self.body(func)
+        self.__doc__ = func.__doc__
+        self.__wrapped__ = func
+        return self
+
+    @property
+    def in_pod(self) -> bool:
+        """Whether this process runs inside one of this task's pods."""
+        return os.environ.get(IN_POD_VARIABLE) == self.name
+
+    async def bind(self) -> None:
+        """Match the body's parameters to links; inside a pod, keep the record to itself.
+
+        :raises ConfigurationError: for a missing body or a parameter naming no link.
+        """
+        await self.body.bind()
+        await super().bind()
+        if self.in_pod:
+            self.done = InProcessMetadataRepository()
+
+    def argv(self, job: str) -> list[str]:
+        """Return the command that runs ``job`` in the pod."""
+        script = self.script or os.path.abspath(sys.argv[0])
+        if job.startswith("-"):  # keep an id like '-x' from reading as an option
+            return [self.python, script, "launch", "--sync", "--force", "--", self.name, job]
+        return [self.python, script, "launch", self.name, job, "--sync", "--force"]
+
+    def _context(self, job: str, attempt: int) -> dict[str, Any]:
+        argv = self.argv(job)
+        return {**super()._context(job, attempt), "argv": argv, "command": _flow(argv)}
+
+    def _pod_env(self) -> dict[str, str]:
+        return {**super()._pod_env(), IN_POD_VARIABLE: self.name}
+
+    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
+        """Run the body here inside the pod; elsewhere, run a pod that does.
+
+        :raises ProcessExitError: when the pod fails (the body raised, or worse).
+        """
+        if self.in_pod:
+            return await self.body.execute(job, attempt)
+        return await super().execute(job, attempt)
+
+    async def live_jobs(self) -> dict[str, int]:
+        """Return the pods an earlier controller left (none inside a pod)."""
+        return {} if self.in_pod else await super().live_jobs()
+
+
+def _flow(items: Sequence[str]) -> str:
+    """Write a list as a YAML flow sequence (JSON), safe to place after ``command:``."""
+    return json.dumps(list(items), ensure_ascii=False)
