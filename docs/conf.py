@@ -4,7 +4,7 @@ from __future__ import annotations
 
 project = "pydatatask"
 author = "The pydatatask developers"
-copyright = "2026, The pydatatask developers"  # noqa: A001 - Sphinx's name
+copyright = "2026, The pydatatask developers"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"

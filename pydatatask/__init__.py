@@ -52,11 +52,13 @@ from pydatatask.task.retry import RetryPolicy
 if TYPE_CHECKING:
     from pydatatask.cli import main
     from pydatatask.executor.docker import DockerContainerManager
+    from pydatatask.executor.kubernetes import PodManager
     from pydatatask.executor.ssh import SSHLinuxManager
     from pydatatask.repository.docker import DockerRegistryClient, DockerRepository
     from pydatatask.repository.mongodb import MongoMetadataRepository
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
     from pydatatask.task.container import ContainerTask
+    from pydatatask.task.kubernetes import KubeFunctionTask, KubeTask
 
 __version__ = "0.1.0"
 
@@ -68,6 +70,9 @@ _LAZY: dict[str, str] = {
     "DockerRegistryClient": "pydatatask.repository.docker",
     "DockerRepository": "pydatatask.repository.docker",
     "SSHLinuxManager": "pydatatask.executor.ssh",
+    "KubeFunctionTask": "pydatatask.task.kubernetes",
+    "KubeTask": "pydatatask.task.kubernetes",
+    "PodManager": "pydatatask.executor.kubernetes",
     "MongoMetadataRepository": "pydatatask.repository.mongodb",
     "S3BucketRepository": "pydatatask.repository.s3",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
@@ -97,6 +102,8 @@ __all__ = [
     "InvalidJobIdError",
     "JobNotFoundError",
     "JobNotReadyError",
+    "KubeFunctionTask",
+    "KubeTask",
     "LifecycleError",
     "Link",
     "LocalLinuxManager",
@@ -106,6 +113,7 @@ __all__ = [
     "MongoMetadataRepository",
     "Pipeline",
     "PipelineValidationError",
+    "PodManager",
     "ProcessExitError",
     "ProcessTask",
     "PydatataskError",

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.servers.mongodb",
     "tests.servers.sshd",
     "tests.servers.docker",
+    "tests.servers.kubeapi",
 ]

@@ -75,6 +75,9 @@ EXPECTED_PUBLIC_NAMES = {
     "ResourceManager",
     "Quota",
     "ProcessExitError",
+    "KubeTask",
+    "KubeFunctionTask",
+    "PodManager",
 }
 
 
