@@ -10,6 +10,7 @@ leaves no record and runs again next time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -39,7 +40,8 @@ class JobRunner:
         """Per task, the jobs running or queued, each with the worker running it."""
         self.count = 0
         self._on_finished = on_finished
-        self._queue: asyncio.Queue[tuple[Task, str, int, bool]] = asyncio.Queue()
+        self._queue: collections.deque[tuple[Task, str, int, bool]] = collections.deque()
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._withdrawn: set[tuple[str, str]] = set()
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -48,7 +50,12 @@ class JobRunner:
         self.running[task.name][job] = None
         self.count += 1
         self._withdrawn.discard((task.name, job))
-        self._queue.put_nowait((task, job, attempt, reattach))
+        self._queue.append((task, job, attempt, reattach))
+        while self._idle:
+            waiting = self._idle.popleft()
+            if not waiting.done():
+                waiting.set_result(None)
+                return
         if len(self._workers) < self.count:
             worker = asyncio.create_task(self._work())
             self._workers.add(worker)
@@ -74,8 +81,8 @@ class JobRunner:
 
     async def shutdown(self) -> None:
         """Cancel every job and stop the workers; unfinished jobs leave no record."""
-        while not self._queue.empty():
-            task, job, _, _ = self._queue.get_nowait()
+        while self._queue:
+            task, job, _, _ = self._queue.popleft()
             self._forget(task.name, job)
         workers = list(self._workers)
         for worker in workers:
@@ -90,8 +97,14 @@ class JobRunner:
 
     async def _work(self) -> None:
         current = asyncio.current_task()
+        loop = asyncio.get_running_loop()
         while True:
-            task, job, attempt, reattach = await self._queue.get()
+            if not self._queue:  # wait until start() hands over a job
+                idle: asyncio.Future[None] = loop.create_future()
+                self._idle.append(idle)
+                await idle
+                continue
+            task, job, attempt, reattach = self._queue.popleft()
             if (task.name, job) in self._withdrawn:
                 self._withdrawn.discard((task.name, job))
                 continue

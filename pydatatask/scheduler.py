@@ -57,6 +57,10 @@ class _Plan:
     outputs: list[Repository]
     upstream: list[str]
     downstream: list[str]
+    rechecks: tuple[str, ...] = ()
+    """The tasks whose readiness a finished job of this task may change."""
+    watched_outputs: tuple[int, ...] = ()
+    """The repositories this task writes that some task's readiness depends on."""
 
 
 class Scheduler:
@@ -70,6 +74,12 @@ class Scheduler:
         self.plans: dict[str, _Plan] = {}
         for task in reversed(pipeline.topological_order()):  # downstream first
             self.plans[task.name] = self._plan(task)
+        for name, plan in self.plans.items():
+            watching = [watcher.task.name for watcher in self.watchers[plan.done]]
+            plan.rechecks = tuple(dict.fromkeys([*watching, name, *plan.downstream]))
+            plan.watched_outputs = tuple(
+                id(repo) for repo in plan.outputs if id(repo) in self.watchers
+            )
         self.runner = JobRunner(list(self.plans), self._finished)
         self.running = self.runner.running
         self.ready: dict[str, set[str]] = {name: set() for name in self.plans}
@@ -417,12 +427,10 @@ class Scheduler:
             plan = self.plans[name]
             if not self._record(plan, job, record):
                 continue
-            self._touch(touched, plan.done, job)
-            for task_name in (name, *plan.downstream):
-                self._touch(touched, task_name, job)
-            for repo in plan.outputs:
-                if id(repo) in self.ids:
-                    outputs.setdefault(id(repo), set()).add(job)
+            for task_name in plan.rechecks:
+                touched.setdefault(task_name, set()).add(job)
+            for key in plan.watched_outputs:
+                outputs.setdefault(key, set()).add(job)
         for key, jobs in outputs.items():
             await self._refresh_outputs(key, jobs, touched)
         for name, jobs in touched.items():
@@ -454,17 +462,16 @@ class Scheduler:
                 counters.failed += 1
         return True
 
-    def _touch(self, touched: dict[str, set[str]], key: int | str, job: str) -> None:
-        """Mark ``job`` for a recheck by a task name, or by every task watching a repository."""
-        names = [key] if isinstance(key, str) else [p.task.name for p in self.watchers[key]]
-        for name in names:
-            touched.setdefault(name, set()).add(job)
+    def _touch(self, touched: dict[str, set[str]], key: int, job: str) -> None:
+        """Mark ``job`` for a recheck by every task watching the repository ``key``."""
+        for plan in self.watchers[key]:
+            touched.setdefault(plan.task.name, set()).add(job)
 
     async def _refresh_outputs(
         self, key: int, jobs: set[str], touched: dict[str, set[str]]
     ) -> None:
         """Check finished jobs' outputs in one batch and update what is known of them."""
-        present = await self.repos[key].contains_many(jobs)
+        present = await self.repos[key]._contains_many(list(jobs))  # listed, hence valid
         ids = self.ids[key]
         for job in jobs:
             if (job in present) != (job in ids):

@@ -142,8 +142,10 @@ class Repository(abc.ABC):
 
     async def contains_many(self, jobs: Iterable[str]) -> set[str]:
         """Return which of ``jobs`` are present (backends may check them in one batch)."""
-        checked = [self.check_job_id(job) for job in jobs]
-        return {job for job in checked if await self._contains(job)}
+        return await self._contains_many([self.check_job_id(job) for job in jobs])
+
+    async def _contains_many(self, jobs: list[str]) -> set[str]:
+        return {job for job in jobs if await self._contains(job)}
 
     async def delete(self, job: str) -> None:
         """Remove ``job``; removing an absent id does nothing."""

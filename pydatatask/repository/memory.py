@@ -31,6 +31,9 @@ class _DictRepository(Repository):
     async def _contains(self, job: str) -> bool:
         return job in self.data
 
+    async def _contains_many(self, jobs: list[str]) -> set[str]:
+        return self.data.keys() & jobs
+
     async def _delete(self, job: str) -> None:
         self.data.pop(job, None)
 

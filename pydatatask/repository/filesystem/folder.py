@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import shutil
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -324,11 +324,10 @@ class FolderRepository(Repository):
     async def _contains(self, job: str) -> bool:
         return await asyncio.to_thread(self._locate, job) is not None
 
-    async def contains_many(self, jobs: Iterable[str]) -> set[str]:
-        """Return which of ``jobs`` are present, checking them all in one thread hop."""
-        checked = [self.check_job_id(job) for job in jobs]
+    async def _contains_many(self, jobs: list[str]) -> set[str]:
+        """Check every job in one thread hop."""
         return await asyncio.to_thread(
-            lambda: {job for job in checked if self._locate(job) is not None}
+            lambda: {job for job in jobs if self._locate(job) is not None}
         )
 
     async def _info(self, job: str) -> Any:
