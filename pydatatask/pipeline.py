@@ -182,13 +182,19 @@ class Pipeline:
         self._opened = True
 
     async def close(self) -> None:
-        """Stop running in-process jobs (they run again next time) and close the session."""
+        """Stop running in-process jobs (they run again next time) and close the session.
+
+        Tasks first finish the clean-up they started after recorded jobs (removing
+        containers, pid entries), so nothing is left behind.
+        """
         if not self._opened:
             return
         self._opened = False
         scheduler, self._scheduler = self._scheduler, None
         try:
             await scheduler.shutdown()
+            # Before the session closes: tasks may still need its clients to clean up.
+            await asyncio.gather(*(task.finish_cleanup() for task in self.tasks.values()))
         finally:
             await self.session.close()
 

@@ -413,3 +413,14 @@ def test_controller_killed_and_restarted(tmp_path: Path) -> None:
         assert record["exit_code"] == 0
         assert (tmp_path / "out" / f"{job}.txt").read_text() == f"out {job}\n"
     assert not list((tmp_path / "pids").glob("*.yaml"))
+
+
+async def test_closing_the_pipeline_finishes_the_cleanup(tmp_path: Path) -> None:
+    manager = LocalLinuxManager("app", tmp_path)
+    task = process_task(manager, "echo {{ job | shquote }}\n", stdout=Blobs())
+    task.link("source", Memory({f"job{index}": index for index in range(3)}), is_input=True)
+    async with pdt.Pipeline([task]) as pipeline:
+        report = await pdt.run(pipeline)
+    assert report.succeeded == 3
+    assert await task.pids.ids() == set()  # no settle(): closing waited for the clean-up
+    assert not task._cleanups

@@ -180,6 +180,9 @@ class Task(abc.ABC):
         """
         return False
 
+    async def finish_cleanup(self) -> None:  # noqa: B027 - most tasks leave nothing behind
+        """Wait for clean-up started after finished jobs; the pipeline calls it on close."""
+
     def reserve(self, job: str) -> bool:
         """Claim the resources ``job`` needs; False when it must wait for capacity.
 

@@ -143,6 +143,11 @@ class ScriptTask(Task):
             self._cleanups.add(running)
             running.add_done_callback(self._cleanups.discard)
 
+    async def finish_cleanup(self) -> None:
+        """Wait for the clean-up of finished jobs (removing their traces) to end."""
+        while pending := [cleanup for cleanup in self._cleanups if not cleanup.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
+
     def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
         """Return what removes a finished job's traces, once its done record is written."""
         return None
