@@ -15,14 +15,13 @@ script there: ``python SCRIPT launch TASK JOB --sync --force``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import jinja2
 import yaml
@@ -30,7 +29,6 @@ import yaml
 from pydatatask.errors import (
     BackendError,
     ConfigurationError,
-    JobNotFoundError,
     ProcessExitError,
     PydatataskError,
     QuotaExceededError,
@@ -39,10 +37,10 @@ from pydatatask.executor.kubernetes import PodManager, PodReport, pod_requests
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
-from pydatatask.task.base import Task
+from pydatatask.task.external import ExternalTask, OnExit
 from pydatatask.task.function import InProcessSyncTask, JobFunction
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import Lazy, referenced_names, render
+from pydatatask.templating import render
 
 __all__ = ["IN_POD_VARIABLE", "KubeFunctionTask", "KubeTask"]
 
@@ -50,9 +48,6 @@ logger = logging.getLogger(__name__)
 
 IN_POD_VARIABLE = "PYDATATASK_IN_POD"
 """Set to the task name in the pods of a :class:`KubeFunctionTask`: run the body here."""
-
-OnExit = Literal["detach", "kill"]
-_RESERVED = frozenset({"task", "env"})
 
 
 class _Blank:
@@ -71,7 +66,7 @@ class _Blank:
         return iter(())
 
 
-class KubeTask(Task):
+class KubeTask(ExternalTask):
     """Run a templated pod per job on a Kubernetes cluster.
 
     :param name: the task name.
@@ -111,24 +106,24 @@ class KubeTask(Task):
         on_exit: OnExit = "detach",
         max_concurrent: int | None = None,
     ) -> None:
-        super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
-        )
         if not isinstance(podman, PodManager):
             raise ConfigurationError(f"task {name!r}: podman must be a PodManager")
         if resources is not None and not isinstance(resources, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resources must be a ResourceManager")
-        if not isinstance(template, str):
-            raise ConfigurationError(f"task {name!r}: template must be a str")
-        if on_exit not in ("detach", "kill"):
-            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
-        referenced_names(template)  # a syntax error shows now, not at the first job
+        super().__init__(
+            name,
+            template,
+            window,
+            done,
+            ready,
+            timeout,
+            retry,
+            on_exit=on_exit,
+            max_concurrent=max_concurrent,
+        )
         self.podman = podman
         self.resources = resources
-        self.template = template
-        self.window = window
         self.env = dict(env or {})
-        self.on_exit: OnExit = on_exit
         if logs is not None:
             if not isinstance(logs, BlobRepository):
                 raise ConfigurationError(f"task {name!r}: logs must be a BlobRepository")
@@ -144,11 +139,7 @@ class KubeTask(Task):
 
         :raises ConfigurationError: for a link named ``task`` or ``env``.
         """
-        clash = _RESERVED & set(self.links)
-        if clash:
-            raise ConfigurationError(
-                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
-            )
+        await super().bind()
         context: dict[str, Any] = {name: _Blank() for name in self.links}
         context.update(self._context("job", 1), job="job")
         try:
@@ -232,9 +223,7 @@ class KubeTask(Task):
         return dict(self.env)
 
     async def _manifest(self, job: str, attempt: int) -> dict[str, Any]:
-        context: dict[str, Any] = {
-            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
-        }
+        context = self._link_context(job)
         context.update(self._context(job, attempt))
         text = await render(self.template, context)
         try:
@@ -310,13 +299,6 @@ class KubeTask(Task):
                 self._estimate = report.requests
         return live
 
-    async def _recorded(self, job: str, attempt: int) -> bool:
-        try:
-            record = await self.done.info(job)
-        except JobNotFoundError:
-            return False
-        return isinstance(record, dict) and int(record.get("attempt", 0)) >= attempt
-
     async def attach(self, job: str, attempt: int) -> dict[str, Any]:
         """Wait for a pod an earlier controller created, then reap it like :meth:`execute`.
 
@@ -333,11 +315,7 @@ class KubeTask(Task):
             if report is not None:
                 await self._copy_log(job, report)
         except asyncio.CancelledError:
-            timed_out = (
-                self.timeout is not None
-                and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
-            )
-            if timed_out or not self.shutting_down or self.on_exit == "kill":
+            if self._should_stop(began):
                 await asyncio.shield(self._delete(job, name))
             raise
         except Exception:

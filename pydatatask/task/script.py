@@ -1,26 +1,23 @@
-"""What tasks that run a templated script outside the controller have in common.
+"""What tasks that run a templated shell script per job (processes, containers) share.
 
-Processes, containers and pods all render a jinja2 script per job, move stdin, stdout
-and stderr through blob repositories, charge a quota, record the script's exit status,
-and decide, when their wait is cancelled, whether to stop the job: always on a timeout
-or an ``rm``, and on a stopping controller only with ``on_exit="kill"``.
+They move stdin, stdout and stderr through blob repositories, charge a fixed amount of
+a quota per job, record the script's exit status, and clean up after a job once its
+done record is written.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Coroutine, Mapping
 from datetime import timedelta
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final
 
-from pydatatask.errors import ConfigurationError, JobNotFoundError, ProcessExitError
+from pydatatask.errors import ConfigurationError, ProcessExitError
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
-from pydatatask.task.base import Task
+from pydatatask.task.external import ExternalTask, OnExit
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import Lazy, referenced_names
 
 __all__ = ["STDOUT", "OnExit", "ScriptTask", "StdoutSentinel"]
 
@@ -37,17 +34,16 @@ class StdoutSentinel:
 STDOUT: Final = StdoutSentinel()
 """Pass as ``stderr`` to send a job's standard error to its standard output."""
 
-OnExit = Literal["detach", "kill"]
-_RESERVED = frozenset({"task", "env", "environ"})
 
-
-class ScriptTask(Task):
+class ScriptTask(ExternalTask):
     """A task whose jobs are templated scripts run outside the controller.
 
     Subclasses start, follow and stop the jobs; this class validates the shared
     options, links ``stdin``/``stdout``/``stderr``, builds the template context,
-    charges the quota, and puts a failed script's ``exit_code`` in the done record.
+    charges the quota, and reports a script's exit status.
     """
+
+    reserved_names: ClassVar[frozenset[str]] = frozenset({"task", "env", "environ"})
 
     def __init__(
         self,
@@ -69,23 +65,23 @@ class ScriptTask(Task):
         max_concurrent: int | None,
     ) -> None:
         super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
+            name,
+            template,
+            window,
+            done,
+            ready,
+            timeout,
+            retry,
+            on_exit=on_exit,
+            max_concurrent=max_concurrent,
         )
         if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
         if not isinstance(job_resources, Resources):
             raise ConfigurationError(f"task {name!r}: job_resources must be a Resources value")
-        if on_exit not in ("detach", "kill"):
-            raise ConfigurationError(f"task {name!r}: on_exit must be 'detach' or 'kill'")
-        if not isinstance(template, str):
-            raise ConfigurationError(f"task {name!r}: template must be a str")
-        referenced_names(template)  # a syntax error shows now, not at the first job
         self.resource_manager = resource_manager
         self.job_resources = job_resources
-        self.template = template
-        self.window = window
         self.environ = dict(environ or {})
-        self.on_exit: OnExit = on_exit
         self.merge_stderr = stderr is STDOUT
         if stdin is not None:
             self.link("stdin", stdin, is_input=True)
@@ -98,22 +94,9 @@ class ScriptTask(Task):
         self._reattaching: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
 
-    async def bind(self) -> None:
-        """Check that no link hides a template name.
-
-        :raises ConfigurationError: for a link named ``task``, ``env`` or ``environ``.
-        """
-        clash = _RESERVED & set(self.links)
-        if clash:
-            raise ConfigurationError(
-                f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
-            )
-
     def _context(self, job: str) -> dict[str, Any]:
         """Return the template context: ``job``, ``task``, ``env``, and each link's info."""
-        context: dict[str, Any] = {
-            name: Lazy(functools.partial(link.repo.info, job)) for name, link in self.links.items()
-        }
+        context = self._link_context(job)
         context.update(job=job, task=self.name, env=self.environ, environ=self.environ)
         return context
 
@@ -154,26 +137,6 @@ class ScriptTask(Task):
 
     # ------------------------------------------------------------- outcomes
 
-    def _should_stop(self, began: float) -> bool:
-        """Whether a cancelled wait must stop the job, rather than leave it running.
-
-        A timeout or an ``rm`` always stops it; a stopping controller does so only
-        with ``on_exit="kill"``.
-        """
-        timed_out = (
-            self.timeout is not None
-            and asyncio.get_running_loop().time() >= began + self.timeout - 0.01
-        )
-        return timed_out or not self.shutting_down or self.on_exit == "kill"
-
-    async def _recorded(self, job: str, attempt: int) -> bool:
-        """Whether the done record of ``job`` already covers ``attempt``."""
-        try:
-            record = await self.done.info(job)
-        except JobNotFoundError:
-            return False
-        return isinstance(record, dict) and int(record.get("attempt", 0)) >= attempt
-
     def _outcome(self, job: str, exit_code: int | None) -> dict[str, Any]:
         """Return the done-record fields of a script that ended with ``exit_code``.
 
@@ -190,12 +153,3 @@ class ScriptTask(Task):
         raise ProcessExitError(
             f"job {job!r} of {self.name} exited with status {exit_code}", exit_code
         )
-
-    async def run_attempt(
-        self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Run one attempt; a failed script's ``exit_code`` goes into the done record too."""
-        record, error = await super().run_attempt(job, attempt, reattach)
-        if isinstance(error, ProcessExitError) and error.exit_code is not None:
-            record["exit_code"] = error.exit_code
-        return record, error
