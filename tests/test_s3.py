@@ -32,7 +32,8 @@ from pydatatask.repository.s3 import (
     YamlMetadataS3Repository,
 )
 from tests.contracts import BlobRepositoryContract, MetadataRepositoryContract
-from tests.servers.s3 import S3Server, client_factory, free_loopback_ports
+from tests.servers.processes import free_loopback_ports
+from tests.servers.s3 import S3Server, client_factory
 
 pytestmark = pytest.mark.backend
 

