@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 import pydatatask as pdt
+from pydatatask import admin
 from pydatatask.executor.base import LinuxProcessManager, ProcessHandle
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.quota import ResourceManager, Resources
@@ -424,3 +425,39 @@ async def test_closing_the_pipeline_finishes_the_cleanup(tmp_path: Path) -> None
     assert report.succeeded == 3
     assert await task.pids.ids() == set()  # no settle(): closing waited for the clean-up
     assert not task._cleanups
+
+
+async def test_status_leaves_another_controllers_job_and_rm_stops_it(tmp_path: Path) -> None:
+    mark = f"PDT_MARK_{uuid.uuid4().hex}"
+    pids, done = Memory(), Memory()
+
+    def pipeline(on_exit: str) -> pdt.Pipeline:
+        task = process_task(
+            LocalLinuxManager("app", tmp_path),
+            "sleep 1000\n",
+            environ={"PDT_MARK": mark},
+            pids=pids,
+            done=done,
+            ready=Memory({"k": 1}),
+            on_exit=on_exit,
+            kill_grace=1,
+        )
+        return pdt.Pipeline([task])
+
+    running = pipeline("detach")
+    async with running:
+        await pdt.run(running, timeout=0.5)  # the controller stops; the job runs on
+    assert marked_processes(mark)
+
+    # Another process only looks: even with on_exit="kill" it must not take the job over.
+    looker = pipeline("kill")
+    async with looker:
+        status = await admin.status(looker)
+    assert status["proc"]["succeeded"] == 0
+    assert marked_processes(mark)
+
+    remover = pipeline("kill")
+    async with remover:
+        await admin.rm(remover, "proc", ["k"])
+    assert marked_processes(mark) == []
+    assert await pids.ids() == set()
