@@ -12,6 +12,7 @@ from typing import Any
 
 from pydatatask.errors import ConfigurationError, LifecycleError, PipelineValidationError
 from pydatatask.repository.base import Repository
+from pydatatask.scheduler import Scheduler
 from pydatatask.session import Session
 from pydatatask.task.base import Task
 
@@ -76,8 +77,7 @@ class Pipeline:
         self.max_concurrent_jobs = max_concurrent_jobs
         self.poll_interval = poll_interval
         self.edges = self._find_edges()
-        self._scheduler: Any = None
-        self._opened = False
+        self._scheduler: Scheduler | None = None
 
     def _find_edges(self) -> list[Edge]:
         edges = []
@@ -168,7 +168,7 @@ class Pipeline:
 
         :raises LifecycleError: when the pipeline is already open.
         """
-        if self._opened:
+        if self._scheduler is not None:
             raise LifecycleError("the pipeline is already open")
         await self.session.open()
         try:
@@ -176,10 +176,7 @@ class Pipeline:
         except BaseException:
             await self.session.close()
             raise
-        from pydatatask.scheduler import Scheduler
-
         self._scheduler = Scheduler(self)
-        self._opened = True
 
     async def close(self) -> None:
         """Stop running in-process jobs (they run again next time) and close the session.
@@ -187,10 +184,9 @@ class Pipeline:
         Tasks first finish the clean-up they started after recorded jobs (removing
         containers, pid entries), so nothing is left behind.
         """
-        if not self._opened:
-            return
-        self._opened = False
         scheduler, self._scheduler = self._scheduler, None
+        if scheduler is None:
+            return
         try:
             await scheduler.shutdown()
             # Before the session closes: tasks may still need its clients to clean up.
@@ -199,7 +195,7 @@ class Pipeline:
             await self.session.close()
 
     @property
-    def scheduler(self) -> Any:
+    def scheduler(self) -> Scheduler:
         """The open pipeline's scheduler.
 
         :raises LifecycleError: when the pipeline is not open.
