@@ -71,9 +71,14 @@ class RepositoryContract:
         assert not await repo.contains("gone")
         assert await repo.ids() == {"kept"}
 
-    async def test_info_of_missing_raises(self, repo: Repository) -> None:
+    async def test_info_of_missing(self, repo: Repository) -> None:
         if self.missing_info_has_default:
-            pytest.skip("this repository documents a default for absent ids")
+            before = _snapshot(self.outside(repo))
+            await repo.info("missing")
+            assert not await repo.contains("missing")
+            assert await repo.ids() == set()
+            assert _snapshot(self.outside(repo)) == before
+            return
         with pytest.raises(JobNotFoundError) as caught:
             await repo.info("missing")
         assert isinstance(caught.value, KeyError)
@@ -96,6 +101,9 @@ class RepositoryContract:
                 await repo.open(job, "w")
             else:
                 await self.put(repo, job)
+        if isinstance(repo, MetadataRepository):
+            with pytest.raises(InvalidJobIdError):
+                await repo.create(job, "x")
         assert _snapshot(outside) == before
         assert await repo.ids() == set()
 
@@ -243,6 +251,18 @@ class MetadataRepositoryContract(RepositoryContract):
         await repo.dump("job", {"version": 2})
         assert await repo.info("job") == {"version": 2}
         assert await repo.ids() == {"job"}
+
+    async def test_create_stores_only_when_absent(self, repo: MetadataRepository) -> None:
+        assert await repo.create("job", {"owner": "first"}) is True
+        assert await repo.create("job", {"owner": "second"}) is False
+        assert await repo.info("job") == {"owner": "first"}
+        await repo.dump("other", 1)
+        assert await repo.create("other", 2) is False
+        assert await repo.info("other") == 1
+        await repo.delete("job")
+        assert await repo.create("job", {"owner": "third"}) is True
+        assert await repo.info("job") == {"owner": "third"}
+        assert await repo.ids() == {"job", "other"}
 
 
 def _snapshot(folder: Path | None) -> list[str] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ import pytest
 from pydatatask import (
     AggregateAndRepository,
     AggregateOrRepository,
+    BlobRepository,
     BlockingRepository,
     ConfigurationError,
+    FileRepository,
+    InProcessBlobRepository,
     InProcessMetadataRepository,
     InvalidJobIdError,
     JobNotFoundError,
@@ -19,6 +23,7 @@ from pydatatask import (
     MetadataRepository,
     RelatedItemRepository,
     Repository,
+    YamlMetadataFileRepository,
 )
 from tests.contracts import RepositoryContract, assert_warned_about
 
@@ -458,6 +463,88 @@ async def test_related_item_ids_follow_the_translator_charset() -> None:
         await repo.contains("abc")
 
 
+async def test_related_item_is_the_kind_of_repository_its_base_is(tmp_path: Path) -> None:
+    translator = InProcessMetadataRepository()
+    kinds = {
+        "metadata": (InProcessMetadataRepository(), True, False),
+        "blob": (InProcessBlobRepository(), False, True),
+        "files": (FileRepository(tmp_path / "files"), False, True),
+        "yaml": (YamlMetadataFileRepository(tmp_path / "yaml"), True, True),
+        "neither": (AggregateAndRepository(a=InProcessMetadataRepository()), False, False),
+    }
+    for name, (base, metadata, blob) in kinds.items():
+        repo = RelatedItemRepository(base, translator)
+        assert isinstance(repo, RelatedItemRepository), name
+        assert isinstance(repo, MetadataRepository) is metadata, name
+        assert isinstance(repo, BlobRepository) is blob, name
+        assert hasattr(repo, "dump") is metadata, name
+        assert hasattr(repo, "open") is blob, name
+        assert repr(repo).startswith("<RelatedItemRepository base="), name
+
+
+async def test_related_item_opens_the_translated_file(tmp_path: Path) -> None:
+    """Reports stored by report id, seen through the ids of the jobs that made them."""
+    reports = FileRepository(tmp_path / "reports", ".txt")
+    async with await reports.open("r1", "w") as writer:
+        await writer.write("first report")
+    translator = InProcessMetadataRepository({"job-a": "r1", "job-b": "r2", "job-c": "no/such"})
+    repo = RelatedItemRepository(reports, translator)
+    assert isinstance(repo, BlobRepository)
+    async with await repo.open("job-a", "r") as reader:
+        assert await reader.read() == "first report"
+    async with await repo.open("job-b", "wb") as binary:
+        await binary.write(b"second report")
+    assert await reports.ids() == {"r1", "r2"}
+    async with await repo.open("job-b", "rb") as raw:
+        assert await raw.read() == b"second report"
+    assert await repo.info("job-a") == tmp_path / "reports" / "r1.txt"
+    for job in ("unmapped", "job-c"):
+        for mode in ("r", "rb", "w", "wb"):
+            with pytest.raises(JobNotFoundError):
+                await repo.open(job, mode)  # type: ignore[call-overload]
+    await reports.delete("r1")
+    with pytest.raises(JobNotFoundError):
+        await repo.open("job-a", "r")
+    with pytest.raises(InvalidJobIdError):
+        await repo.open("a/b", "r")
+
+
+async def test_related_item_dumps_and_creates_the_translated_item() -> None:
+    base = InProcessMetadataRepository({"p1": {"name": "one"}})
+    translator = InProcessMetadataRepository({"k1": "p1", "k2": "p1", "k4": "p4"})
+    repo = RelatedItemRepository(base, translator)
+    assert isinstance(repo, MetadataRepository)
+    await repo.dump("k1", {"name": "uno"})
+    assert base.data == {"p1": {"name": "uno"}}
+    assert await repo.info("k2") == {"name": "uno"}
+    assert await repo.create("k2", {"name": "other"}) is False
+    assert await repo.create("k4", {"name": "four"}) is True
+    assert base.data["p4"] == {"name": "four"}
+    assert await repo.info_all() == {
+        "k1": {"name": "uno"},
+        "k2": {"name": "uno"},
+        "k4": {"name": "four"},
+    }
+    with pytest.raises(JobNotFoundError):
+        await repo.dump("unmapped", 1)
+    with pytest.raises(JobNotFoundError):
+        await repo.create("unmapped", 1)
+    assert translator.data == {"k1": "p1", "k2": "p1", "k4": "p4"}
+
+
+async def test_related_item_over_yaml_files_reads_values_and_text(tmp_path: Path) -> None:
+    records = YamlMetadataFileRepository(tmp_path / "records")
+    repo = RelatedItemRepository(records, InProcessMetadataRepository({"k": "rec"}))
+    assert isinstance(repo, MetadataRepository)
+    assert isinstance(repo, BlobRepository)
+    await repo.dump("k", {"answer": 42})
+    assert await records.info("rec") == {"answer": 42}
+    async with await repo.open("k", "r") as reader:
+        assert await reader.read() == "answer: 42\n"
+    with pytest.raises(JobNotFoundError):
+        await repo.info("other")
+
+
 async def test_related_item_validates_both() -> None:
     repo, base, translator = _related(prefetch=True)
     await repo.validate()
@@ -569,13 +656,12 @@ def test_reprs_name_their_parts() -> None:
     assert "filt=_odd" in mapped
 
 
-def test_combinators_offer_no_writes() -> None:
+def test_read_views_offer_no_writes() -> None:
     child = InProcessMetadataRepository()
     for repo in (
         AggregateAndRepository(a=child),
         AggregateOrRepository(a=child),
         BlockingRepository(child, child),
-        RelatedItemRepository(child, child),
         child.map(_double),
     ):
         assert not isinstance(repo, MetadataRepository)

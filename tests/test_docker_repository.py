@@ -126,19 +126,54 @@ async def test_pagination_follows_next_links(
     assert pages[1] == {"n": "3", "last": "t02"}
 
 
-async def test_delete_is_by_digest_and_keeps_other_tags(
+async def manifest_digest(repo: DockerRepository, tag: str) -> str:
+    response = await repo.client().request(
+        "GET",
+        f"{repo.base_url}/manifests/{tag}",
+        headers={"Accept": ", ".join(docker_module.MANIFEST_MEDIA_TYPES)},
+    )
+    assert response.status == 200, response
+    return response.headers["Docker-Content-Digest"]
+
+
+async def test_delete_keeps_other_tags(
     docker_registry: RegistryServer, registry_client: DockerRegistryClient
 ) -> None:
     session, repo = open_repository(docker_registry, registry_client)
     async with session:
-        digest = await push(repo, "first")
-        await push(repo, "second")
+        await push(repo, "first")
+        second = await push(repo, "second")
         await repo.delete("first")
         assert await repo.ids() == {"second"}
-        gone = await registry_client.request("GET", f"{repo.base_url}/manifests/{digest}")
-        assert gone.status == 404
+        assert await manifest_digest(repo, "second") == second
         with pytest.raises(JobNotFoundError):
             await repo.info("first")
+
+
+async def test_delete_removes_one_tag_of_a_shared_manifest(
+    docker_registry: RegistryServer, registry_client: DockerRegistryClient
+) -> None:
+    """A release tagged both ``v1`` and ``latest``: retiring ``v1`` must keep ``latest``."""
+    session, repo = open_repository(docker_registry, registry_client)
+    async with session:
+        labels = {"release": "1"}
+        digest = await push_image(repo.client(), repo.base_url, "v1", [LAYER], labels=labels)
+        assert await push_image(repo.client(), repo.base_url, "latest", [LAYER], labels=labels) == (
+            digest
+        )
+        await repo.delete("v1")
+        assert await repo.ids() == {"latest"}
+        assert not await repo.contains("v1")
+        assert await repo.info("latest") == repo.image("latest")
+        assert await manifest_digest(repo, "latest") == digest
+        pulled = await repo.client().request("GET", f"{repo.base_url}/manifests/{digest}")
+        manifest = pulled.json()
+        for blob in [manifest["config"], *manifest["layers"]]:
+            fetched = await repo.client().request("GET", f"{repo.base_url}/blobs/{blob['digest']}")
+            assert fetched.status == 200
+            assert len(fetched.body) == blob["size"]
+        await repo.delete("v1")  # already gone: nothing happens
+        assert await repo.ids() == {"latest"}
 
 
 async def test_a_missing_repository_is_empty(

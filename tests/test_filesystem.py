@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import os
+import shlex
 import stat
 import threading
 from collections.abc import Callable
@@ -47,6 +48,8 @@ def _write(path: Path, data: str = "value") -> None:
 
 
 class TestFileRepository(BlobRepositoryContract):
+    missing_info_has_default = True  # the path a task is to write
+
     @pytest.fixture(
         params=[("", False), (".txt", False), (".txt", True)],
         ids=["plain", "extension", "case-insensitive"],
@@ -69,6 +72,8 @@ class TestYamlMetadataFileRepository(MetadataRepositoryContract):
 
 
 class TestDirectoryRepository(RepositoryContract):
+    missing_info_has_default = True  # the path a task is to fill
+
     @pytest.fixture(
         params=[("", False, False), (".d", True, True)],
         ids=["plain", "extension-discard-empty-case-insensitive"],
@@ -211,6 +216,53 @@ async def test_info_is_the_path(tmp_path: Path) -> None:
     assert isinstance(path, Path)
     assert path == tmp_path / "repo" / "job.txt"
     assert path.read_text() == "hello"
+
+
+async def test_info_names_an_output_before_it_exists(tmp_path: Path) -> None:
+    """A shell step writes the path ``info`` gives; the file then is the job's value."""
+    sources = FileRepository(tmp_path / "src", ".txt")
+    outputs = FileRepository(tmp_path / "out dir", ".txt")
+    async with await sources.open("job 1", "w") as writer:
+        await writer.write("hello\n")
+    await outputs.validate()
+    src, dst = await sources.info("job 1"), await outputs.info("job 1")
+    assert dst == tmp_path / "out dir" / "job 1.txt"
+    assert not await outputs.contains("job 1")
+    script = f"tr a-z A-Z < {shlex.quote(str(src))} > {shlex.quote(str(dst))}"
+    done = await asyncio.create_subprocess_exec("sh", "-c", script)
+    assert await done.wait() == 0
+    assert await outputs.contains("job 1")
+    async with await outputs.open("job 1", "r") as reader:
+        assert await reader.read() == "HELLO\n"
+
+
+async def test_info_of_an_absent_job_is_its_path(tmp_path: Path) -> None:
+    folder = tmp_path / "repo"
+    files = FileRepository(folder, ".txt")
+    dirs = DirectoryRepository(folder, ".d")
+    assert await files.info("new") == folder / "new.txt"
+    assert await dirs.info("new") == folder / "new.d"
+    assert await files.info_all() == {}
+    assert not folder.exists()
+    for repo in (files, dirs):
+        for job in ("", "a/b", "..", ".hidden", "x\n"):
+            with pytest.raises(InvalidJobIdError):
+                await repo.info(job)
+    with pytest.raises(JobNotFoundError):
+        await YamlMetadataFileRepository(folder).info("new")
+
+
+async def test_case_insensitive_info_prefers_an_existing_spelling(tmp_path: Path) -> None:
+    folder = tmp_path / "repo"
+    _write(folder / "Foo.TXT")
+    (folder / "Bar.D").mkdir()
+    files = FileRepository(folder, ".txt", case_insensitive=True)
+    dirs = DirectoryRepository(folder, ".d", case_insensitive=True)
+    assert await files.info("foo") == folder / "Foo.TXT"
+    assert await files.info("Other") == folder / "Other.txt"
+    assert await dirs.info("BAR") == folder / "Bar.D"
+    assert await dirs.info("Baz") == folder / "Baz.d"
+    assert _everything(folder) == ["Bar.D", "Foo.TXT"]
 
 
 async def test_relative_folder_is_made_absolute(
@@ -474,8 +526,8 @@ async def test_discard_empty(tmp_path: Path) -> None:
     assert not await repo.contains("job")
     assert await repo.ids() == set()
     assert [job async for job in repo] == []
-    with pytest.raises(JobNotFoundError):
-        await repo.info("job")
+    assert await repo.info_all() == {}
+    assert await repo.info("job") == path
     _write(path / "file")
     assert await repo.contains("job")
     assert await repo.ids() == {"job"}

@@ -203,6 +203,22 @@ class MetadataRepository(Repository, abc.ABC):
         """Store ``value`` for ``job``, replacing any previous value atomically."""
         await self._dump(self.check_job_id(job), value)
 
+    async def create(self, job: str, value: Any) -> bool:
+        """Store ``value`` for ``job`` only if ``job`` is absent; return whether this call did.
+
+        This default checks ``contains`` and then dumps, which is not atomic: two callers,
+        in one process or in several, may both find the id absent and both store (the
+        later value wins, and both return True). Repositories that can claim an id
+        atomically override it and say so in their documentation.
+        """
+        return await self._create(self.check_job_id(job), value)
+
+    async def _create(self, job: str, value: Any) -> bool:
+        if await self._contains(job):
+            return False
+        await self._dump(job, value)
+        return True
+
     @abc.abstractmethod
     async def _dump(self, job: str, value: Any) -> None: ...
 

@@ -1,8 +1,10 @@
 """Repositories built from other repositories: intersections, unions, exclusions and views.
 
-Every combinator here is a read view. None offers ``dump`` or ``open``: a value is
-written into the underlying repositories, and the combinator shows it from then on.
-``delete`` is forwarded as each class documents.
+Every combinator here but :class:`RelatedItemRepository` is a read view, offering no
+``dump`` or ``open``: a value is written into the underlying repositories, and the
+combinator shows it from then on. A :class:`RelatedItemRepository` offers the value
+methods of its base, reading and writing the item each id translates to. ``delete`` is
+forwarded as each class documents.
 
 Ids are checked once, by the public methods of :class:`Repository`, against
 :meth:`check_job_id`; each combinator narrows that check to the ids its underlying
@@ -15,10 +17,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from pydatatask.errors import ConfigurationError, InvalidJobIdError, JobNotFoundError
-from pydatatask.repository.base import Repository
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.streams import ByteReader, ByteWriter
 
 __all__ = [
     "AggregateAndRepository",
@@ -278,7 +281,31 @@ class RelatedItemRepository(Repository):
     be shared by other ids and deleting through a view must not destroy shared data.
     With ``allow_deletes`` it deletes the related base item; ``translator`` is never
     changed.
+
+    The view offers the value methods of ``base``, with ``k`` translated: over a
+    :class:`MetadataRepository` it is one too (``dump(k, value)`` and
+    ``create(k, value)`` write the base item ``k`` names), and over a
+    :class:`BlobRepository` it is one too (``open(k, mode)`` in every mode), so
+    ``isinstance`` tells what a view supports. ``info(k)`` is whatever ``base.info``
+    gives for the translated id, including a default the base documents for absent
+    ids. Reading or writing an id the translator does not map to a valid base id raises
+    :class:`JobNotFoundError`, as does reading a base item that is absent.
     """
+
+    def __new__(
+        cls,
+        base: Repository,
+        translator: Repository,
+        allow_deletes: bool = False,
+        prefetch_lookup: bool = True,
+    ) -> RelatedItemRepository:
+        """Make the view a metadata and/or blob repository when ``base`` is one."""
+        kind = cls
+        if cls is RelatedItemRepository:
+            kind = _RELATED_KINDS[
+                isinstance(base, MetadataRepository), isinstance(base, BlobRepository)
+            ]
+        return super().__new__(kind)
 
     def __init__(
         self,
@@ -295,8 +322,10 @@ class RelatedItemRepository(Repository):
         self.prefetch_lookup = prefetch_lookup
 
     def __repr__(self) -> str:
+        # The kinds chosen by __new__ are private: show the public class they stand for.
+        kind = next(cls for cls in type(self).__mro__ if not cls.__name__.startswith("_"))
         return (
-            f"<{type(self).__name__} base={self.base!r} translator={self.translator!r}"
+            f"<{kind.__name__} base={self.base!r} translator={self.translator!r}"
             f" allow_deletes={self.allow_deletes} prefetch_lookup={self.prefetch_lookup}>"
         )
 
@@ -323,6 +352,13 @@ class RelatedItemRepository(Repository):
                 invalid.append(job)
             return None
         return str(target)
+
+    async def _require_target(self, job: str) -> str:
+        """Return the base id ``job`` translates to; raise :class:`JobNotFoundError` if none."""
+        target = await self._target(job)
+        if target is None:
+            raise JobNotFoundError(job, self)
+        return target
 
     def _valid_targets(self, mapping: dict[str, Any]) -> dict[str, str]:
         valid: dict[str, str] = {}
@@ -364,10 +400,7 @@ class RelatedItemRepository(Repository):
         return target is not None and await self.base.contains(target)
 
     async def _info(self, job: str) -> Any:
-        target = await self._target(job)
-        if target is None:
-            raise JobNotFoundError(job, self)
-        return await self.base.info(target)
+        return await self.base.info(await self._require_target(job))
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{k: base info}`` for every id present."""
@@ -395,6 +428,46 @@ class RelatedItemRepository(Repository):
     async def validate(self) -> None:
         """Validate ``base`` and ``translator``."""
         await asyncio.gather(self.base.validate(), self.translator.validate())
+
+
+# The kinds RelatedItemRepository.__new__ picks from; each is chosen only for a base of
+# its kind, which is what makes the casts below true.
+
+
+class _RelatedMetadataRepository(RelatedItemRepository, MetadataRepository):
+    """A :class:`RelatedItemRepository` whose base is a :class:`MetadataRepository`."""
+
+    async def _dump(self, job: str, value: Any) -> None:
+        target = await self._require_target(job)
+        await cast(MetadataRepository, self.base).dump(target, value)
+
+    async def _create(self, job: str, value: Any) -> bool:
+        target = await self._require_target(job)
+        return await cast(MetadataRepository, self.base).create(target, value)
+
+
+class _RelatedBlobRepository(RelatedItemRepository, BlobRepository):
+    """A :class:`RelatedItemRepository` whose base is a :class:`BlobRepository`."""
+
+    async def _open_reader(self, job: str) -> ByteReader:
+        target = await self._require_target(job)
+        return await cast(BlobRepository, self.base).open(target, "rb")
+
+    async def _open_writer(self, job: str) -> ByteWriter:
+        target = await self._require_target(job)
+        return await cast(BlobRepository, self.base).open(target, "wb")
+
+
+class _RelatedBlobMetadataRepository(_RelatedBlobRepository, _RelatedMetadataRepository):
+    """A :class:`RelatedItemRepository` whose base is both (a YAML file repository)."""
+
+
+_RELATED_KINDS: dict[tuple[bool, bool], type[RelatedItemRepository]] = {
+    (False, False): RelatedItemRepository,
+    (True, False): _RelatedMetadataRepository,
+    (False, True): _RelatedBlobRepository,
+    (True, True): _RelatedBlobMetadataRepository,
+}
 
 
 class MapRepository(Repository):

@@ -17,23 +17,29 @@ except for loopback hosts (``localhost``, ``127.x.x.x``, ``[::1]``), which use p
 as Docker itself allows; an explicit ``http://`` or ``https://`` prefix overrides this
 and is left out of the image names.
 
-Deleting a job deletes the manifest its tag points to, by digest (registries reject tag
-deletes), so every other tag of the same manifest disappears with it; the registry must
-run with deletes enabled (``storage.delete.enabled: true``). Every registry error is
-translated in one place, :meth:`DockerRegistryClient.request`.
+Deleting a job removes that tag only. Registries delete manifests by digest, never a
+tag, and deleting a manifest removes every tag naming it; so the tag is first pointed at
+a small throwaway manifest of its own (an empty OCI image with a unique annotation),
+which is then deleted by its digest. Other tags of the image keep their manifest. The
+image the tag named stays in the registry, reachable by digest, until the registry's
+garbage collection removes untagged manifests. The registry must run with deletes
+enabled (``storage.delete.enabled: true``). Every registry error is translated in one
+place, :meth:`DockerRegistryClient.request`.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import Any, ClassVar, Self
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, JobNotFoundError
@@ -60,6 +66,20 @@ _LOOPBACK = re.compile(r"(localhost|127(\.\d{1,3}){3}|\[::1\])(:\d+)?", re.IGNOR
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 _MISSING_CODES = frozenset({"MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"})
+
+
+def _digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+# OCI's empty descriptor: the config and only layer of the throwaway manifest of a delete.
+_EMPTY_BLOB = b"{}"
+_EMPTY_DESCRIPTOR = {
+    "mediaType": "application/vnd.oci.empty.v1+json",
+    "digest": _digest_of(_EMPTY_BLOB),
+    "size": len(_EMPTY_BLOB),
+}
+_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _aiohttp() -> ModuleType:
@@ -369,12 +389,41 @@ class DockerRepository(Repository):
         return self.image(job)
 
     async def _delete(self, job: str) -> None:
-        digest = await self._digest(job)
-        if digest is None:
+        """Point the tag at a throwaway manifest, then delete that manifest by digest."""
+        if await self._digest(job) is None:
             return
-        if not digest:
-            raise BackendError(
-                f"the Docker registry {self.domain} gave no digest for {self.image(job)}, "
-                "so it cannot be deleted"
-            )
+        await self._upload_empty_blob()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": _OCI_MANIFEST,
+            "config": _EMPTY_DESCRIPTOR,
+            "layers": [_EMPTY_DESCRIPTOR],
+            # Unique, so no other tag can name this manifest and go with it.
+            "annotations": {"org.pydatatask.deleting": f"{job} {secrets.token_hex(16)}"},
+        }
+        body = json.dumps(manifest).encode()
+        pushed = await self.client().request(
+            "PUT",
+            f"{self.base_url}/manifests/{job}",
+            headers={"Content-Type": _OCI_MANIFEST},
+            data=body,
+        )
+        digest = pushed.headers.get("Docker-Content-Digest") or _digest_of(body)
         await self.client().request("DELETE", f"{self.base_url}/manifests/{digest}")
+
+    async def _upload_empty_blob(self) -> None:
+        """Make sure the repository holds the empty blob the throwaway manifest names."""
+        client = self.client()
+        digest = _digest_of(_EMPTY_BLOB)
+        found = await client.request("HEAD", f"{self.base_url}/blobs/{digest}")
+        if found.status == 200:
+            return
+        started = await client.request("POST", f"{self.base_url}/blobs/uploads/")
+        location = urljoin(self.base_url + "/", started.headers.get("Location", ""))
+        separator = "&" if "?" in location else "?"
+        await client.request(
+            "PUT",
+            f"{location}{separator}digest={quote(digest)}",
+            headers={"Content-Type": "application/octet-stream"},
+            data=_EMPTY_BLOB,
+        )

@@ -47,6 +47,9 @@ class _DictRepository(Repository):
 class InProcessMetadataRepository(_DictRepository, MetadataRepository):
     """Structured values in a dict. Values are stored by reference, as a dict would.
 
+    ``create`` is atomic among the tasks of one event loop: it checks and stores without
+    yielding to another task.
+
     :param data: the dict to use (not copied), or None for a new empty one.
     """
 
@@ -59,6 +62,12 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
 
     async def _dump(self, job: str, value: Any) -> None:
         self.data[job] = value
+
+    async def _create(self, job: str, value: Any) -> bool:
+        if job in self.data:
+            return False
+        self.data[job] = value
+        return True
 
 
 class _MemoryWriter(ByteWriter):

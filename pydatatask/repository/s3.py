@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import yaml
 
+from pydatatask import yamltext
 from pydatatask._optional import import_optional
 from pydatatask.errors import (
     BackendError,
@@ -75,9 +76,6 @@ _AUTH_CODES = frozenset(
     }
 )
 _BUSY_CODES = frozenset({"503", "RequestTimeout", "ServiceUnavailable", "SlowDown"})
-
-_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_YamlDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _botocore_errors() -> ModuleType:
@@ -530,14 +528,14 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
         async with await self._open_reader(job) as reader:
             raw = await reader.read()
         try:
-            return yaml.load(raw, Loader=_YamlLoader)
+            return yamltext.load(raw)
         except yaml.YAMLError as exc:
             raise BackendError(
                 f"s3://{self.bucket}/{self._key(job)} is not valid YAML: {exc}"
             ) from exc
 
     async def _dump(self, job: str, value: Any) -> None:
-        body = yaml.dump(value, Dumper=_YamlDumper, allow_unicode=True, sort_keys=False)
+        body = yamltext.dump(value)
         client = self._client()
         key = self._key(job)
         with self._errors(client, f"writing {key!r}"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydatatask.repository.filesystem.folder import (
     FolderRepository,
+    _create_locked_dir,
     _hidden_name,
     _in_thread,
     _make_hidden,
@@ -23,15 +24,21 @@ __all__ = ["DirectoryRepository"]
 class DirectoryRepository(FolderRepository):
     """One directory per job: job ``k`` is the directory ``basedir / (k + extension)``.
 
-    ``info(job)`` is the :class:`pathlib.Path` of the directory. Populate a job with
-    ``async with repo.create(job) as path:``, which yields a hidden temporary directory
-    in the folder and renames it into place when the block succeeds (replacing a
-    previous directory for the job) or removes it when the block fails, so a partial
-    directory is never seen as a job. ``await repo.mkdir(job)`` instead creates the
-    final directory directly and returns its path; whatever writes into it must accept
-    that readers can see it while it is being filled. ``delete`` first renames the
-    directory to a hidden name and then removes the whole tree; a symbolic link is
-    removed as a link, never followed.
+    ``info(job)`` is the :class:`pathlib.Path` of the directory, whether or not it exists
+    yet, so a task's template can name the directory it is to fill (``contains`` says
+    whether it exists).
+
+    Populate a job with ``async with repo.create(job) as path:``, which yields a hidden
+    temporary directory in the folder and renames it into place when the block succeeds
+    (replacing a previous directory for the job) or removes it when the block fails, so
+    a partial directory is never seen as a job. While the block runs, an exclusive
+    ``flock`` on the temporary directory keeps ``validate()``, in any process, from
+    removing it; ``validate()`` removes those of killed processes. ``await
+    repo.mkdir(job)`` instead creates the final directory directly and returns its
+    path; whatever writes into it must accept that readers can see it while it is being
+    filled. ``delete`` first renames the directory to a hidden name and then removes the
+    whole tree (a tree left by an interrupted ``delete`` goes at the next
+    ``validate()``); a symbolic link is removed as a link, never followed.
 
     With ``discard_empty=True`` an empty directory does not count as present: it is not
     listed and ``contains`` is false. ``case_insensitive`` works as for
@@ -92,17 +99,19 @@ class DirectoryRepository(FolderRepository):
 
     @contextlib.asynccontextmanager
     async def _create(self, job: str) -> AsyncIterator[Path]:
-        temp = await _in_thread(self._make_temp_dir, _remove_tree, job)
+        temp, lock = await _in_thread(self._make_temp_dir, _drop_temp_dir, job)
         try:
             yield Path(temp)
             await asyncio.to_thread(self._install, job, temp)
         except BaseException:
             await asyncio.to_thread(_remove_tree, temp)
             raise
+        finally:
+            os.close(lock)  # only now may the folder be tidied around it
 
-    def _make_temp_dir(self, job: str) -> str:
-        path, _ = _make_hidden(self._base, job + self.extension, "tmp", os.mkdir)
-        return path
+    def _make_temp_dir(self, job: str) -> tuple[str, int]:
+        """Create a locked hidden directory; return its path and the descriptor locking it."""
+        return _make_hidden(self._base, job + self.extension, "tmp", _create_locked_dir)
 
     def _install(self, job: str, temp: str) -> None:
         target = self._target(job)
@@ -121,3 +130,12 @@ class DirectoryRepository(FolderRepository):
             os.unlink(trash)
         else:
             _remove_tree(trash)
+
+
+def _drop_temp_dir(made: tuple[str, int]) -> None:
+    """Remove a temporary directory whose creator gave up, then release its lock."""
+    path, lock = made
+    try:
+        _remove_tree(path)
+    finally:
+        os.close(lock)

@@ -12,16 +12,16 @@ from typing import Any, BinaryIO, TypeVar
 
 import yaml
 
+from pydatatask import yamltext
 from pydatatask.errors import BackendError, JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository
 from pydatatask.repository.filesystem.folder import (
-    _DUMPER,
-    _LOADER,
     PARSE_BATCH,
     FolderRepository,
     _create_file,
     _in_thread,
     _make_hidden,
+    fsync_folder,
 )
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader, ByteWriter
 
@@ -102,11 +102,18 @@ class _FileReader(ByteReader):
 
 
 class _FileWriter(ByteWriter):
-    """Buffer up to one chunk in memory; spill to a hidden temporary file; rename on commit."""
+    """Buffer up to one chunk in memory; spill to a hidden temporary file; rename on commit.
 
-    def __init__(self, repository: FileRepository, job: str) -> None:
+    The temporary file is locked from its creation until it is renamed into place, so
+    tidying the folder never takes it from a live writer. A ``durable`` writer also
+    fsyncs the file before the rename and the folder after it, so a committed value
+    survives a crash of the machine.
+    """
+
+    def __init__(self, repository: FileRepository, job: str, *, durable: bool = False) -> None:
         self._repository = repository
         self._job = job
+        self._durable = durable
         self._chunks: list[bytes] = []
         self._size = 0
         self._file: BinaryIO | None = None
@@ -134,18 +141,35 @@ class _FileWriter(ByteWriter):
         with self._lock:
             self._spill_locked(chunks)
 
-    def _commit_sync(self, chunks: list[bytes]) -> None:
+    def _commit_sync(self, chunks: list[bytes], exclusive: bool = False) -> bool:
+        """Write ``chunks`` and install the file as the job's value; return whether it was.
+
+        With ``exclusive`` the file is installed only if the job has no file yet (it is
+        hard-linked into place, which fails when the name exists). Nothing is installed
+        once the writer was discarded.
+        """
         with self._lock:
             if not self._spill_locked(chunks):
-                return
+                return False
             assert self._file is not None
             assert self._temp is not None
             target = self._repository._target(self._job)
-            _keep_mode(self._file, target)
+            self._file.flush()
+            if self._durable:
+                os.fsync(self._file.fileno())
+            # Rename while the file is open, so it stays locked until it leaves its name.
+            if exclusive:
+                installed = _link_new(self._temp, target)
+            else:
+                _keep_mode(self._file, target)
+                os.replace(self._temp, target)
+                installed = True
+            self._temp = None
             self._file.close()
             self._file = None
-            os.replace(self._temp, target)
-            self._temp = None
+        if installed and self._durable:
+            fsync_folder(self._repository._base)
+        return installed
 
     def _discard_sync(self) -> None:
         with self._lock:
@@ -176,6 +200,17 @@ class _FileWriter(ByteWriter):
             await asyncio.to_thread(self._discard_sync)
 
 
+def _link_new(temp: str, target: str) -> bool:
+    """Give the file ``temp`` the name ``target`` unless that exists; remove ``temp`` either way."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(temp)
+    return True
+
+
 def _keep_mode(file: BinaryIO, target: str) -> None:
     """Give a replacement the mode of the file it replaces, as writing in place would."""
     try:
@@ -188,23 +223,31 @@ def _keep_mode(file: BinaryIO, target: str) -> None:
 class FileRepository(FolderRepository, BlobRepository):
     """One regular file per job: job ``k`` is the file ``basedir / (k + extension)``.
 
-    ``info(job)`` is the :class:`pathlib.Path` of the file. ``validate()`` creates the
-    folder and its parents; a write also creates it when missing. Listing yields the
-    names of regular files (or links to them) ending in ``extension``, without it;
-    hidden files, including the temporary files of writes in progress, are never listed.
+    ``info(job)`` is the :class:`pathlib.Path` of the file, whether or not it exists yet,
+    so a task's template can name the file it is to write (``contains`` says whether it
+    exists). ``validate()`` creates the folder and its parents; a write also creates it
+    when missing. Listing yields the names of regular files (or links to them) ending in
+    ``extension``, without it; hidden files, including the temporary files of writes in
+    progress, are never listed.
 
     A writer keeps up to 64 KiB in memory and then spills to a hidden temporary file
     ``.NAME.RANDOM.tmp`` in the folder, renamed over the job's file when the writer
     closes successfully; a failed or cancelled writer removes it and the old value
-    stays. A new file gets the mode ``0o666 & ~umask``; a replaced file keeps its mode.
+    stays. The writer holds an exclusive ``flock`` on its temporary file while it lives;
+    ``validate()`` removes the temporaries of writers that were killed (those no one
+    locks). A new file gets the mode ``0o666 & ~umask``; a replaced file keeps its mode.
     Values are not fsynced: they survive a crash of the process, not of the machine.
 
     With ``case_insensitive=True`` the extension matches in any case, listed ids are
     lower-cased, and ``contains``, ``info``, ``open`` and ``delete`` find an existing
     file whose name equals ``job + extension`` ignoring case (``delete`` removes every
-    such file; a write replaces the existing one, else creates ``job + extension``).
-    A lookup whose exact spelling is absent scans the folder.
+    such file; a write replaces the existing one, else creates ``job + extension``;
+    ``info`` of an absent job is the path of ``job + extension``). A lookup whose exact
+    spelling is absent scans the folder.
     """
+
+    _durable = False
+    """Whether writes are fsynced before and after their rename."""
 
     def __init__(
         self, basedir: str | os.PathLike[str], extension: str = "", case_insensitive: bool = False
@@ -228,11 +271,14 @@ class FileRepository(FolderRepository, BlobRepository):
         """Create a hidden temporary file beside the job's file; run in a thread."""
         return _make_hidden(self._base, job + self.extension, "tmp", _create_file)
 
-    def _write_sync(self, job: str, data: bytes) -> None:
-        """Write ``data`` as the value of ``job`` atomically; run in a thread."""
-        writer = _FileWriter(self, job)
+    def _write_sync(self, job: str, data: bytes, exclusive: bool = False) -> bool:
+        """Write ``data`` as the value of ``job`` atomically; run in a thread.
+
+        Return whether it was written: with ``exclusive``, only if ``job`` had no file.
+        """
+        writer = _FileWriter(self, job, durable=self._durable)
         try:
-            writer._commit_sync([data])
+            return writer._commit_sync([data], exclusive)
         except BaseException:
             writer._discard_sync()
             raise
@@ -253,7 +299,7 @@ class FileRepository(FolderRepository, BlobRepository):
             raise JobNotFoundError(job, self) from None  # deleted since it was found
 
     async def _open_writer(self, job: str) -> ByteWriter:
-        return _FileWriter(self, job)
+        return _FileWriter(self, job, durable=self._durable)
 
 
 class YamlMetadataFileRepository(FileRepository, MetadataRepository):
@@ -262,7 +308,14 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     It is also a :class:`FileRepository`, so ``open(job, mode)`` reads or writes the raw
     YAML text. Values use YAML's safe subset (mappings, sequences, strings, numbers,
     booleans, null, dates); tuples are stored as lists. Writes are atomic, as for
-    :class:`FileRepository`.
+    :class:`FileRepository`, and durable, since done records and claims live here: the
+    file is fsynced before it is renamed into place and the folder after, so a value
+    that was stored survives a crash of the machine. ``info`` of an absent job raises
+    :class:`~pydatatask.errors.JobNotFoundError`.
+
+    ``create(job, value)`` is atomic across processes (on one machine, or on a shared
+    filesystem that supports hard links): the value is written to a temporary file that
+    is then hard-linked to the job's name, which fails when the name exists.
 
     ``dump`` of a value YAML cannot represent raises :class:`TypeError` naming the job,
     and the previous value stays. ``info`` of a file that is not valid YAML raises
@@ -270,12 +323,14 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     is corrupt, which is a failure of the storage rather than of the caller.
     """
 
+    _durable = True
+
     def __init__(self, basedir: str | os.PathLike[str], extension: str = ".yaml") -> None:
         super().__init__(basedir, extension)
 
     def _parse(self, job: str, path: str, data: bytes) -> Any:
         try:
-            return yaml.load(data, Loader=_LOADER)  # a safe loader
+            return yamltext.load(data)
         except yaml.YAMLError as exc:
             raise BackendError(
                 f"{self!r}: the value of job {job!r} in {path} is not valid YAML: {exc}"
@@ -317,15 +372,18 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
             result.update(await asyncio.to_thread(self._load_batch, batch))
         return result
 
-    def _dump_sync(self, job: str, value: Any) -> None:
+    def _dump_sync(self, job: str, value: Any, exclusive: bool = False) -> bool:
         try:
-            text = yaml.dump(value, Dumper=_DUMPER, sort_keys=False, allow_unicode=True)
+            text = yamltext.dump(value)
         except yaml.YAMLError as exc:
             raise TypeError(
                 f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
                 f"as YAML: {exc}"
             ) from exc
-        self._write_sync(job, text.encode("utf-8"))
+        return self._write_sync(job, text.encode("utf-8"), exclusive)
 
     async def _dump(self, job: str, value: Any) -> None:
         await asyncio.to_thread(self._dump_sync, job, value)
+
+    async def _create(self, job: str, value: Any) -> bool:
+        return await asyncio.to_thread(self._dump_sync, job, value, True)

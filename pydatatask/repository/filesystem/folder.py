@@ -5,16 +5,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import re
 import secrets
 import shutil
+import stat
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
-
-import yaml
 
 from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import Repository
@@ -28,13 +29,16 @@ LIST_BATCH = 1000
 PARSE_BATCH = 256
 """YAML files read and parsed per thread hop in :meth:`YamlMetadataFileRepository.info_all`."""
 
+STALE_SECONDS = 10.0
+"""How old an unlocked temporary must be before :meth:`FolderRepository.validate` removes it.
+
+A writer locks its temporary right after creating it; this covers the instant between.
+"""
+
 _T = TypeVar("_T")
 _TOKEN_BYTES = 4
-
-# libyaml is much faster; the pure-Python classes behave the same.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER: Any = type("_Dumper", (getattr(yaml, "CSafeDumper", yaml.SafeDumper),), {})
-_DUMPER.add_representer(tuple, yaml.representer.SafeRepresenter.represent_list)
+# What _hidden_name makes: ".NAME.TOKEN.PURPOSE", NAME possibly cut short.
+_HIDDEN_NAME = re.compile(rf"\.(.*)\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.(tmp|del|old)", re.DOTALL)
 
 
 def _hidden_name(name: str, purpose: str) -> str:
@@ -67,9 +71,46 @@ def _make_hidden(folder: str, name: str, purpose: str, make: Callable[[str], _T]
 
 
 def _create_file(path: str) -> BinaryIO:
-    """Create a new file for writing, with the mode ``0o666 & ~umask`` as ``open`` gives."""
+    """Create and lock a new file for writing, with the mode ``0o666 & ~umask``.
+
+    The exclusive ``flock`` lasts until the file is closed; it tells
+    :meth:`FolderRepository.validate`, in any process, that a writer still owns the file.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    return open(os.open(path, flags, 0o666), "wb")
+    descriptor = os.open(path, flags, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(descriptor)
+        os.unlink(path)
+        raise
+    return open(descriptor, "wb")
+
+
+def _create_locked_dir(path: str) -> int:
+    """Create a directory and return a descriptor of it holding an exclusive ``flock``."""
+    os.mkdir(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except BaseException:
+        os.rmdir(path)
+        raise
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(descriptor)
+        os.rmdir(path)
+        raise
+    return descriptor
+
+
+def fsync_folder(folder: str) -> None:
+    """Flush a folder's entries (a rename into it) to disk; run in a thread."""
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 async def _in_thread(func: Callable[..., _T], undo: Callable[[_T], object], *args: Any) -> _T:
@@ -105,6 +146,37 @@ def _remove_tree(path: str) -> None:
         return
     except OSError as exc:
         logger.warning("could not remove %s: %s", path, exc)
+
+
+def _remove_if_abandoned(path: str) -> None:
+    """Remove the temporary file or tree at ``path`` unless a live writer still locks it.
+
+    Only an entry whose lock can be taken at once and that is older than
+    :data:`STALE_SECONDS` is removed, and only if ``path`` still names the entry locked.
+    """
+    try:
+        # O_NONBLOCK: never wait on a FIFO someone named like a temporary.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # gone, or a link, which no writer makes
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a live writer owns it
+        held = os.fstat(descriptor)
+        if time.time() - held.st_mtime < STALE_SECONDS:
+            return  # possibly created an instant ago, not locked yet
+        with contextlib.suppress(FileNotFoundError):
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                return
+            if stat.S_ISDIR(held.st_mode):
+                _remove_tree(path)
+            else:
+                os.unlink(path)
+    finally:
+        os.close(descriptor)
 
 
 def _nonempty_dir(path: str) -> bool:
@@ -150,7 +222,13 @@ class FolderRepository(Repository):
         return job
 
     async def validate(self) -> None:
-        """Create the folder (and its parents) and check that it is writable.
+        """Create the folder (and its parents), check that it is writable, and tidy it.
+
+        Tidying removes what interrupted writers and deletions left behind: hidden
+        temporaries no live writer (in any process) holds locked, once they are
+        :data:`STALE_SECONDS` old, and the hidden trees of interrupted deletions. A tree
+        set aside while a directory was replaced is removed only once the job's
+        directory is back in place, as it may otherwise be the job's only copy.
 
         :raises BackendError: when the folder cannot be created or written.
         """
@@ -163,6 +241,26 @@ class FolderRepository(Repository):
             raise BackendError(f"{self!r}: cannot create the folder: {exc}") from exc
         if not os.access(self._base, os.W_OK | os.X_OK):
             raise BackendError(f"{self!r}: the folder is not writable")
+        self._tidy_sync()
+
+    def _tidy_sync(self) -> None:
+        with os.scandir(self._base) as entries:
+            names = [entry.name for entry in entries if entry.name.startswith(".")]
+        for name in names:
+            found = _HIDDEN_NAME.fullmatch(name)
+            if found is None:
+                continue  # hidden, but not ours
+            path = os.path.join(self._base, name)
+            if found.group(2) == "tmp":
+                _remove_if_abandoned(path)
+            elif found.group(2) == "del" or self._replaced(name, found.group(1)):
+                _remove_tree(path)
+
+    def _replaced(self, hidden: str, original: str) -> bool:
+        """Whether the entry the tree ``hidden`` was set aside from is back in place."""
+        if len(os.fsencode(hidden)) >= MAX_NAME_BYTES:
+            return False  # the original name may have been cut short to fit
+        return os.path.lexists(os.path.join(self._base, original))
 
     # The predicates below run in worker threads.
 
@@ -331,7 +429,14 @@ class FolderRepository(Repository):
         )
 
     async def _info(self, job: str) -> Any:
-        return Path(await asyncio.to_thread(self._require, job))
+        """Return the path of ``job``, present or not: an output's path is known beforehand."""
+        if not self.case_insensitive:
+            return self.basedir / (job + self.extension)
+        return Path(await asyncio.to_thread(self._path_of, job))
+
+    def _path_of(self, job: str) -> str:
+        """Return the path of the entry holding ``job``, else the path a write would take."""
+        return self._locate(job) or self._target(job)
 
     async def _delete(self, job: str) -> None:
         await asyncio.to_thread(self._delete_sync, job)
