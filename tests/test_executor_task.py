@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
+import os
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ import pytest
 import pydatatask as pdt
 from pydatatask import InProcessBlobRepository as Blobs
 from pydatatask import InProcessMetadataRepository as Memory
+
+TIMED_OUT = "task 'slow' job 'k' timed out after 0.2 s: its repositories refuse every call"
 
 
 @pytest.fixture
@@ -97,6 +102,143 @@ async def test_async_body_timeout_cancels_it(pool: concurrent.futures.ThreadPool
         await pdt.run(pipeline)
     assert (await task.done.info("k"))["timeout"] is True
     assert cancelled.wait(5)
+
+
+async def _end_then_release(
+    task: pdt.ExecutorTask,
+    release: threading.Event,
+    finished: threading.Event,
+    run_timeout: float | None = None,
+) -> None:
+    """Run until the job has ended, then let its body go on and wait until it returns."""
+    async with pdt.Pipeline([task]) as pipeline:
+        try:
+            await pdt.run(pipeline, timeout=run_timeout)
+        finally:
+            release.set()
+        assert await asyncio.to_thread(finished.wait, 60), "the body never returned"
+
+
+def _refused(body: Any, refusals: list[str], finished: threading.Event) -> Any:
+    """Wrap a plain ``body`` to note each LifecycleError it raises and when it returns."""
+
+    @functools.wraps(body)  # keeps the signature that binds links to parameters
+    def wrapped(job: str, **repositories: Any) -> None:
+        try:
+            body(job, **repositories)
+        except pdt.LifecycleError as error:
+            refusals.append(str(error))
+        finally:
+            finished.set()
+
+    return wrapped
+
+
+async def test_sync_body_cannot_write_after_its_timeout(
+    pool: concurrent.futures.ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    release, finished = threading.Event(), threading.Event()
+    refusals: list[str] = []
+    out = pdt.FileRepository(tmp_path / "out", ".txt")
+    kept, marks = Memory({"k": "old"}), Memory()
+
+    def body(job: str, out: Any, kept: Any, marks: Any) -> None:
+        release.wait(60)
+        attempts: list[Callable[[], Any]] = [
+            lambda: out.open(job, "w"),
+            lambda: out.open(job, "wb"),
+            lambda: marks.dump(job, "late"),
+            lambda: kept.delete(job),
+        ]
+        for attempt in attempts:
+            try:
+                attempt()
+            except pdt.LifecycleError as error:
+                refusals.append(str(error))
+
+    task = pdt.ExecutorTask(
+        "slow", pool, Memory(), func=_refused(body, refusals, finished), timeout=0.2
+    )
+    task.link("source", Memory({"k": 1}), is_input=True)
+    task.link("out", out, is_output=True)
+    task.link("kept", kept, is_output=True)
+    task.link("marks", marks, is_output=True)
+    await _end_then_release(task, release, finished)
+    assert (await task.done.info("k"))["timeout"] is True
+    assert refusals == [TIMED_OUT] * 4
+    assert os.listdir(tmp_path / "out") == []
+    assert marks.data == {}
+    assert kept.data == {"k": "old"}
+
+
+async def test_writer_opened_before_the_timeout_commits_nothing(
+    pool: concurrent.futures.ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    release, finished = threading.Event(), threading.Event()
+    refusals: list[str] = []
+    out = pdt.FileRepository(tmp_path / "out", ".txt")
+
+    def body(job: str, out: Any) -> None:
+        with out.open(job, "wb") as writer:
+            writer.write(b"x" * (1 << 17))  # past the in-memory buffer: on disk already
+            release.wait(60)  # then the block ends, which would commit the value
+
+    task = pdt.ExecutorTask(
+        "slow", pool, Memory(), func=_refused(body, refusals, finished), timeout=0.2
+    )
+    task.link("source", Memory({"k": 1}), is_input=True)
+    task.link("out", out, is_output=True)
+    await _end_then_release(task, release, finished)
+    assert (await task.done.info("k"))["timeout"] is True
+    assert refusals == [TIMED_OUT]
+    assert os.listdir(tmp_path / "out") == []  # neither the value nor its temporary file
+
+
+async def test_async_body_cannot_finish_a_writer_after_its_timeout(
+    pool: concurrent.futures.ThreadPoolExecutor, tmp_path: Path
+) -> None:
+    release, finished = threading.Event(), threading.Event()
+    refusals: list[str] = []
+    out = pdt.FileRepository(tmp_path / "out", ".txt")
+
+    async def body(job: str, out: Any) -> None:
+        try:
+            async with await out.open(job, "w") as writer:
+                await writer.write("x" * (1 << 17))
+                release.wait(60)  # blocking code holds the worker loop past the timeout
+                await writer.write("late")
+        except pdt.LifecycleError as error:
+            refusals.append(str(error))
+        finally:
+            finished.set()
+
+    task = pdt.ExecutorTask("slow", pool, Memory(), func=body, timeout=0.2)
+    task.link("source", Memory({"k": 1}), is_input=True)
+    task.link("out", out, is_output=True)
+    await _end_then_release(task, release, finished)
+    assert (await task.done.info("k"))["timeout"] is True
+    assert refusals == [TIMED_OUT]
+    assert os.listdir(tmp_path / "out") == []
+
+
+async def test_body_of_a_cancelled_job_cannot_write(
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    release, finished = threading.Event(), threading.Event()
+    refusals: list[str] = []
+    marks = Memory()
+
+    def body(job: str, marks: Any) -> None:
+        release.wait(60)
+        marks.dump(job, "late")
+
+    task = pdt.ExecutorTask("stopped", pool, Memory(), func=_refused(body, refusals, finished))
+    task.link("source", Memory({"k": 1}), is_input=True)
+    task.link("marks", marks, is_output=True)
+    await _end_then_release(task, release, finished, run_timeout=0.2)
+    assert not await task.done.contains("k")
+    assert refusals == ["task 'stopped' job 'k' was cancelled: its repositories refuse every call"]
+    assert marks.data == {}
 
 
 async def test_failure_in_worker_is_recorded(pool: concurrent.futures.ThreadPoolExecutor) -> None:

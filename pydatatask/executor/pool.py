@@ -4,6 +4,12 @@ Repositories and their clients live on the controller's event loop. A body runni
 a worker gets views of its repositories that carry every call over to that loop: a
 blocking view for a plain function, an async view for a coroutine function, which runs
 on an event loop its worker thread keeps for all the jobs it runs.
+
+The views of one job share a :class:`JobScope`, which the task ends when the job ends,
+however it ends. A worker thread cannot be interrupted, so a body that timed out or was
+cancelled may still be running; from then on every call through its views, reads
+included, raises :class:`~pydatatask.errors.LifecycleError`, and the writers it left
+open are discarded, so nothing it does afterwards lands in a repository.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import asyncio
 import concurrent.futures
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -19,7 +26,9 @@ from typing import Any
 
 from pydatatask.errors import LifecycleError
 
-__all__ = ["AsyncView", "BlockingView", "run_on_executor"]
+__all__ = ["AsyncView", "BlockingView", "JobScope", "run_on_executor"]
+
+logger = logging.getLogger(__name__)
 
 _local = threading.local()
 
@@ -43,27 +52,82 @@ def _worker_loop() -> asyncio.AbstractEventLoop:
     return holder.loop
 
 
-class _Bridge:
-    """Submits coroutines to the controller loop on behalf of one job, until it ends."""
+class JobScope:
+    """What the repository views of one job's body share, until the job ends.
 
-    def __init__(self, controller: asyncio.AbstractEventLoop) -> None:
+    Every call a view makes runs on the controller's loop. After :meth:`end`, each new
+    call raises :class:`LifecycleError` naming the task, the job and how it ended; calls
+    still running are cancelled, and writers opened through the views are aborted, so
+    a writer the body closes afterwards commits nothing. A commit already under way
+    when the job ends may still complete: it began before the end.
+    """
+
+    def __init__(self, controller: asyncio.AbstractEventLoop, task: str, job: str) -> None:
         self.controller = controller
-        self.closed = False
-        self.pending: set[concurrent.futures.Future[Any]] = set()
+        self._task = task
+        self._job = job
+        self._ending: str | None = None
+        self._running: set[asyncio.Task[Any]] = set()
+        self._writers: list[Any] = []
+
+    def _refusal(self) -> LifecycleError:
+        return LifecycleError(
+            f"task {self._task!r} job {self._job!r} {self._ending}: "
+            "its repositories refuse every call"
+        )
 
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        if self.closed:
-            coroutine.close()
-            raise LifecycleError("this job has ended (cancelled or timed out)")
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.controller)
-        self.pending.add(future)
-        future.add_done_callback(self.pending.discard)
-        return future
+        """Run ``coroutine`` on the controller's loop; callable from any thread.
 
-    def close(self) -> None:
-        self.closed = True
-        for future in list(self.pending):
-            future.cancel()
+        :raises LifecycleError: once the job has ended.
+        """
+        if self._ending is not None:
+            coroutine.close()
+            raise self._refusal()
+        return asyncio.run_coroutine_threadsafe(self._run(coroutine), self.controller)
+
+    async def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        # On the controller's loop, like end(): a call either starts before the job
+        # ends, and end() cancels it, or it sees the ending and never starts.
+        if self._ending is not None:
+            coroutine.close()
+            raise self._refusal()
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            result = await coroutine
+        except asyncio.CancelledError:
+            if self._ending is None:
+                raise
+            raise self._refusal() from None
+        finally:
+            self._running.discard(task)
+        if _is_stream(result) and callable(getattr(result, "abort", None)):
+            self._writers.append(result)
+        return result
+
+    async def end(self, ending: str) -> None:
+        """Refuse every later call, saying the job ``ending`` (e.g. "timed out after 2 s").
+
+        Waits for the calls still running to stop, then aborts every writer opened
+        through the views (closed writers ignore it). Ending twice does nothing.
+        """
+        if self._ending is not None:
+            return
+        self._ending = ending
+        running = list(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for writer in self._writers:
+            try:
+                await writer.abort()
+            except Exception:
+                logger.exception(
+                    "could not discard a writer of task %r job %r", self._task, self._job
+                )
+        self._writers.clear()
 
 
 def _is_stream(value: object) -> bool:
@@ -73,13 +137,13 @@ def _is_stream(value: object) -> bool:
 class BlockingView:
     """A blocking view of a repository or stream for a body running in a worker thread."""
 
-    def __init__(self, target: Any, bridge: _Bridge) -> None:
+    def __init__(self, target: Any, scope: JobScope) -> None:
         self._target = target
-        self._bridge = bridge
+        self._scope = scope
 
     def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        result = self._bridge.submit(coroutine).result()
-        return BlockingView(result, self._bridge) if _is_stream(result) else result
+        result = self._scope.submit(coroutine).result()
+        return BlockingView(result, self._scope) if _is_stream(result) else result
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
@@ -110,13 +174,13 @@ class BlockingView:
 class AsyncView:
     """An async view of a repository or stream for a coroutine body on a worker's loop."""
 
-    def __init__(self, target: Any, bridge: _Bridge) -> None:
+    def __init__(self, target: Any, scope: JobScope) -> None:
         self._target = target
-        self._bridge = bridge
+        self._scope = scope
 
     async def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        result = await asyncio.wrap_future(self._bridge.submit(coroutine))
-        return AsyncView(result, self._bridge) if _is_stream(result) else result
+        result = await asyncio.wrap_future(self._scope.submit(coroutine))
+        return AsyncView(result, self._scope) if _is_stream(result) else result
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._target, name)
@@ -180,25 +244,24 @@ async def run_on_executor(
     func: Callable[..., Any],
     job: str,
     repositories: dict[str, Any],
-    controller: asyncio.AbstractEventLoop,
+    scope: JobScope,
 ) -> Any:
     """Run ``func(job, **repositories)`` on ``executor`` and return its result.
 
-    When the caller is cancelled (a timeout), a coroutine body is cancelled on its
-    worker loop; a plain function cannot be interrupted and is abandoned, and any
-    repository call it makes afterwards fails.
+    The body receives views of ``repositories`` that act through ``scope``, which the
+    caller ends when the job ends. When the caller is cancelled (a timeout), a coroutine
+    body is cancelled on its worker loop; a plain function cannot be interrupted and is
+    abandoned.
     """
-    bridge = _Bridge(controller)
     is_coroutine = inspect.iscoroutinefunction(func)
     view = AsyncView if is_coroutine else BlockingView
-    kwargs = {name: view(repo, bridge) for name, repo in repositories.items()}
+    kwargs = {name: view(repo, scope) for name, repo in repositories.items()}
     cancel = _Cancel()
     if is_coroutine:
         call = functools.partial(_run_coroutine_body, func, job, kwargs, cancel)
     else:
         call = functools.partial(func, job, **kwargs)
     try:
-        return await controller.run_in_executor(executor, call)
+        return await scope.controller.run_in_executor(executor, call)
     finally:
         cancel.cancel()
-        bridge.close()

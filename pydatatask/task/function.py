@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, Self
 
 from pydatatask.errors import ConfigurationError
-from pydatatask.executor.pool import run_on_executor
+from pydatatask.executor.pool import JobScope, run_on_executor
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.task.base import Task
 from pydatatask.task.retry import RetryPolicy
@@ -18,6 +18,10 @@ from pydatatask.task.retry import RetryPolicy
 __all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask"]
 
 JobFunction = Callable[..., Any]
+
+# The loop may run a timer callback up to its clock resolution early, so a timeout
+# can fire a hair before its nominal deadline.
+_CLOCK_SLACK = 0.01
 
 
 class FunctionTask(Task):
@@ -122,6 +126,12 @@ class ExecutorTask(FunctionTask):
     that the worker thread keeps for all its jobs and receives async views. Either way,
     each repository call is carried out on the controller's loop, where the session's
     clients live. A process pool can only run bodies that take just ``job``.
+
+    A worker thread cannot be interrupted, so a body whose job timed out or was
+    cancelled may go on running. Once its job has ended, every call it makes through
+    its views, reads included, raises :class:`~pydatatask.errors.LifecycleError` naming
+    the task, the job and how it ended, and the writers it left open are discarded:
+    nothing it writes after the end becomes visible.
     """
 
     def __init__(
@@ -162,9 +172,27 @@ class ExecutorTask(FunctionTask):
             )
 
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
-        """Run the body for ``job`` on the executor."""
+        """Run the body for ``job`` on the executor; its views stop working when it ends."""
         assert self.func is not None
-        await run_on_executor(
-            self.executor, self.func, job, self._arguments(), asyncio.get_running_loop()
-        )
+        loop = asyncio.get_running_loop()
+        scope = JobScope(loop, self.name, job)
+        began = loop.time()
+        ending = "has ended"
+        try:
+            await run_on_executor(self.executor, self.func, job, self._arguments(), scope)
+        except asyncio.CancelledError:
+            ending = self._why_cancelled(loop.time() - began)
+            raise
+        finally:
+            await scope.end(ending)
         return {}
+
+    def _why_cancelled(self, elapsed: float) -> str:
+        """Say how an attempt cancelled after ``elapsed`` seconds ended."""
+        if (
+            self.timeout is not None
+            and not self.shutting_down
+            and elapsed >= self.timeout - _CLOCK_SLACK
+        ):
+            return f"timed out after {self.timeout:g} s"
+        return "was cancelled"
