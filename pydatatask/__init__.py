@@ -15,6 +15,7 @@ from pydatatask.errors import (
     ConfigurationError,
     InputError,
     InvalidJobIdError,
+    JobClaimedError,
     JobNotFoundError,
     JobNotReadyError,
     LifecycleError,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
     from pydatatask.task.container import ContainerTask
     from pydatatask.task.kubernetes import KubeFunctionTask, KubeTask
 
-__version__ = "0.1.0"
+__version__ = "0.5.0"
 
 # name -> module that defines it; imported on first attribute access (PEP 562).
 _LAZY: dict[str, str] = {
@@ -100,6 +101,7 @@ __all__ = [
     "InProcessSyncTask",
     "InputError",
     "InvalidJobIdError",
+    "JobClaimedError",
     "JobNotFoundError",
     "JobNotReadyError",
     "KubeFunctionTask",

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pydatatask import setexpr
+from pydatatask import setexpr, yamltext
 from pydatatask.errors import InputError, JobNotFoundError, JobNotReadyError
 from pydatatask.graph import graph
+from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository, check_job_id
 from pydatatask.task.base import DONE_LINK, Task
 
@@ -29,6 +30,7 @@ __all__ = [
     "InputError",
     "JobNotReadyError",
     "cat",
+    "failures",
     "graph",
     "inject",
     "launch",
@@ -80,11 +82,6 @@ def _scheduler(pipeline: Pipeline) -> Scheduler:
     return scheduler
 
 
-def _succeeded(record: Any) -> bool:
-    """Whether a done record says the job succeeded (records without the flag count)."""
-    return not (isinstance(record, dict) and record.get("success") is False)
-
-
 def _required(task: Task) -> list[tuple[str, Repository]]:
     if task.ready is not None:
         return [("ready", task.ready)]
@@ -114,23 +111,36 @@ class _Listing:
 # ------------------------------------------------------------------- status
 
 
+async def _all_records(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Read every task's done records (each a mapping or an :class:`Unreadable`)."""
+    return {name: await read_records(task.done) for name, task in pipeline.tasks.items()}
+
+
 async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """Count each task's jobs by state, and the ids in each of its links.
 
-    States: ``succeeded``, ``failed`` (no retry pending), ``retrying``, ``running``,
-    ``ready``, ``blocked`` (in an inhibiting repository) and ``waiting`` (present in the
-    required inputs but not ready, for example waiting for an upstream job).
+    States: ``succeeded``, ``failed`` (no retry pending), ``unreadable`` (a done record
+    that cannot be read; the job is left alone), ``retrying``, ``running``, ``ready``,
+    ``blocked`` (in an inhibiting repository, or an upstream job failed or is blocked) and
+    ``waiting`` (present in the required inputs but not ready, for example waiting for an
+    upstream job to run).
     """
     scheduler = _scheduler(pipeline)
     await scheduler.refresh()
     listing = _Listing()
+    all_records = await _all_records(pipeline)
+    stuck: dict[str, set[str]] = {}
+    """Per task, the jobs that cannot succeed without a person: failed or blocked."""
     result: dict[str, dict[str, Any]] = {}
-    for name, task in pipeline.tasks.items():
-        records = await task.done.info_all()
-        succeeded = {job for job, record in records.items() if _succeeded(record)}
+    for task in pipeline.topological_order():
+        name = task.name
+        records = all_records[name]
+        kinds = {job: outcome(record) for job, record in records.items()}
+        succeeded = {job for job, kind in kinds.items() if kind is Outcome.SUCCEEDED}
+        unreadable = {job for job, kind in kinds.items() if kind is Outcome.UNREADABLE}
         ready = set(scheduler.ready[name])
         retrying = {job for job in scheduler.retry_at[name] if job in records} - ready
-        failed = set(records) - succeeded - retrying - ready
+        failed = set(records) - succeeded - unreadable - retrying - ready
         running = set(scheduler.running[name])
         required = [await listing.ids(repo) for _, repo in _required(task)]
         eligible = set(required[0]).intersection(*required[1:]) if required else set()
@@ -138,10 +148,14 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
         inhibited: set[str] = set()
         for _, repo in _inhibiting(task):
             inhibited |= await listing.ids(repo)
+        for upstream in pipeline.upstream_of(name):
+            inhibited |= stuck[upstream.name]
         blocked = eligible & inhibited
+        stuck[name] = failed | unreadable | blocked
         result[name] = {
             "succeeded": len(succeeded),
             "failed": len(failed),
+            "unreadable": len(unreadable),
             "retrying": len(retrying),
             "running": len(running),
             "ready": len(ready),
@@ -149,15 +163,35 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             "blocked": len(blocked),
             "links": {link: len(await listing.ids(item.repo)) for link, item in task.links.items()},
         }
-    return result
+    return {name: result[name] for name in pipeline.tasks}
+
+
+async def failures(pipeline: Pipeline) -> list[tuple[str, str, str]]:
+    """List every job whose done record says it failed (with no retry pending) or is unreadable.
+
+    :returns: ``(task, job, error in one line)`` triples, by task, then by job.
+    """
+    found: list[tuple[str, str, str]] = []
+    for name, records in (await _all_records(pipeline)).items():
+        for job in sorted(records):
+            record = records[job]
+            kind = outcome(record)
+            if kind is Outcome.SUCCEEDED or (kind is Outcome.FAILED and record.get("retry_at")):
+                continue
+            found.append((name, job, error_line(record)))
+    return found
 
 
 async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, Any]]:
     """Show, for each job and task, its done record, whether it runs, and its link ids.
 
+    An unreadable done record shows as ``{"unreadable": REASON}``.
+
     :returns: ``{job: {task: {"done": record or None, "running": bool,
         "links": {link: bool}}}}``.
     :raises InvalidJobIdError: for an id no repository can hold.
+    :raises JobNotFoundError: for an id that no link of any task holds, with no done
+        record and nothing running (the first such id).
     """
     scheduler = _scheduler(pipeline)
     result: dict[str, dict[str, Any]] = {}
@@ -169,22 +203,23 @@ async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, 
                 link: item.repo.is_valid_job_id(job) and await item.repo.contains(job)
                 for link, item in task.links.items()
             }
+            record = await _record(task, job)
             per_task[name] = {
-                "done": await _record(task, job),
+                "done": {"unreadable": record.reason} if isinstance(record, Unreadable) else record,
                 "running": job in scheduler.running[name],
                 "links": links,
             }
+        if not any(state["running"] or any(state["links"].values()) for state in per_task.values()):
+            raise JobNotFoundError(job, pipeline)
         result[job] = per_task
     return result
 
 
 async def _record(task: Task, job: str) -> Any:
-    if not task.done.is_valid_job_id(job) or not await task.done.contains(job):
+    """Return ``job``'s done record of ``task`` (maybe an :class:`Unreadable`), or None."""
+    if not task.done.is_valid_job_id(job):
         return None
-    try:
-        return await task.done.info(job)
-    except JobNotFoundError:
-        return None
+    return await read_record(task.done, job)
 
 
 # ----------------------------------------------------------------------- ls
@@ -229,7 +264,7 @@ def _plain(value: Any) -> Any:
 
 def to_yaml(value: Any) -> str:
     """Render a value as YAML text, writing what YAML cannot hold as its ``repr``."""
-    return yaml.safe_dump(_plain(value), sort_keys=False, allow_unicode=True)
+    return yamltext.dump(_plain(value))
 
 
 async def cat(pipeline: Pipeline, target: str, job: str) -> bytes | str:
@@ -399,13 +434,23 @@ async def rm(
 
 async def _upstream_reason(pipeline: Pipeline, upstream: Task, job: str) -> str | None:
     if job in _scheduler(pipeline).running[upstream.name]:
-        state = "it is running"
-    else:
-        record = await _record(upstream, job)
-        if record is not None and _succeeded(record):
-            return None
-        state = "it has not run" if record is None else "it failed"
-    return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed ({state})"
+        return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed (it is running)"
+    record = await _record(upstream, job)
+    if record is None:
+        return (
+            f"waiting for upstream task {upstream.name!r} job {job!r} to succeed (it has not run)"
+        )
+    kind = outcome(record)
+    if kind is Outcome.SUCCEEDED:
+        return None
+    if kind is Outcome.FAILED and record.get("retry_at"):
+        state = f"it failed and will be retried at {record['retry_at']}"
+        return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed ({state})"
+    return (
+        f"blocked: upstream task {upstream.name!r} job {job!r} "
+        f"{'failed' if kind is Outcome.FAILED else 'has an unreadable record'} "
+        f"({error_line(record)}); 'rm {upstream.name} {job}' to run it again"
+    )
 
 
 async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
@@ -424,16 +469,18 @@ async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
         reasons.append(f"{task.name} job {job!r} is running now")
     record = await _record(task, job)
     if record is not None:
-        when = record.get("end_time", "an unknown time") if isinstance(record, dict) else "?"
         again = f"'rm {task.name} {job}' to run it again"
-        if _succeeded(record):
-            reasons.append(f"already done (succeeded at {when}); {again}")
-        elif isinstance(record, dict) and record.get("retry_at"):
-            reasons.append(f"failed at {when}; it will be retried at {record['retry_at']}")
+        kind = outcome(record)
+        if kind is Outcome.UNREADABLE:
+            reasons.append(f"its done record is unreadable ({error_line(record)}); {again}")
         else:
-            error = record.get("exception") if isinstance(record, dict) else None
-            detail = f" ({' '.join(str(error).split())})" if error else ""
-            reasons.append(f"failed at {when}{detail}; {again}")
+            when = record.get("end_time", "an unknown time")
+            if kind is Outcome.SUCCEEDED:
+                reasons.append(f"already done (succeeded at {when}); {again}")
+            elif record.get("retry_at"):
+                reasons.append(f"failed at {when}; it will be retried at {record['retry_at']}")
+            else:
+                reasons.append(f"failed at {when} ({error_line(record)}); {again}")
     for link, repo in _required(task):
         if not repo.is_valid_job_id(job) or not await repo.contains(job):
             reasons.append(f"input {task.name}.{link} has no {job!r}")

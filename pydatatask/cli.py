@@ -53,8 +53,7 @@ def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # argparse reports usage errors (and --help) this way
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if args.verbose:
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     try:
         stdin = sys.stdin.buffer.read() if args.command == "inject" else b""
         return asyncio.run(_open_and_run(pipeline, COMMANDS[args.command], args, stdin))
@@ -64,6 +63,26 @@ def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
         return _error(exc, EXIT_FAILURE)
     except KeyboardInterrupt:
         return _error("interrupted", 130)
+
+
+_LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Send pydatatask's log to standard error: warnings, ``-v`` what happens, ``-vv`` more."""
+    level = _LOG_LEVELS[min(verbosity, len(_LOG_LEVELS) - 1)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        if verbosity
+        else logging.Formatter("%(levelname)s: %(message)s")
+    )
+    library = logging.getLogger("pydatatask")
+    for old in [item for item in library.handlers if getattr(item, "_pydatatask_cli", False)]:
+        library.removeHandler(old)
+    handler._pydatatask_cli = True  # type: ignore[attr-defined]
+    library.addHandler(handler)
+    library.setLevel(level)
 
 
 def _error(problem: object, code: int) -> int:
@@ -80,12 +99,22 @@ async def _open_and_run(
         return await command(pipeline, args, stdin)
 
 
+PLAIN_WIDTH = 1000
+"""The width tables may take when standard output is not a terminal: nothing is cut."""
+
+
 def _console() -> Console:
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True)
+    width = None if sys.stdout.isatty() else PLAIN_WIDTH
+    return Console(file=sys.stdout, highlight=False, soft_wrap=True, width=width)
 
 
 def _write(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") or not text else text + "\n")
+
+
+def _write_lines(lines: list[str]) -> None:
+    for line in lines:
+        _write(line)
 
 
 def _json_default(value: Any) -> Any:
@@ -99,31 +128,42 @@ def _json_default(value: Any) -> Any:
 # ------------------------------------------------------------------ running
 
 
-def _totals(scheduler: Scheduler) -> tuple[int, int, int]:
-    counters = scheduler.counters.values()
-    return (
-        sum(item.launched for item in counters),
-        sum(item.succeeded for item in counters),
-        sum(item.failed for item in counters),
-    )
-
-
 async def _one_round(pipeline: Pipeline) -> RunReport:
     """Run one round, wait for the jobs it launched, and record their results."""
     scheduler: Scheduler = pipeline.scheduler
-    before = _totals(scheduler)
+    before = scheduler.totals()
     await pipeline.update()
     while scheduler.running_count or scheduler.completions:
         await scheduler.wait(None)
         await scheduler.round(launch=False)
-    after = _totals(scheduler)
-    launched, succeeded, failed = (now - then for now, then in zip(after, before, strict=True))
-    return RunReport(launched=launched, succeeded=succeeded, failed=failed, timed_out=False)
+    return scheduler.report_since(before, timed_out=False)
+
+
+NAMED_FAILURES = 5
+"""How many failed jobs the end of ``run`` names before it just counts the rest."""
 
 
 def _report_line(report: RunReport) -> str:
     text = f"launched {report.launched} jobs: {report.succeeded} succeeded, {report.failed} failed"
     return text + (" (stopped at the timeout)" if report.timed_out else "")
+
+
+def _failure_lines(report: RunReport) -> list[str]:
+    """Name the first few failed jobs and unreadable records, then count the rest."""
+    lines: list[str] = []
+    for title, items in (
+        ("failed", report.failures),
+        ("unreadable done record, left alone", report.unreadable),
+    ):
+        lines += [
+            f"  {title}: {item.task} {item.job}: {item.error}" for item in items[:NAMED_FAILURES]
+        ]
+        if len(items) > NAMED_FAILURES:
+            lines.append(
+                f"  ... and {len(items) - NAMED_FAILURES} more ({title}); "
+                "'status --failed' lists them all"
+            )
+    return lines
 
 
 async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
@@ -139,8 +179,9 @@ async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
             report = await run(
                 pipeline, forever=args.forever, launch_once=args.launch_once, timeout=args.timeout
             )
-    console.print(_report_line(report), markup=False)
-    if report.failed or (report.timed_out and not args.forever):
+    _write(_report_line(report))
+    _write_lines(_failure_lines(report))
+    if report.failed or report.unreadable or (report.timed_out and not args.forever):
         return EXIT_FAILURE
     return EXIT_OK
 
@@ -149,7 +190,8 @@ async def _update(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int
     report = await _one_round(pipeline)
     remains = pipeline.scheduler.has_work()
     _write(f"{_report_line(report)}; {'work remains' if remains else 'nothing left to do'}")
-    return EXIT_FAILURE if report.failed else EXIT_OK
+    _write_lines(_failure_lines(report))
+    return EXIT_FAILURE if report.failed or report.unreadable else EXIT_OK
 
 
 async def _launch(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
@@ -161,12 +203,35 @@ async def _launch(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int
 # ---------------------------------------------------------------- inspecting
 
 
+async def _failed(pipeline: Pipeline, args: argparse.Namespace) -> int:
+    found = await admin.failures(pipeline)
+    if args.json:
+        rows = [{"task": task, "job": job, "error": error} for task, job, error in found]
+        _write(json.dumps(rows, indent=2))
+    else:
+        _write_lines([f"{task} {job}: {error}" for task, job, error in found])
+        if not found:
+            _write("no failed jobs")
+    return EXIT_OK
+
+
 async def _status(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    if args.failed:
+        return await _failed(pipeline, args)
     result = await admin.status(pipeline)
     if args.json:
         _write(json.dumps(result, indent=2, default=_json_default))
         return EXIT_OK
-    states = ("succeeded", "failed", "retrying", "running", "ready", "waiting", "blocked")
+    states = (
+        "succeeded",
+        "failed",
+        "unreadable",
+        "retrying",
+        "running",
+        "ready",
+        "waiting",
+        "blocked",
+    )
     grid = Table(title="jobs")
     grid.add_column("task")
     for state in states:
@@ -267,7 +332,13 @@ def _positive(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Run and inspect this pipeline.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log launches, finishes, retries and listings on stderr (-vv: more detail)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     command = commands.add_parser("run", help="run jobs until no work remains")
@@ -292,6 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
     command = commands.add_parser("status", help="count jobs by state for every task")
     command.add_argument("--json", action="store_true", help="print JSON")
+    command.add_argument(
+        "--failed", action="store_true", help="list every failed job with its error instead"
+    )
     command = commands.add_parser("trace", help="show every task's state for some jobs")
     command.add_argument("jobs", nargs="+", metavar="JOB")
     command = commands.add_parser("ls", help="list ids: a set expression over TASK.LINK")

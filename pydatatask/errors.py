@@ -12,6 +12,7 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     │   └── InputError                            a command named something unknown or
     │                                             gave a malformed expression or value
     ├── JobNotReadyError          (RuntimeError)  a job was asked to run while not ready
+    ├── JobClaimedError           (RuntimeError)  another controller holds the job
     ├── ProcessExitError          (RuntimeError)  a job's script exited with an error status
     ├── LifecycleError            (RuntimeError)  a resource used outside an open session
     ├── MissingDependencyError    (ImportError)   an optional backend package is absent
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigurationError",
     "InputError",
     "InvalidJobIdError",
+    "JobClaimedError",
     "JobNotFoundError",
     "JobNotReadyError",
     "LifecycleError",
@@ -89,6 +91,20 @@ class JobNotReadyError(PydatataskError, RuntimeError):
     def __init__(self, task: str, job: str, reasons: list[str]) -> None:
         super().__init__(f"{task} job {job!r} is not ready: {'; '.join(reasons)}")
         self.reasons = reasons
+
+
+class JobClaimedError(PydatataskError, RuntimeError):
+    """Another controller holds a job this controller was about to start.
+
+    It is no failure of the job: the job leaves no done record here, and the controller
+    that holds it records its outcome.
+    """
+
+    def __init__(self, task: str, job: str, holder: str) -> None:
+        super().__init__(f"{task} job {job!r} is held by {holder}")
+        self.task = task
+        self.job = job
+        self.holder = holder
 
 
 class ProcessExitError(PydatataskError, RuntimeError):

@@ -96,6 +96,9 @@ class Pipeline:
                     edges.append(Edge(upstream.name, downstream.name, shared))
         return edges
 
+    def __repr__(self) -> str:
+        return f"<Pipeline of {', '.join(self.tasks) or 'no tasks'}>"
+
     def upstream_of(self, name: str) -> list[Task]:
         """Return the tasks whose jobs a job of task ``name`` waits for."""
         return [self.tasks[edge.upstream] for edge in self.edges if edge.downstream == name]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pydatatask.errors import JobClaimedError
 from pydatatask.task.base import Task, timestamp
 
 __all__ = ["JobRunner"]
@@ -30,7 +31,8 @@ class JobRunner:
     """Runs jobs for a scheduler and reports each outcome to ``on_finished``.
 
     :param on_finished: called with (task name, job, done record) after the record is
-        written; the record has ``unrecorded: True`` when writing it failed.
+        written; the record has ``unrecorded: True`` when writing it failed, and is just
+        ``{"held_by": CONTROLLER}`` when another controller turned out to hold the job.
     """
 
     def __init__(self, task_names: list[str], on_finished: Finished) -> None:
@@ -118,6 +120,13 @@ class JobRunner:
 
     async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> dict[str, Any]:
         record: dict[str, Any] = {"success": False}
+        logger.info(
+            "%s %s job %r (attempt %d)",
+            "re-attaching to" if reattach else "launching",
+            task.name,
+            job,
+            attempt,
+        )
         try:
             record, error = await task.run_attempt(job, attempt, reattach)
             if not record["success"] and task.retry.should_retry(
@@ -125,7 +134,22 @@ class JobRunner:
             ):
                 record["retry_at"] = timestamp(time.time() + task.retry.delay(attempt))
             await task.done._dump(job, record)  # a listed, hence valid, id
+        except JobClaimedError as claimed:
+            logger.info("%s job %r: not started: %s", task.name, job, claimed)
+            return {"held_by": claimed.holder}
         except Exception:  # one job's bookkeeping must not stop the rest
             logger.exception("could not record the result of %s job %r", task.name, job)
-            record = {**record, "unrecorded": True}
+            return {**record, "unrecorded": True}
+        _log_outcome(task.name, job, record)
         return record
+
+
+def _log_outcome(name: str, job: str, record: dict[str, Any]) -> None:
+    if record["success"]:
+        logger.info("%s job %r succeeded in %.3f s", name, job, record["duration"])
+        return
+    error = " ".join(str(record.get("exception", "failed")).split())
+    if record.get("retry_at"):
+        logger.info("%s job %r failed (%s); retrying at %s", name, job, error, record["retry_at"])
+    else:
+        logger.info("%s job %r failed: %s", name, job, error)

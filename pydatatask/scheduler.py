@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import JobNotReadyError, QuotaExceededError
+from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
 from pydatatask.repository.base import Repository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
@@ -27,7 +28,7 @@ from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
 if TYPE_CHECKING:
     from pydatatask.pipeline import Pipeline
 
-__all__ = ["RunReport", "Scheduler", "TaskCounters", "run"]
+__all__ = ["Failure", "RunReport", "Scheduler", "TaskCounters", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,16 @@ class TaskCounters:
     failed: int = 0
     retried: int = 0
     started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A job that failed for good (no retry pending), or whose done record is unreadable."""
+
+    task: str
+    job: str
+    error: str
+    """The error in one line."""
 
 
 @dataclass
@@ -88,6 +99,13 @@ class Scheduler:
         self.retry_at: dict[str, dict[str, float]] = {name: {} for name in self.plans}
         self.next_attempt: dict[str, dict[str, int]] = {name: {} for name in self.plans}
         self.unrecorded: dict[str, set[str]] = {name: set() for name in self.plans}
+        self.elsewhere: dict[str, set[str]] = {name: set() for name in self.plans}
+        """Jobs found held by another controller since the last full listing."""
+        self.unreadable: dict[str, dict[str, str]] = {name: {} for name in self.plans}
+        """Jobs whose done record cannot be read, with the reason; they are left alone."""
+        self.failures: list[Failure] = []
+        """Every job that failed for good in this scheduler, in the order they ended."""
+        self.other_controllers: set[str] = set()
         self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
         self.completions: list[tuple[str, str, dict[str, Any]]] = []
         self.wakeup = asyncio.Event()
@@ -145,6 +163,13 @@ class Scheduler:
         self._release_due_retries()
         if launch:
             await self._launch()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "round: %d running; ready %s; retries pending %s",
+                self.running_count,
+                {name: len(jobs) for name, jobs in self.ready.items()},
+                {name: len(jobs) for name, jobs in self.retry_at.items()},
+            )
         return self.has_work()
 
     def has_work(self) -> bool:
@@ -174,6 +199,14 @@ class Scheduler:
             done = self.ids[plan.done]
             self.succeeded[name] &= done
             self.failed[name] &= done
+            self.elsewhere[name].clear()
+            for job in set(self.unreadable[name]) - done:
+                del self.unreadable[name][job]
+        logger.info(
+            "listed %d repositories: %s",
+            len(keys),
+            ", ".join(f"{self.repos[key]!r} {len(self.ids[key])} ids" for key in keys),
+        )
         # Jobs that finished while the listing ran may be missing from it: apply them.
         await self._reap()
         for plan in self.plans.values():
@@ -199,7 +232,7 @@ class Scheduler:
     def _check(self, plan: _Plan, job: str, unknown: set[tuple[str, str]]) -> bool:
         name = plan.task.name
         ids = self.ids
-        if job in self.running[name] or job in self.unrecorded[name]:
+        if job in self.running[name] or job in self.unrecorded[name] or job in self.elsewhere[name]:
             return False
         for key in plan.required:
             if job not in ids[key]:
@@ -240,23 +273,32 @@ class Scheduler:
 
         async def learn(name: str, job: str) -> None:
             async with limit:
-                try:
-                    record = await self.plans[name].task.done.info(job)
-                except KeyError:
-                    self.ids[self.plans[name].done].discard(job)
-                    return
-            (self.succeeded if _succeeded(record) else self.failed)[name].add(job)
+                record = await read_record(self.plans[name].task.done, job)
+            if record is None:
+                self.ids[self.plans[name].done].discard(job)
+                return
+            self._learn(name, job, record)
 
         await asyncio.gather(*(learn(name, job) for name, job in pairs))
+
+    def _learn(self, name: str, job: str, record: Any) -> None:
+        """Take in a stored done record of ``name``'s ``job``."""
+        kind = outcome(record)
+        (self.succeeded if kind is Outcome.SUCCEEDED else self.failed)[name].add(job)
+        if kind is Outcome.UNREADABLE and job not in self.unreadable[name]:
+            reason = error_line(record)
+            self.unreadable[name][job] = reason
+            logger.warning(
+                "%s job %r: %s; it is left as it is (rm it to run the job again)", name, job, reason
+            )
 
     async def _load_retry_state(self) -> None:
         for name, plan in self.plans.items():
             if plan.task.retry.max_attempts <= 1 or not self.ids[plan.done]:
                 continue
-            records = await plan.task.done.info_all()
-            for job, record in records.items():
-                (self.succeeded if _succeeded(record) else self.failed)[name].add(job)
-                if isinstance(record, dict) and record.get("retry_at"):
+            for job, record in (await read_records(plan.task.done)).items():
+                self._learn(name, job, record)
+                if not isinstance(record, Unreadable) and record.get("retry_at"):
                     self._schedule_retry(name, job, record)
 
     async def _reattach_live_jobs(self) -> None:
@@ -440,14 +482,22 @@ class Scheduler:
             await self._recheck(plan, jobs)
 
     def _record(self, plan: _Plan, job: str, record: dict[str, Any]) -> bool:
-        """Learn a finished job's outcome; False when its record could not be written."""
+        """Learn a finished job's outcome; False when it left no done record."""
         name = plan.task.name
         counters = self.counters[name]
+        holder = record.get("held_by")
+        if holder is not None:
+            counters.launched -= 1  # it never started here
+            self.elsewhere[name].add(job)
+            self._note_other_controller(holder, name, job)
+            return False
         if record.get("unrecorded"):
             self.unrecorded[name].add(job)
             counters.failed += 1
+            self.failures.append(Failure(name, job, "its done record could not be written"))
             return False
         self.ids[plan.done].add(job)
+        self.unreadable[name].pop(job, None)
         if record["success"]:
             self.succeeded[name].add(job)
             self.failed[name].discard(job)
@@ -460,7 +510,20 @@ class Scheduler:
                 counters.retried += 1
             else:
                 counters.failed += 1
+                self.failures.append(Failure(name, job, error_line(record)))
         return True
+
+    def _note_other_controller(self, holder: str, name: str, job: str) -> None:
+        if holder in self.other_controllers:
+            return
+        self.other_controllers.add(holder)
+        logger.warning(
+            "another controller is running this pipeline: %s job %r is held by %s; "
+            "its jobs are left to it (without leases, one controller per pipeline is assumed)",
+            name,
+            job,
+            holder,
+        )
 
     def _touch(self, touched: dict[str, set[str]], key: int, job: str) -> None:
         """Mark ``job`` for a recheck by every task watching the repository ``key``."""
@@ -506,6 +569,32 @@ class Scheduler:
             for plan in self.plans.values():
                 plan.task.shutting_down = False
 
+    def totals(self) -> tuple[int, int, int, int]:
+        """Return the jobs launched, succeeded and failed so far, and the failures listed."""
+        counters = self.counters.values()
+        return (
+            sum(item.launched for item in counters),
+            sum(item.succeeded for item in counters),
+            sum(item.failed for item in counters),
+            len(self.failures),
+        )
+
+    def report_since(self, before: tuple[int, int, int, int], timed_out: bool) -> RunReport:
+        """Return what happened since :meth:`totals` returned ``before``."""
+        launched, succeeded, failed, _ = self.totals()
+        return RunReport(
+            launched=launched - before[0],
+            succeeded=succeeded - before[1],
+            failed=failed - before[2],
+            timed_out=timed_out,
+            failures=tuple(self.failures[before[3] :]),
+            unreadable=tuple(
+                Failure(name, job, reason)
+                for name, jobs in self.unreadable.items()
+                for job, reason in sorted(jobs.items())
+            ),
+        )
+
     async def wait(self, seconds: float | None) -> None:
         """Sleep until a job finishes or ``seconds`` pass."""
         if not self.completions:
@@ -513,11 +602,6 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()
-
-
-def _succeeded(record: Any) -> bool:
-    """Whether a done record says the job succeeded (records without the flag count)."""
-    return not (isinstance(record, dict) and record.get("success") is False)
 
 
 @dataclass(frozen=True)
@@ -529,6 +613,10 @@ class RunReport:
     failed: int
     timed_out: bool
     """Whether ``run`` stopped because its ``timeout`` passed."""
+    failures: tuple[Failure, ...] = ()
+    """The jobs that failed for good during this run, with their errors."""
+    unreadable: tuple[Failure, ...] = ()
+    """The done records found unreadable; their jobs were left alone."""
 
 
 async def run(
@@ -547,7 +635,7 @@ async def run(
         run again next time.
     """
     scheduler: Scheduler = pipeline.scheduler
-    before = {name: (c.launched, c.succeeded, c.failed) for name, c in scheduler.counters.items()}
+    before = scheduler.totals()
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     timed_out = False
@@ -576,10 +664,4 @@ async def run(
     if timed_out:
         await scheduler.shutdown()
         await scheduler.round(launch=False)
-    totals = [0, 0, 0]
-    for name, counters in scheduler.counters.items():
-        launched, succeeded, failed = before[name]
-        totals[0] += counters.launched - launched
-        totals[1] += counters.succeeded - succeeded
-        totals[2] += counters.failed - failed
-    return RunReport(launched=totals[0], succeeded=totals[1], failed=totals[2], timed_out=timed_out)
+    return scheduler.report_since(before, timed_out)

@@ -85,6 +85,7 @@ async def test_status_counts_each_state(stages: Stages, tmp_path: Path) -> None:
     assert result["count"] == {
         "succeeded": 2,
         "failed": 1,
+        "unreadable": 0,
         "retrying": 0,
         "running": 0,
         "ready": 0,
@@ -93,7 +94,8 @@ async def test_status_counts_each_state(stages: Stages, tmp_path: Path) -> None:
         "links": {"done": 3, "books": 4, "counts": 3, "skip": 1},
     }
     assert result["report"]["succeeded"] == 2
-    assert result["report"]["waiting"] == 1
+    assert result["report"]["waiting"] == 0
+    assert result["report"]["blocked"] == 1  # its upstream job failed: it cannot run
     assert result["report"]["links"] == {"done": 2, "counts": 3, "reports": 2}
 
 
@@ -189,7 +191,7 @@ async def test_cat_and_inject_blob_and_yaml(stages: Stages) -> None:
             "note": ["x", "y"],
         }
         await admin.inject(pipeline, "count.skip", "new", b"true")
-        assert await admin.cat(pipeline, "count.skip", "new") == "true\n...\n"
+        assert await admin.cat(pipeline, "count.skip", "new") == "true\n"
         with pytest.raises(JobNotFoundError):
             await admin.cat(pipeline, "count.books", "missing")
 
@@ -276,7 +278,8 @@ async def test_why_explains_each_state(stages: Stages, tmp_path: Path) -> None:
         assert "blocked by count.skip containing 'c'" in await admin.why(pipeline, "count", "c")
         await stages.counts.dump("bad", {"words": 0})
         assert await admin.why(pipeline, "report", "bad") == [
-            "waiting for upstream task 'count' job 'bad' to succeed (it failed)"
+            "blocked: upstream task 'count' job 'bad' failed "
+            "(ValueError: cannot count this book); 'rm count bad' to run it again"
         ]
         await stages.counts.dump("new", {"words": 0})
         assert await admin.why(pipeline, "report", "new") == [

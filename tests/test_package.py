@@ -60,6 +60,7 @@ EXPECTED_PUBLIC_NAMES = {
     "main",
     "InputError",
     "JobNotReadyError",
+    "JobClaimedError",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
     "MongoMetadataRepository",

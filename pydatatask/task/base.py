@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydatatask.errors import ConfigurationError
+from pydatatask.errors import ConfigurationError, JobClaimedError
 from pydatatask.link import Link
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
@@ -206,9 +206,10 @@ class Task(abc.ABC):
         """Run one attempt within the timeout; return its done record and its error.
 
         With ``reattach``, wait for a job an earlier controller started instead. The
-        body's failure is returned as data, never raised. Cancellation (the controller
-        stopping) propagates, so an interrupted job leaves no record; tasks whose jobs
-        run elsewhere check :attr:`shutting_down` to tell that apart from a timeout.
+        body's failure is returned as data, never raised; :class:`JobClaimedError` (another
+        controller holds the job) propagates. So does cancellation (the controller
+        stopping), so an interrupted job leaves no record; tasks whose jobs run elsewhere
+        check :attr:`shutting_down` to tell that apart from a timeout.
         """
         started = time.time()
         record: dict[str, Any] = {"success": False, "attempt": attempt}
@@ -220,6 +221,8 @@ class Task(abc.ABC):
             else:
                 async with deadline:
                     extra = await self._begin(job, attempt, reattach)
+        except JobClaimedError:
+            raise  # not a failure of the job: it leaves no record here
         except TimeoutError as error:
             failure = error
             if deadline is not None and deadline.expired():

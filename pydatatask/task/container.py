@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -40,11 +40,12 @@ logger = logging.getLogger(__name__)
 _RESERVED = frozenset({"task", "env", "environ"})
 
 
-class ContainerTask(ScriptTask):
+class ContainerTask(ScriptTask[DockerContainerManager]):
     """Run a templated shell script per job in a container of a templated image.
 
     :param name: the task name.
-    :param manager: the :class:`~pydatatask.DockerContainerManager` that runs containers.
+    :param manager: the :class:`~pydatatask.DockerContainerManager` that runs containers,
+        or a session accessor returning one.
     :param resource_manager: the quota the jobs draw from (None: no quota).
     :param job_resources: what one job holds from the quota while it runs; its CPU and
         memory are also given to the engine as the container's limits.
@@ -78,7 +79,7 @@ class ContainerTask(ScriptTask):
     def __init__(
         self,
         name: str,
-        manager: DockerContainerManager,
+        manager: DockerContainerManager | Callable[[], DockerContainerManager],
         resource_manager: ResourceManager | None,
         job_resources: Resources,
         image: str,
@@ -99,8 +100,6 @@ class ContainerTask(ScriptTask):
         log_config: Mapping[str, Any] | None = None,
         max_concurrent: int | None = None,
     ) -> None:
-        if not isinstance(manager, DockerContainerManager):
-            raise ConfigurationError(f"task {name!r}: manager must be a DockerContainerManager")
         if not isinstance(image, str):
             raise ConfigurationError(f"task {name!r}: image must be a str")
         if isinstance(entrypoint, str) or not entrypoint:
@@ -108,6 +107,8 @@ class ContainerTask(ScriptTask):
         referenced_names(image)  # a syntax error shows now, not at the first job
         super().__init__(
             name,
+            manager,
+            DockerContainerManager,
             resource_manager,
             job_resources,
             template,
@@ -123,7 +124,6 @@ class ContainerTask(ScriptTask):
             on_exit=on_exit,
             max_concurrent=max_concurrent,
         )
-        self.manager = manager
         self.image = image
         self.entrypoint = list(entrypoint)
         self.network_mode = network_mode

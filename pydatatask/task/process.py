@@ -9,6 +9,12 @@ The ``pids`` repository is the memory of what runs: an entry is written before t
 process starts and removed only after the job's done record, so a controller that
 crashes at any point is followed by one that re-attaches to the running jobs, reaps the
 ones that ended meanwhile, and never starts a job twice.
+
+Each entry names the controller that follows the job, and is created only if absent
+(:meth:`~pydatatask.MetadataRepository.create`), so a second controller started on the
+same pipeline neither starts a job the first one holds nor takes over, resets or
+removes the first one's jobs while it lives: it leaves them alone and says so. Jobs of
+a controller that died are taken over.
 """
 
 from __future__ import annotations
@@ -16,20 +22,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+from pydatatask.controller import ControllerId
 from pydatatask.errors import (
     BackendError,
     ConfigurationError,
+    JobClaimedError,
     JobNotFoundError,
     ProcessExitError,
     PydatataskError,
 )
 from pydatatask.executor.base import JobState, LinuxProcessManager, ProcessHandle
+from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.repository.filesystem import YamlMetadataFileRepository
+from pydatatask.repository.filesystem.folder import FolderRepository
 from pydatatask.streams import copy_stream
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.task.script import STDOUT, OnExit, ScriptTask, StdoutSentinel
@@ -40,19 +52,34 @@ __all__ = ["STDOUT", "ProcessExitError", "ProcessTask", "StdoutSentinel"]
 logger = logging.getLogger(__name__)
 
 
-class ProcessTask(ScriptTask):
+class ProcessTask(ScriptTask[LinuxProcessManager]):
     """Run a templated shell script per job as a process group on a Linux host.
+
+    A minimal task names its manager, its script and its links::
+
+        upper = ProcessTask(
+            "upper",
+            LocalLinuxManager("books"),
+            template="tr a-z A-Z < {{ src | shquote }} > {{ dst | shquote }}",
+            done=YamlMetadataFileRepository("work/upper-done"),
+        )
+        upper.link("src", FileRepository("work/books", ".txt"), is_input=True)
+        upper.link("dst", FileRepository("work/upper", ".txt"), is_output=True)
 
     :param name: the task name.
     :param manager: where jobs run: a :class:`~pydatatask.LocalLinuxManager` or
-        :class:`~pydatatask.SSHLinuxManager`.
+        :class:`~pydatatask.SSHLinuxManager`, or a session accessor returning one.
     :param resource_manager: the quota the jobs draw from (None: no quota).
-    :param job_resources: what one job holds from the quota while it runs.
+    :param job_resources: what one job holds from the quota while it runs (None: nothing).
     :param pids: a metadata repository of the jobs that run (a status link that
-        inhibits start); it must outlive the controller for restarts to re-attach.
-    :param template: a jinja2 shell script; it sees ``job``, ``task`` (the name),
-        ``env``/``environ`` (the ``environ`` option) and every link by name (its
-        ``info`` for the job, computed only when used). Quote values with ``| shquote``.
+        inhibits start); it must outlive the controller for restarts to re-attach. By
+        default it is the hidden folder ``.pids`` inside the ``done`` folder when
+        ``done`` is a folder repository, else ``{local_path}/{app}/.pids/{name}`` of a
+        :class:`~pydatatask.LocalLinuxManager`; otherwise it must be given.
+    :param template: a jinja2 shell script (required; it may be passed by keyword); it
+        sees ``job``, ``task`` (the name), ``env``/``environ`` (the ``environ`` option)
+        and every link by name (its ``info`` for the job, computed only when used).
+        Values must be shell-safe or quoted with ``| shquote``.
     :param window: the period over which the quota's ``launches`` are counted.
     :param environ: environment variables exported to the script.
     :param done: the done repository.
@@ -73,11 +100,11 @@ class ProcessTask(ScriptTask):
     def __init__(
         self,
         name: str,
-        manager: LinuxProcessManager,
-        resource_manager: ResourceManager | None,
-        job_resources: Resources,
-        pids: MetadataRepository,
-        template: str,
+        manager: LinuxProcessManager | Callable[[], LinuxProcessManager],
+        resource_manager: ResourceManager | None = None,
+        job_resources: Resources | None = None,
+        pids: MetadataRepository | None = None,
+        template: str | None = None,
         window: timedelta | float = timedelta(minutes=1),
         environ: Mapping[str, str] | None = None,
         done: MetadataRepository | None = None,
@@ -92,12 +119,14 @@ class ProcessTask(ScriptTask):
         kill_grace: float = 5.0,
         max_concurrent: int | None = None,
     ) -> None:
-        if not isinstance(manager, LinuxProcessManager):
-            raise ConfigurationError(f"task {name!r}: manager must be a process manager")
+        if template is None:
+            raise ConfigurationError(f"task {name!r}: a ProcessTask needs a template (a script)")
         super().__init__(
             name,
+            manager,
+            LinuxProcessManager,  # type: ignore[type-abstract]  # only used with isinstance
             resource_manager,
-            job_resources,
+            Resources() if job_resources is None else job_resources,
             template,
             window,
             environ,
@@ -111,10 +140,9 @@ class ProcessTask(ScriptTask):
             on_exit=on_exit,
             max_concurrent=max_concurrent,
         )
-        self.manager = manager
         self.kill_grace = kill_grace
-        self.pids = pids
-        self.link("pids", pids, is_status=True, inhibits_start=True)
+        self.pids = pids if pids is not None else _default_pids(name, manager, self.done)
+        self.link("pids", self.pids, is_status=True, inhibits_start=True)
         self._finished: set[str] = set()
 
     def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
@@ -133,7 +161,12 @@ class ProcessTask(ScriptTask):
 
         :raises ProcessExitError: when the script exits with a non-zero status.
         :raises BackendError: when the manager cannot start or follow the job.
+        :raises JobClaimedError: when another controller holds the job.
         """
+        return await self._launch(job, attempt, claim=True)
+
+    async def _launch(self, job: str, attempt: int, claim: bool) -> dict[str, Any]:
+        """Start the job (first claiming it, unless this controller holds it already)."""
         began = asyncio.get_running_loop().time()
         script = await self._render(job)
         source = None
@@ -142,7 +175,8 @@ class ProcessTask(ScriptTask):
             assert isinstance(stdin, BlobRepository)
             source = await stdin.open(job, "rb")
         try:
-            await self.pids.dump(job, {"attempt": attempt, "state": "starting"})
+            if claim:
+                await self._claim(job, attempt)
             try:
                 handle = await self.manager.start(
                     self.name,
@@ -158,20 +192,49 @@ class ProcessTask(ScriptTask):
         finally:
             if source is not None:
                 await source.close()
-        record = {**handle.as_record(), "attempt": attempt, "started": time.time()}
+        record = {
+            **handle.as_record(),
+            "attempt": attempt,
+            "started": time.time(),
+            "controller": ControllerId.current().as_record(),
+        }
         await self.pids.dump(job, record)
         return await self._follow(job, handle, began)
+
+    async def _claim(self, job: str, attempt: int) -> None:
+        """Create the job's ``pids`` entry, naming this controller, or give way.
+
+        :raises JobClaimedError: when another controller holds the job, or finished
+            this attempt of it since this controller last looked.
+        """
+        me = ControllerId.current()
+        entry = {"attempt": attempt, "state": "starting", "controller": me.as_record()}
+        if not await self.pids.create(job, entry):
+            try:
+                holder = ControllerId.from_record((await self.pids.info(job)).get("controller"))
+            except (JobNotFoundError, AttributeError):
+                holder = None
+            raise JobClaimedError(self.name, job, str(holder or "another controller"))
+        if await self._recorded(job, attempt):  # it ended under another controller
+            await self.pids.delete(job)
+            raise JobClaimedError(self.name, job, "another controller that has finished it")
 
     async def live_jobs(self) -> dict[str, int]:
         """Return the jobs in ``pids``: running, or ended while no controller watched.
 
         Entries of jobs whose done record is already written are cleaned up. A job
         whose start was interrupted is returned too: :meth:`attach` starts it if it
-        never ran.
+        never ran. Jobs that another live controller follows are left to it, with a
+        warning.
         """
         live: dict[str, int] = {}
+        others: dict[str, list[str]] = {}
         for job, entry in (await self.pids.info_all()).items():
             if not isinstance(entry, dict):
+                continue
+            holder = ControllerId.from_record(entry.get("controller"))
+            if holder is not None and not holder.is_current() and holder.is_alive():
+                others.setdefault(str(holder), []).append(job)
                 continue
             attempt = int(entry.get("attempt", 1))
             if "exit_code" in entry and await self._recorded(job, attempt):
@@ -179,6 +242,16 @@ class ProcessTask(ScriptTask):
                 continue
             live[job] = attempt
             self._reattaching.add(job)
+        for other, jobs in others.items():
+            logger.warning(
+                "another controller is running this pipeline: %s holds %d %s jobs (%s); "
+                "they are left to it (without leases, one controller per pipeline is assumed)",
+                other,
+                len(jobs),
+                self.name,
+                ", ".join(repr(job) for job in sorted(jobs)[:3])
+                + (", ..." if len(jobs) > 3 else ""),
+            )
         return live
 
     async def attach(self, job: str, attempt: int) -> dict[str, Any]:
@@ -187,14 +260,18 @@ class ProcessTask(ScriptTask):
         :raises ProcessExitError: when the script exited with a non-zero status.
         """
         began = asyncio.get_running_loop().time()
-        entry = await self.pids.info(job)
+        entry = {
+            **await self.pids.info(job),
+            "controller": ControllerId.current().as_record(),
+        }
+        await self.pids.dump(job, entry)  # this controller follows it now
         if "exit_code" in entry:  # ended and reaped; only the done record was missing
             self._finished.add(job)
             return self._outcome(job, entry.get("exit_code"))
         if "pid" not in entry:  # the earlier controller stopped while starting it
             found = await self.manager.find(self.name, job)
             if found is None:
-                return await self.execute(job, attempt)
+                return await self._launch(job, attempt, claim=False)
             await self.pids.dump(job, {**entry, **found.as_record()})
             entry = {**entry, **found.as_record()}
         return await self._follow(job, _handle(entry), began)
@@ -281,6 +358,23 @@ class ProcessTask(ScriptTask):
             raise BackendError(f"{self.name}: could not kill job {job!r}: {exc}") from exc
         await self._discard(job)
         return True
+
+
+def _default_pids(
+    name: str, manager: LinuxProcessManager | Callable[[], LinuxProcessManager], done: Repository
+) -> MetadataRepository:
+    """Choose where a task's ``pids`` live when not given: somewhere that outlives the controller.
+
+    :raises ConfigurationError: when there is no such place to choose.
+    """
+    if isinstance(done, FolderRepository):
+        return YamlMetadataFileRepository(done.basedir / ".pids")
+    if isinstance(manager, LocalLinuxManager):
+        return YamlMetadataFileRepository(Path(manager.root) / manager.app / ".pids" / name)
+    raise ConfigurationError(
+        f"task {name!r}: pass pids=, a metadata repository that outlives the controller "
+        "(no default: done is not a folder repository and the manager is not local)"
+    )
 
 
 def _handle(entry: Mapping[str, Any]) -> ProcessHandle:

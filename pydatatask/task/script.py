@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from pydatatask.errors import ConfigurationError, ProcessExitError
 from pydatatask.quota import ResourceManager, Resources
@@ -22,6 +22,8 @@ from pydatatask.task.retry import RetryPolicy
 __all__ = ["STDOUT", "OnExit", "ScriptTask", "StdoutSentinel"]
 
 logger = logging.getLogger(__name__)
+
+ManagerT = TypeVar("ManagerT")
 
 
 class StdoutSentinel:
@@ -35,12 +37,14 @@ STDOUT: Final = StdoutSentinel()
 """Pass as ``stderr`` to send a job's standard error to its standard output."""
 
 
-class ScriptTask(ExternalTask):
+class ScriptTask(ExternalTask, Generic[ManagerT]):
     """A task whose jobs are templated scripts run outside the controller.
 
     Subclasses start, follow and stop the jobs; this class validates the shared
     options, links ``stdin``/``stdout``/``stderr``, builds the template context,
-    charges the quota, and reports a script's exit status.
+    charges the quota, and reports a script's exit status. The manager that runs the
+    jobs is given as itself or as a session accessor returning it (``manager()`` is then
+    called whenever the manager is used, so it is the one of the open session).
     """
 
     reserved_names: ClassVar[frozenset[str]] = frozenset({"task", "env", "environ"})
@@ -48,6 +52,8 @@ class ScriptTask(ExternalTask):
     def __init__(
         self,
         name: str,
+        manager: ManagerT | Callable[[], ManagerT],
+        manager_kind: type[ManagerT],
         resource_manager: ResourceManager | None,
         job_resources: Resources,
         template: str,
@@ -75,6 +81,13 @@ class ScriptTask(ExternalTask):
             on_exit=on_exit,
             max_concurrent=max_concurrent,
         )
+        if not isinstance(manager, manager_kind) and not callable(manager):
+            raise ConfigurationError(
+                f"task {name!r}: manager must be a {manager_kind.__name__} or a session "
+                f"accessor returning one, not {type(manager).__name__}"
+            )
+        self._manager_source = manager
+        self._manager_kind = manager_kind
         if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
         if not isinstance(job_resources, Resources):
@@ -93,6 +106,33 @@ class ScriptTask(ExternalTask):
             raise ConfigurationError(f"task {name!r}: stderr must be a BlobRepository or STDOUT")
         self._reattaching: set[str] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
+
+    @property
+    def manager(self) -> ManagerT:
+        """The manager that runs this task's jobs (an accessor's value while its session is open).
+
+        :raises ConfigurationError: when an accessor returns something else.
+        :raises LifecycleError: when the accessor's session is closed.
+        """
+        source = self._manager_source
+        if isinstance(source, self._manager_kind):
+            return source
+        assert callable(source)
+        value = source()
+        if not isinstance(value, self._manager_kind):
+            raise ConfigurationError(
+                f"task {self.name!r}: the manager accessor returned a {type(value).__name__}, "
+                f"not a {self._manager_kind.__name__}"
+            )
+        return value
+
+    async def bind(self) -> None:
+        """Check the template's names and that the manager is of the right kind.
+
+        :raises ConfigurationError: for a misnamed link or template name, or a wrong manager.
+        """
+        await super().bind()
+        _ = self.manager
 
     def _context(self, job: str) -> dict[str, Any]:
         """Return the template context: ``job``, ``task``, ``env``, and each link's info."""
