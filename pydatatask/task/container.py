@@ -37,8 +37,6 @@ __all__ = ["ContainerTask"]
 
 logger = logging.getLogger(__name__)
 
-_RESERVED = frozenset({"task", "env", "environ"})
-
 
 class ContainerTask(ScriptTask[DockerContainerManager]):
     """Run a templated shell script per job in a container of a templated image.
@@ -130,6 +128,10 @@ class ContainerTask(ScriptTask[DockerContainerManager]):
         self.log_config = dict(log_config) if log_config is not None else {"Type": "local"}
         self._found: dict[str, ContainerHandle] = {}
         self._finished: dict[str, str] = {}
+
+    def templates(self) -> dict[str, str]:
+        """Return the script template and the image template."""
+        return {**super().templates(), "image template": self.image}
 
     def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
         container = self._finished.pop(job, None)

@@ -4,6 +4,11 @@ Processes, containers and pods are rendered from a jinja2 template per job, may 
 the controller, and are stopped or left running when their wait is cancelled: always
 stopped on a timeout or an ``rm``, and on a stopping controller only with
 ``on_exit="kill"``. A failed job's exit status goes into its done record.
+
+A template may use ``job``, the task's :attr:`~ExternalTask.reserved_names` (``task``,
+``env``, and what the task kind adds), every link by name, and jinja2's globals
+(``range``, ``dict``, ...). Any other name is reported when the pipeline opens, unless
+the template reads it with ``| default(...)`` or tests it with ``is defined``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pydatatask.errors import ConfigurationError, JobNotFoundError, ProcessExitE
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.task.base import Task
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import Lazy, referenced_names
+from pydatatask.templating import Lazy, environment, referenced_names, required_names
 
 __all__ = ["ExternalTask", "OnExit"]
 
@@ -35,7 +40,7 @@ class ExternalTask(Task):
     """
 
     reserved_names: ClassVar[frozenset[str]] = frozenset({"task", "env"})
-    """Template names that no link may take."""
+    """Template names the task provides besides ``job``; no link may take them."""
 
     def __init__(
         self,
@@ -63,15 +68,31 @@ class ExternalTask(Task):
         self.on_exit: OnExit = on_exit
 
     async def bind(self) -> None:
-        """Check that no link hides a template name.
+        """Check that no link hides a template name and the template uses no unknown name.
 
-        :raises ConfigurationError: for a link named like one of :attr:`reserved_names`.
+        :raises ConfigurationError: for a link named like one of :attr:`reserved_names`,
+            or a template name that is neither ``job``, a reserved name, a link nor a
+            jinja2 global (a name read with ``| default(...)`` or tested with
+            ``is defined`` may be missing).
         """
         clash = self.reserved_names & set(self.links)
         if clash:
             raise ConfigurationError(
                 f"task {self.name!r}: links may not be named {', '.join(sorted(clash))}"
             )
+        known = {"job", *self.reserved_names, *self.links}
+        for what, template in self.templates().items():
+            unknown = required_names(template) - known - environment().globals.keys()
+            if unknown:
+                raise ConfigurationError(
+                    f"task {self.name!r}: its {what} uses {_names(unknown)}, which "
+                    f"{'is' if len(unknown) == 1 else 'are'} not defined; it can use "
+                    f"{_names(known)}"
+                )
+
+    def templates(self) -> dict[str, str]:
+        """Return the task's templates by what they render, all with the same names."""
+        return {"template": self.template}
 
     def _link_context(self, job: str) -> dict[str, Any]:
         """Return each link's ``info`` for ``job``, computed only if a template uses it."""
@@ -107,3 +128,7 @@ class ExternalTask(Task):
         if isinstance(error, ProcessExitError) and error.exit_code is not None:
             record["exit_code"] = error.exit_code
         return record, error
+
+
+def _names(names: set[str] | frozenset[str]) -> str:
+    return ", ".join(repr(name) for name in sorted(names))

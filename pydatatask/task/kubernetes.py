@@ -8,23 +8,29 @@ timings. Pods are the memory of what runs: a
 restarted controller lists them by label, waits for the running ones and reaps the ones
 that ended while no controller watched, so no job runs twice.
 
+Manifests are rendered with :func:`~pydatatask.templating.render_manifest`: ids and
+values are put into the parsed manifest, so none can add keys or change its structure.
+
 A :class:`KubeFunctionTask` runs a Python function in a pod by running the pipeline
-script there: ``python SCRIPT launch TASK JOB --sync --force``.
+script there: ``python SCRIPT launch TASK JOB --sync --force``. Its manifests can mount
+:func:`python_paths`, the host folders of the running interpreter's environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
 import logging
 import os
+import site
 import sys
-from collections.abc import Mapping, Sequence
+import sysconfig
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Self
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import jinja2
-import yaml
 
 from pydatatask.errors import (
     BackendError,
@@ -40,9 +46,9 @@ from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.external import ExternalTask, OnExit
 from pydatatask.task.function import InProcessSyncTask, JobFunction
 from pydatatask.task.retry import RetryPolicy
-from pydatatask.templating import render
+from pydatatask.templating import render_manifest
 
-__all__ = ["IN_POD_VARIABLE", "KubeFunctionTask", "KubeTask"]
+__all__ = ["IN_POD_VARIABLE", "KubeFunctionTask", "KubeTask", "python_paths"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +80,10 @@ class KubeTask(ExternalTask):
     :param resources: the quota the pods draw from (None: no quota). A pod holds the sum
         of its containers' ``resources.requests`` (CPU and memory) while it runs.
     :param template: a jinja2 pod manifest (YAML); it sees ``job``, ``task``, ``env`` and
-        every link by name (its ``info`` for the job, computed only when used).
+        every link by name (its ``info`` for the job, computed only when used). Values
+        cannot change the manifest's structure: a scalar that is exactly one
+        ``{{ ... }}`` takes the value itself, and within longer text the value's string
+        is spliced in (see :func:`~pydatatask.templating.render_manifest`).
     :param logs: a blob repository receiving the pod's log.
     :param done: the done repository.
     :param window: the period over which the quota's ``launches`` are counted.
@@ -143,10 +152,9 @@ class KubeTask(ExternalTask):
         context: dict[str, Any] = {name: _Blank() for name in self.links}
         context.update(self._context("job", 1), job="job")
         try:
-            self._estimate = pod_requests(yaml.safe_load(await render(self.template, context)))
+            self._estimate = pod_requests(await render_manifest(self.template, context))
         except (
             jinja2.TemplateError,
-            yaml.YAMLError,
             PydatataskError,
             TypeError,
             ValueError,
@@ -225,13 +233,10 @@ class KubeTask(ExternalTask):
     async def _manifest(self, job: str, attempt: int) -> dict[str, Any]:
         context = self._link_context(job)
         context.update(self._context(job, attempt))
-        text = await render(self.template, context)
         try:
-            manifest = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigurationError(
-                f"task {self.name!r}: the pod manifest of job {job!r} is not YAML: {exc}"
-            ) from exc
+            manifest = await render_manifest(self.template, context)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"task {self.name!r}, job {job!r}: {exc}") from exc
         return self.podman.complete(manifest, self.name, job, attempt, self._pod_env())
 
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
@@ -394,7 +399,18 @@ class KubeFunctionTask(KubeTask):
     """Run an ``async def body(job, **links)`` in a pod, by running the pipeline script there.
 
     The pod's command is ``python SCRIPT launch TASK JOB --sync --force``; the manifest
-    places it with ``command: {{ command }}`` (a JSON list) or from ``argv`` (a list).
+    places it with ``command: {{ command }}`` (``command`` and ``argv`` are that list).
+    The manifest also sees ``python_paths``, the host folders of this interpreter's
+    environment (see :func:`python_paths`), for pods that run on this machine with
+    ``hostPath`` volumes, for example on a one-node cluster:
+
+    .. code-block:: jinja
+
+        volumeMounts:
+        {%- for path in python_paths %}
+        - {name: python{{ loop.index }}, mountPath: {{ path }}, readOnly: true}
+        {%- endfor %}
+
     Every container gets ``PYDATATASK_IN_POD=TASK``; a process that sees it runs the
     body itself instead of creating a pod, lists no pods, and writes its done record to
     a throw-away repository: the controller writes the one record, from the pod's
@@ -408,6 +424,12 @@ class KubeFunctionTask(KubeTask):
 
     The other parameters are those of :class:`KubeTask`.
     """
+
+    reserved_names: ClassVar[frozenset[str]] = KubeTask.reserved_names | {
+        "argv",
+        "command",
+        "python_paths",
+    }
 
     def __init__(
         self,
@@ -482,7 +504,12 @@ class KubeFunctionTask(KubeTask):
 
     def _context(self, job: str, attempt: int) -> dict[str, Any]:
         argv = self.argv(job)
-        return {**super()._context(job, attempt), "argv": argv, "command": _flow(argv)}
+        return {
+            **super()._context(job, attempt),
+            "argv": argv,
+            "command": argv,
+            "python_paths": python_paths(),
+        }
 
     def _pod_env(self) -> dict[str, str]:
         return {**super()._pod_env(), IN_POD_VARIABLE: self.name}
@@ -501,6 +528,41 @@ class KubeFunctionTask(KubeTask):
         return {} if self.in_pod else await super().live_jobs()
 
 
-def _flow(items: Sequence[str]) -> str:
-    """Write a list as a YAML flow sequence (JSON), safe to place after ``command:``."""
-    return json.dumps(list(items), ensure_ascii=False)
+@functools.cache
+def python_paths() -> tuple[str, ...]:
+    """Return the host folders that hold the running interpreter's environment.
+
+    They are its prefixes (the virtual environment's and the base installation's), the
+    folder of the interpreter's executable, its standard library and site-packages
+    folders, every entry of ``sys.path`` past the script's own folder (so folders that
+    ``.pth`` files add), and the folder that pydatatask is imported from. Each is given
+    as it is named and, when that differs, as its symbolic links resolve; folders that
+    do not exist or lie inside another one are left out. Mounting them at the same
+    paths lets a pod run ``sys.executable`` with the same packages, wherever the
+    virtual environment lives.
+    """
+    named = [
+        sys.prefix,
+        sys.exec_prefix,
+        sys.base_prefix,
+        sys.base_exec_prefix,
+        os.path.dirname(sys.executable),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        *sysconfig.get_paths().values(),
+        *site.getsitepackages(),
+        *sys.path[1:],
+        str(Path(__file__).parents[2]),
+    ]
+    folders = {
+        form
+        for path in named
+        if path and os.path.isdir(path)
+        for form in (os.path.abspath(path), os.path.realpath(path))
+    }
+    return tuple(
+        sorted(
+            folder
+            for folder in folders
+            if not any(folder.startswith(other + os.sep) for other in folders)
+        )
+    )

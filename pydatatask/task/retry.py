@@ -19,7 +19,9 @@ class RetryPolicy:
     :param max_backoff: the longest wait.
     :param jitter: the fraction of each wait that is random (0 for none, 1 for "full
         jitter"), so that many failing jobs do not retry in lockstep.
-    :param retry_on: exception types worth retrying; others fail the job at once.
+    :param retry_on: exception types worth retrying; others fail the job at once. A
+        :class:`~pydatatask.ConfigurationError` (an unsafe template value, a wiring
+        mistake) fails the same way every time and is never retried.
     :param retry_timeouts: whether a job that hit its timeout is retried.
     """
 
@@ -55,6 +57,8 @@ class RetryPolicy:
             return False
         if timed_out:
             return self.retry_timeouts
+        if isinstance(error, ConfigurationError):
+            return False  # a template or wiring mistake fails the same way every time
         return error is not None and isinstance(error, self.retry_on)
 
     def delay(self, attempt: int) -> float:
