@@ -398,7 +398,7 @@ async def test_unreachable_server_fails_fast_naming_it(driver: str) -> None:
             started = time.monotonic()
             with pytest.raises(BackendUnavailableError, match=f"127.0.0.1:{port}") as caught:
                 await operation()
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 25  # below the 30 s default
             assert isinstance(caught.value, ConnectionError)
             assert caught.value.__cause__ is not None
 
@@ -411,7 +411,7 @@ async def test_validate_is_bounded_even_without_client_timeouts() -> None:
         started = time.monotonic()
         with pytest.raises(BackendUnavailableError, match=f"127.0.0.1:{port}"):
             await repo.validate()
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 25  # below the 30 s default
 
 
 async def test_closed_session_is_a_lifecycle_error() -> None:

@@ -108,7 +108,7 @@ async def test_wrong_key_fails_clearly(sshd_server: SSHServer, tmp_path: Path) -
     started = time.monotonic()
     with pytest.raises(BackendError, match="authentication failed"):
         await session.open()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # bounded: it does not hang
 
 
 async def test_unreachable_port_is_unavailable(sshd_server: SSHServer) -> None:
@@ -116,7 +116,7 @@ async def test_unreachable_port_is_unavailable(sshd_server: SSHServer) -> None:
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError, match="cannot reach"):
         await session.open()
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 30  # bounded: it does not hang
 
 
 async def test_host_key_mismatch_is_rejected(sshd_server: SSHServer, tmp_path: Path) -> None:

@@ -418,7 +418,7 @@ async def test_unreachable_endpoint_fails_quickly(s3_server: S3Server, s3_bucket
         started = time.monotonic()
         with pytest.raises(BackendUnavailableError, match=endpoint) as caught:
             await repo.validate()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 30  # bounded well below the client's 60 s default
         assert isinstance(caught.value, ConnectionError)
         with pytest.raises(BackendUnavailableError):
             await repo.contains("job")
@@ -443,7 +443,7 @@ async def test_silent_endpoint_times_out(s3_server: S3Server, s3_bucket: str) ->
             started = time.monotonic()
             with pytest.raises(BackendUnavailableError, match=endpoint):
                 await repo.validate()
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 30  # bounded well below the client's 60 s default
 
 
 # --- info, accessor, configuration ---------------------------------------------------------
