@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -36,7 +39,8 @@ def test_quickstart_tour_then_commands(tmp_path: Path) -> None:
     assert "launched 0 jobs" in rerun.stdout
 
     why = run_example(script, "why", "report", "empty")
-    assert "it failed" in why.stdout
+    assert "upstream task 'count' job 'empty'" in why.stdout
+    assert "failed" in why.stdout
 
     status = run_example(script, "status", "--json")
     assert status.returncode == 0
@@ -47,3 +51,43 @@ def test_quickstart_tour_then_commands(tmp_path: Path) -> None:
     fixed = run_example(script, "run")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert (work / "reports" / "empty.txt").read_text().startswith("empty: 4 words")
+
+
+def test_uppercase_process_pipeline(tmp_path: Path) -> None:
+    script = tmp_path / "uppercase.py"
+    shutil.copy(EXAMPLES / "uppercase.py", script)
+    work = tmp_path / "work" / "uppercase"
+
+    tour = run_example(script)
+    assert tour.returncode == 0, tour.stdout + tour.stderr
+    assert "6 succeeded, 0 failed" in tour.stdout
+    sources = sorted(path.name for path in (work / "inputs").iterdir())
+    assert sources == ["greeting.txt", "poem.txt", "shopping list.txt"]
+    assert sorted(path.name for path in (work / "outputs").iterdir()) == sources
+    for name in sources:
+        text = (work / "inputs" / name).read_text()
+        assert (work / "outputs" / name).read_text() == text.upper()
+    counted = yaml.safe_load((work / "line_counts" / "shopping list.yaml").read_text())
+    assert counted == {"lines": 3, "characters": len("apples\nbread\ncheese\n")}
+
+    rerun = run_example(script, "run")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "launched 0 jobs" in rerun.stdout
+
+    status = run_example(script, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    counts = json.loads(status.stdout)
+    assert counts["upper"]["succeeded"] == 3
+    assert counts["count"]["succeeded"] == 3
+    assert counts["upper"]["failed"] == counts["count"]["failed"] == 0
+
+    # Paths full of shell syntax reach the shell as single quoted words: were any of it
+    # interpreted, the output would land elsewhere or the script would not parse.
+    tricky = "it's $(echo elsewhere) `echo elsewhere` ; a  b"
+    (work / "inputs" / f"{tricky}.txt").write_text("quoted, not run\n")
+    added = run_example(script, "run")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "launched 2 jobs: 2 succeeded, 0 failed" in added.stdout
+    assert (work / "outputs" / f"{tricky}.txt").read_text() == "QUOTED, NOT RUN\n"
+    written = {path.name for path in (work / "outputs").iterdir()}
+    assert written == {*sources, f"{tricky}.txt"}
