@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,10 +54,10 @@ def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # argparse reports usage errors (and --help) this way
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    _configure_logging(args.verbose)
     try:
         stdin = sys.stdin.buffer.read() if args.command == "inject" else b""
-        return asyncio.run(_open_and_run(pipeline, COMMANDS[args.command], args, stdin))
+        with _logging_to_stderr(args.verbose):
+            return asyncio.run(_open_and_run(pipeline, COMMANDS[args.command], args, stdin))
     except (InvalidJobIdError, ConfigurationError) as exc:
         return _error(exc, EXIT_USAGE)
     except (PydatataskError, OSError) as exc:
@@ -68,9 +69,13 @@ def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
 _LOG_LEVELS = (logging.WARNING, logging.INFO, logging.DEBUG)
 
 
-def _configure_logging(verbosity: int) -> None:
-    """Send pydatatask's log to standard error: warnings, ``-v`` what happens, ``-vv`` more."""
-    level = _LOG_LEVELS[min(verbosity, len(_LOG_LEVELS) - 1)]
+@contextlib.contextmanager
+def _logging_to_stderr(verbosity: int) -> Iterator[None]:
+    """Send pydatatask's log to standard error while a command runs.
+
+    Warnings always; ``-v`` what happens (launches, finishes, retries, listings);
+    ``-vv`` debug detail. The logger is left as it was afterwards.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
@@ -78,11 +83,14 @@ def _configure_logging(verbosity: int) -> None:
         else logging.Formatter("%(levelname)s: %(message)s")
     )
     library = logging.getLogger("pydatatask")
-    for old in [item for item in library.handlers if getattr(item, "_pydatatask_cli", False)]:
-        library.removeHandler(old)
-    handler._pydatatask_cli = True  # type: ignore[attr-defined]
+    level = library.level
     library.addHandler(handler)
-    library.setLevel(level)
+    library.setLevel(_LOG_LEVELS[min(verbosity, len(_LOG_LEVELS) - 1)])
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(level)
 
 
 def _error(problem: object, code: int) -> int:
