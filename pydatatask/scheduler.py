@@ -108,6 +108,9 @@ class Scheduler:
         self.other_controllers: set[str] = set()
         self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
         self.completions: list[tuple[str, str, dict[str, Any]]] = []
+        self.unreaped: dict[str, set[str]] = {name: set() for name in self.plans}
+        """Per task, the jobs in :attr:`completions`: ended, not yet taken in. A listing
+        may have missed their done records, so they must not count as ready."""
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
@@ -220,6 +223,7 @@ class Scheduler:
         name = plan.task.name
         candidates -= self.ids[plan.done] - self._due_retries(name)
         candidates -= self.running[name].keys()
+        candidates -= self.unreaped[name]
         self.ready[name] = set()
         await self._recheck(plan, candidates)
 
@@ -232,7 +236,12 @@ class Scheduler:
     def _check(self, plan: _Plan, job: str, unknown: set[tuple[str, str]]) -> bool:
         name = plan.task.name
         ids = self.ids
-        if job in self.running[name] or job in self.unrecorded[name] or job in self.elsewhere[name]:
+        if (
+            job in self.running[name]
+            or job in self.unreaped[name]
+            or job in self.unrecorded[name]
+            or job in self.elsewhere[name]
+        ):
             return False
         for key in plan.required:
             if job not in ids[key]:
@@ -364,7 +373,7 @@ class Scheduler:
         }
         logger.error("%s job %r can never start: %s", name, job, error)
         await self.plans[name].task.done.dump(job, record)
-        self.completions.append((name, job, record))
+        self._finished(name, job, record)
 
     def _room(self, plan: _Plan) -> int:
         limit = plan.task.max_concurrent
@@ -434,6 +443,7 @@ class Scheduler:
 
     def _finished(self, name: str, job: str, record: dict[str, Any]) -> None:
         self.completions.append((name, job, record))
+        self.unreaped[name].add(job)
         self.wakeup.set()
         waiter = self._waiters.pop((name, job), None)
         if waiter is not None and not waiter.done():
@@ -467,6 +477,7 @@ class Scheduler:
         outputs: dict[int, set[str]] = {}
         for name, job, record in completions:
             plan = self.plans[name]
+            self.unreaped[name].discard(job)
             if not self._record(plan, job, record):
                 continue
             for task_name in plan.rechecks:

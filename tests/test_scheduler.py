@@ -402,3 +402,54 @@ async def test_jobs_finishing_during_a_refresh_are_not_launched_again() -> None:
         report = await pdt.run(pipeline)
     assert runs == {str(i): 1 for i in range(8)}
     assert report.launched == 8
+
+
+async def test_a_job_that_ends_while_the_scheduler_relists_is_not_launched_again() -> None:
+    # A job of "first" ends while a full re-listing is being taken in: the listing was
+    # made before its done record existed, and its completion is not yet reaped. It
+    # must not look ready again (it used to be launched a second time).
+    source = Memory({"old": 1, "late": 2})
+    middle = Memory({"old": 1})
+    may_finish = asyncio.Event()
+    launches: list[str] = []
+    scheduler_of: list[Any] = []
+
+    class SlowLookups(Memory):
+        async def _info(self, job: str) -> Any:
+            if job == "new":  # read while the re-listing is taken in
+                scheduler = scheduler_of[0]
+                scheduler.wakeup.clear()
+                may_finish.set()
+                await asyncio.wait_for(scheduler.wakeup.wait(), 60)  # "late" has ended
+            return await super()._info(job)
+
+    first_done = SlowLookups({"old": {"success": True}})
+
+    @pdt.InProcessSyncTask("first", first_done)
+    async def first(job: str, source: Memory, middle: Memory) -> None:
+        launches.append(job)
+        await asyncio.wait_for(may_finish.wait(), 60)
+        await middle.dump(job, await source.info(job))
+
+    first.link("source", source, is_input=True)
+    first.link("middle", middle, is_output=True)
+
+    @pdt.InProcessSyncTask("second", Memory())
+    async def second(job: str, middle: Memory) -> None:
+        pass
+
+    second.link("middle", middle, is_input=True)
+    pipeline = pdt.Pipeline([first, second])
+    async with pipeline:
+        scheduler = pipeline.scheduler
+        scheduler_of.append(scheduler)
+        await scheduler.round()  # launches first "late"; second "old" runs too
+        assert scheduler.is_running("first", "late")
+        # Outside the pipeline, "new" appears as done by first, with its output.
+        await first_done.dump("new", {"success": True})
+        await middle.dump("new", 3)
+        await source.dump("new", 3)
+        await scheduler.refresh()  # second "new" needs first's outcome: a lookup
+        assert "late" not in scheduler.ready["first"]
+        await pdt.run(pipeline, timeout=60)
+    assert launches == ["late"]
