@@ -19,6 +19,7 @@ from typing import Any
 
 from pydatatask.errors import JobClaimedError
 from pydatatask.task.base import Task, timestamp
+from pydatatask.task.stopping import StopReason
 
 __all__ = ["JobRunner"]
 
@@ -76,7 +77,7 @@ class JobRunner:
             self._withdrawn.add((task_name, job))
             self._forget(task_name, job)
             return True
-        worker.cancel()
+        worker.cancel(StopReason.REMOVED)
         with contextlib.suppress(asyncio.CancelledError):
             await worker
         return True
@@ -88,7 +89,7 @@ class JobRunner:
             self._forget(task.name, job)
         workers = list(self._workers)
         for worker in workers:
-            worker.cancel()
+            worker.cancel(StopReason.SHUTDOWN)
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker

@@ -18,6 +18,7 @@ from pydatatask.link import Link
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.retry import RetryPolicy
+from pydatatask.task.stopping import StopReason, stop_reason
 
 __all__ = ["DONE_LINK", "Task", "failure_record", "timestamp"]
 
@@ -47,6 +48,40 @@ def failure_record(error: BaseException) -> dict[str, Any]:
         "exception": f"{type(error).__name__}: {error}",
         "traceback": "".join(traceback.format_exception(error)),
     }
+
+
+class _Deadline:
+    """Cancels the current asyncio task with :attr:`StopReason.TIMEOUT` after ``seconds``."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.fired = False
+        self.claimed = False
+        self._task = asyncio.current_task()
+        self._handle = (
+            None
+            if seconds is None
+            else asyncio.get_running_loop().call_later(seconds, self._expire)
+        )
+
+    def _expire(self) -> None:
+        assert self._task is not None
+        self.fired = True
+        self._task.cancel(StopReason.TIMEOUT)
+
+    def claim(self, cancelled: asyncio.CancelledError | None = None) -> bool:
+        """Whether the attempt ended because of this deadline; if so, undo its cancel."""
+        if not self.fired or (
+            cancelled is not None and stop_reason(cancelled) is not StopReason.TIMEOUT
+        ):
+            return False
+        assert self._task is not None
+        self._task.uncancel()
+        self.claimed = True
+        return True
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 def _seconds(value: timedelta | float | None, what: str) -> float | None:
@@ -207,35 +242,37 @@ class Task(abc.ABC):
 
         With ``reattach``, wait for a job an earlier controller started instead. The
         body's failure is returned as data, never raised; :class:`JobClaimedError` (another
-        controller holds the job) propagates. So does cancellation (the controller
-        stopping), so an interrupted job leaves no record; tasks whose jobs run elsewhere
-        check :attr:`shutting_down` to tell that apart from a timeout.
+        controller holds the job) propagates. So does cancellation by the controller
+        (:attr:`StopReason.REMOVED`, :attr:`StopReason.SHUTDOWN`), so such a job leaves
+        no record. The timeout cancels the attempt with :attr:`StopReason.TIMEOUT`, so
+        code that waits for a job elsewhere knows to stop it; the attempt is then
+        recorded as timed out, whatever error the cancellation turned into.
         """
         started = time.time()
         record: dict[str, Any] = {"success": False, "attempt": attempt}
         failure: BaseException | None = None
-        deadline = None if self.timeout is None else asyncio.timeout(self.timeout)
+        timer = _Deadline(self.timeout)
         try:
-            if deadline is None:
-                extra = await self._begin(job, attempt, reattach)
-            else:
-                async with deadline:
-                    extra = await self._begin(job, attempt, reattach)
+            extra = await self._begin(job, attempt, reattach)
         except JobClaimedError:
             raise  # not a failure of the job: it leaves no record here
-        except TimeoutError as error:
-            failure = error
-            if deadline is not None and deadline.expired():
-                record["timeout"] = True
-                record["exception"] = f"timed out after {self.timeout:g} s"
-            else:
-                record.update(failure_record(error))
+        except asyncio.CancelledError as cancelled:
+            if not timer.claim(cancelled):
+                raise
         except Exception as error:  # noqa: BLE001 - user code fails into the record
-            failure = error
-            record.update(failure_record(error))
+            if not timer.claim():  # else the timeout's cancellation became this error
+                failure = error
+                record.update(failure_record(error))
         else:
-            record.update(extra)
-            record["success"] = True
+            if not timer.claim():  # else the body swallowed the timeout's cancellation
+                record.update(extra)
+                record["success"] = True
+        finally:
+            timer.close()
+        if timer.claimed:
+            failure = TimeoutError(f"timed out after {self.timeout:g} s")
+            record["timeout"] = True
+            record["exception"] = str(failure)
         ended = time.time()
         record["start_time"] = timestamp(started)
         record["end_time"] = timestamp(ended)
