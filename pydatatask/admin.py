@@ -1,7 +1,8 @@
 """Inspect and repair an open pipeline: the operations behind the command line.
 
 Every function takes an open :class:`~pydatatask.Pipeline`, reads its repositories
-afresh, and returns plain data; nothing here prints. Targets are written ``TASK`` or
+afresh, and returns plain data; nothing here prints. ``status``, ``failures``, ``trace``
+and ``why`` come from :mod:`pydatatask.overview`. Targets are written ``TASK`` or
 ``TASK.LINK``; a mistake in one (an unknown name, a malformed expression or YAML text)
 raises :class:`InputError`.
 """
@@ -17,8 +18,9 @@ import yaml
 from pydatatask import setexpr, yamltext
 from pydatatask.errors import InputError, JobNotFoundError, JobNotReadyError
 from pydatatask.graph import graph
-from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
-from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository, check_job_id
+from pydatatask.overview import READY, failures, status, trace, why
+from pydatatask.overview import task_of as _task
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.task.base import DONE_LINK, Task
 
 if TYPE_CHECKING:
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALL_JOBS",
+    "READY",
     "InputError",
     "JobNotReadyError",
     "cat",
@@ -44,18 +47,8 @@ __all__ = [
 ALL_JOBS = "__all__"
 """The job list ``[ALL_JOBS]`` given to :func:`rm` means every id in the repository."""
 
-READY = "ready to run"
-
 
 # ------------------------------------------------------------------- naming
-
-
-def _task(pipeline: Pipeline, name: str) -> Task:
-    task = pipeline.tasks.get(name)
-    if task is None:
-        known = ", ".join(sorted(pipeline.tasks)) or "none"
-        raise InputError(f"unknown task {name!r} (tasks: {known})")
-    return task
 
 
 def _split(target: str) -> tuple[str, str | None]:
@@ -82,20 +75,6 @@ def _scheduler(pipeline: Pipeline) -> Scheduler:
     return scheduler
 
 
-def _required(task: Task) -> list[tuple[str, Repository]]:
-    if task.ready is not None:
-        return [("ready", task.ready)]
-    return [(name, link.repo) for name, link in task.links.items() if link.required_for_start]
-
-
-def _inhibiting(task: Task) -> list[tuple[str, Repository]]:
-    return [
-        (name, link.repo)
-        for name, link in task.links.items()
-        if link.inhibits_start and name != DONE_LINK
-    ]
-
-
 class _Listing:
     """Repository id sets, each listed at most once per command."""
 
@@ -106,120 +85,6 @@ class _Listing:
         if id(repo) not in self._ids:
             self._ids[id(repo)] = await repo.ids()
         return self._ids[id(repo)]
-
-
-# ------------------------------------------------------------------- status
-
-
-async def _all_records(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Read every task's done records (each a mapping or an :class:`Unreadable`)."""
-    return {name: await read_records(task.done) for name, task in pipeline.tasks.items()}
-
-
-async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Count each task's jobs by state, and the ids in each of its links.
-
-    States: ``succeeded``, ``failed`` (no retry pending), ``unreadable`` (a done record
-    that cannot be read; the job is left alone), ``retrying``, ``running``, ``ready``,
-    ``blocked`` (in an inhibiting repository, or an upstream job failed or is blocked) and
-    ``waiting`` (present in the required inputs but not ready, for example waiting for an
-    upstream job to run).
-    """
-    scheduler = _scheduler(pipeline)
-    await scheduler.refresh()
-    listing = _Listing()
-    all_records = await _all_records(pipeline)
-    stuck: dict[str, set[str]] = {}
-    """Per task, the jobs that cannot succeed without a person: failed or blocked."""
-    result: dict[str, dict[str, Any]] = {}
-    for task in pipeline.topological_order():
-        name = task.name
-        records = all_records[name]
-        kinds = {job: outcome(record) for job, record in records.items()}
-        succeeded = {job for job, kind in kinds.items() if kind is Outcome.SUCCEEDED}
-        unreadable = {job for job, kind in kinds.items() if kind is Outcome.UNREADABLE}
-        ready = set(scheduler.ready[name])
-        retrying = {job for job in scheduler.retry_at[name] if job in records} - ready
-        failed = set(records) - succeeded - unreadable - retrying - ready
-        running = set(scheduler.running[name])
-        required = [await listing.ids(repo) for _, repo in _required(task)]
-        eligible = set(required[0]).intersection(*required[1:]) if required else set()
-        eligible -= set(records) | running | ready
-        inhibited: set[str] = set()
-        for _, repo in _inhibiting(task):
-            inhibited |= await listing.ids(repo)
-        for upstream in pipeline.upstream_of(name):
-            inhibited |= stuck[upstream.name]
-        blocked = eligible & inhibited
-        stuck[name] = failed | unreadable | blocked
-        result[name] = {
-            "succeeded": len(succeeded),
-            "failed": len(failed),
-            "unreadable": len(unreadable),
-            "retrying": len(retrying),
-            "running": len(running),
-            "ready": len(ready),
-            "waiting": len(eligible - blocked),
-            "blocked": len(blocked),
-            "links": {link: len(await listing.ids(item.repo)) for link, item in task.links.items()},
-        }
-    return {name: result[name] for name in pipeline.tasks}
-
-
-async def failures(pipeline: Pipeline) -> list[tuple[str, str, str]]:
-    """List every job whose done record says it failed (with no retry pending) or is unreadable.
-
-    :returns: ``(task, job, error in one line)`` triples, by task, then by job.
-    """
-    found: list[tuple[str, str, str]] = []
-    for name, records in (await _all_records(pipeline)).items():
-        for job in sorted(records):
-            record = records[job]
-            kind = outcome(record)
-            if kind is Outcome.SUCCEEDED or (kind is Outcome.FAILED and record.get("retry_at")):
-                continue
-            found.append((name, job, error_line(record)))
-    return found
-
-
-async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Show, for each job and task, its done record, whether it runs, and its link ids.
-
-    An unreadable done record shows as ``{"unreadable": REASON}``.
-
-    :returns: ``{job: {task: {"done": record or None, "running": bool,
-        "links": {link: bool}}}}``.
-    :raises InvalidJobIdError: for an id no repository can hold.
-    :raises JobNotFoundError: for an id that no link of any task holds, with no done
-        record and nothing running (the first such id).
-    """
-    scheduler = _scheduler(pipeline)
-    result: dict[str, dict[str, Any]] = {}
-    for job in jobs:
-        check_job_id(job)
-        per_task: dict[str, Any] = {}
-        for name, task in pipeline.tasks.items():
-            links = {
-                link: item.repo.is_valid_job_id(job) and await item.repo.contains(job)
-                for link, item in task.links.items()
-            }
-            record = await _record(task, job)
-            per_task[name] = {
-                "done": {"unreadable": record.reason} if isinstance(record, Unreadable) else record,
-                "running": job in scheduler.running[name],
-                "links": links,
-            }
-        if not any(state["running"] or any(state["links"].values()) for state in per_task.values()):
-            raise JobNotFoundError(job, pipeline)
-        result[job] = per_task
-    return result
-
-
-async def _record(task: Task, job: str) -> Any:
-    """Return ``job``'s done record of ``task`` (maybe an :class:`Unreadable`), or None."""
-    if not task.done.is_valid_job_id(job):
-        return None
-    return await read_record(task.done, job)
 
 
 # ----------------------------------------------------------------------- ls
@@ -430,68 +295,6 @@ async def rm(
 
 
 # ------------------------------------------------------------------ why, launch
-
-
-async def _upstream_reason(pipeline: Pipeline, upstream: Task, job: str) -> str | None:
-    if job in _scheduler(pipeline).running[upstream.name]:
-        return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed (it is running)"
-    record = await _record(upstream, job)
-    if record is None:
-        return (
-            f"waiting for upstream task {upstream.name!r} job {job!r} to succeed (it has not run)"
-        )
-    kind = outcome(record)
-    if kind is Outcome.SUCCEEDED:
-        return None
-    if kind is Outcome.FAILED and record.get("retry_at"):
-        state = f"it failed and will be retried at {record['retry_at']}"
-        return f"waiting for upstream task {upstream.name!r} job {job!r} to succeed ({state})"
-    return (
-        f"blocked: upstream task {upstream.name!r} job {job!r} "
-        f"{'failed' if kind is Outcome.FAILED else 'has an unreadable record'} "
-        f"({error_line(record)}); 'rm {upstream.name} {job}' to run it again"
-    )
-
-
-async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
-    """Explain in words why ``job`` of ``task_name`` is or is not ready to run.
-
-    Repositories are read afresh. The last line is :data:`READY` (``"ready to run"``)
-    exactly when nothing holds the job back.
-
-    :raises InputError: for an unknown task.
-    :raises InvalidJobIdError: for an id the task's done repository cannot hold.
-    """
-    task = _task(pipeline, task_name)
-    task.done.check_job_id(job)
-    reasons: list[str] = []
-    if job in _scheduler(pipeline).running[task.name]:
-        reasons.append(f"{task.name} job {job!r} is running now")
-    record = await _record(task, job)
-    if record is not None:
-        again = f"'rm {task.name} {job}' to run it again"
-        kind = outcome(record)
-        if kind is Outcome.UNREADABLE:
-            reasons.append(f"its done record is unreadable ({error_line(record)}); {again}")
-        else:
-            when = record.get("end_time", "an unknown time")
-            if kind is Outcome.SUCCEEDED:
-                reasons.append(f"already done (succeeded at {when}); {again}")
-            elif record.get("retry_at"):
-                reasons.append(f"failed at {when}; it will be retried at {record['retry_at']}")
-            else:
-                reasons.append(f"failed at {when} ({error_line(record)}); {again}")
-    for link, repo in _required(task):
-        if not repo.is_valid_job_id(job) or not await repo.contains(job):
-            reasons.append(f"input {task.name}.{link} has no {job!r}")
-    for link, repo in _inhibiting(task):
-        if repo.is_valid_job_id(job) and await repo.contains(job):
-            reasons.append(f"blocked by {task.name}.{link} containing {job!r}")
-    for upstream in pipeline.upstream_of(task.name):
-        reason = await _upstream_reason(pipeline, upstream, job)
-        if reason is not None:
-            reasons.append(reason)
-    return reasons or [READY]
 
 
 async def launch(

@@ -31,6 +31,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from pydatatask.jobstate import State
+
 if TYPE_CHECKING:
     from pydatatask.scheduler import Scheduler
 
@@ -253,8 +255,9 @@ def snapshot(scheduler: Scheduler, now: float | None = None) -> PipelineProgress
     tasks = []
     for name in reversed(scheduler.plans):  # upstream first
         upstream = scheduler.plans[name].upstream
-        pending = scheduler.ready[name].union(scheduler.retry_at[name])
-        own = pending.union(scheduler.running[name])
+        running = scheduler.jobs(name, State.RUNNING)
+        pending = {*scheduler.jobs(name, State.READY), *scheduler.jobs(name, State.RETRYING)}
+        own = pending | running
         waiting[name] = own.union(*(waiting[up] for up in upstream))
         counters = scheduler.counters[name]
         finished = counters.succeeded + counters.failed
@@ -267,7 +270,7 @@ def snapshot(scheduler: Scheduler, now: float | None = None) -> PipelineProgress
                 succeeded=counters.succeeded,
                 failed=counters.failed,
                 retried=counters.retried,
-                running=len(scheduler.running[name]),
+                running=len(running),
                 pending=len(pending),
                 upstream=remaining - len(own),
                 rate=rate,

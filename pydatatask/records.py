@@ -10,15 +10,123 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydatatask.errors import BackendError, BackendUnavailableError, JobNotFoundError
 from pydatatask.repository.base import Repository
 
-__all__ = ["Outcome", "Unreadable", "error_line", "outcome", "read_record", "read_records"]
+__all__ = [
+    "Ended",
+    "Held",
+    "JobResult",
+    "Outcome",
+    "Recorded",
+    "Unreadable",
+    "Unrecorded",
+    "error_line",
+    "outcome",
+    "read_record",
+    "read_records",
+]
 
 logger = logging.getLogger(__name__)
+
+
+_FIELDS = ("success", "attempt", "exception", "traceback", "timeout", "exit_code")
+_TIMES = ("start_time", "end_time", "duration", "retry_at")
+
+
+@dataclass
+class JobResult:
+    """One finished attempt of a job: what its done record says.
+
+    :meth:`to_record` gives the stored shape (``success``, ``attempt``, ``exception`` and
+    ``traceback`` or ``timeout`` on failure, ``exit_code`` for jobs that ran elsewhere,
+    the kind's own fields, ``start_time``, ``end_time``, ``duration``, and ``retry_at``
+    when another attempt is planned); :meth:`from_record` reads it back.
+    """
+
+    success: bool
+    attempt: int = 1
+    start_time: str = ""
+    end_time: str = ""
+    duration: float = 0.0
+    exception: str | None = None
+    traceback: str | None = None
+    timeout: bool = False
+    exit_code: int | None = None
+    retry_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Fields a task kind adds (a pod's ``reason``, ...)."""
+
+    def to_record(self) -> dict[str, Any]:
+        """Return the record to store: plain values, absent fields left out."""
+        record: dict[str, Any] = {"success": self.success, "attempt": self.attempt}
+        if self.exception is not None:
+            record["exception"] = self.exception
+        if self.traceback is not None:
+            record["traceback"] = self.traceback
+        if self.timeout:
+            record["timeout"] = True
+        if self.exit_code is not None:
+            record["exit_code"] = self.exit_code
+        record.update(self.extra)
+        record.update(start_time=self.start_time, end_time=self.end_time, duration=self.duration)
+        if self.retry_at is not None:
+            record["retry_at"] = self.retry_at
+        return record
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> JobResult:
+        """Read a stored record (a record without ``success`` counts as a success)."""
+        extra = {key: value for key, value in record.items() if key not in (*_FIELDS, *_TIMES)}
+        exit_code = record.get("exit_code")
+        return cls(
+            success=record.get("success", True) is not False,
+            attempt=int(record.get("attempt", 1)),
+            start_time=str(record.get("start_time", "")),
+            end_time=str(record.get("end_time", "")),
+            duration=float(record.get("duration", 0.0)),
+            exception=record.get("exception"),
+            traceback=record.get("traceback"),
+            timeout=bool(record.get("timeout", False)),
+            exit_code=None if exit_code is None else int(exit_code),
+            retry_at=record.get("retry_at"),
+            extra=extra,
+        )
+
+    @property
+    def error(self) -> str:
+        """The error in one line."""
+        return error_line(self.to_record())
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A job ended and its done record was written."""
+
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A job ended but its done record could not be written; it is not run again here."""
+
+    result: JobResult
+    problem: str
+
+
+@dataclass(frozen=True)
+class Held:
+    """A job was not started: another controller holds it."""
+
+    holder: str
+
+
+Ended = Recorded | Unrecorded | Held
+"""How a job launched by the scheduler came back."""
 
 
 @dataclass(frozen=True)

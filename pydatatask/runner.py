@@ -15,9 +15,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from pydatatask.errors import JobClaimedError
+from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded
 from pydatatask.task.base import Task, timestamp
 from pydatatask.task.stopping import StopReason
 
@@ -25,24 +25,28 @@ __all__ = ["JobRunner"]
 
 logger = logging.getLogger(__name__)
 
-Finished = Callable[[str, str, dict[str, Any]], None]
+Finished = Callable[[str, str, Ended], None]
+Stopped = Callable[[str, str], None]
 
 
 class JobRunner:
     """Runs jobs for a scheduler and reports each outcome to ``on_finished``.
 
-    :param on_finished: called with (task name, job, done record) after the record is
-        written; the record has ``unrecorded: True`` when writing it failed, and is just
-        ``{"held_by": CONTROLLER}`` when another controller turned out to hold the job.
+    :param on_finished: called with (task name, job, how it ended) once the job's done
+        record is written (:class:`Recorded`), could not be written (:class:`Unrecorded`),
+        or the job turned out to be held by another controller (:class:`Held`).
+    :param on_stopped: called with (task name, job) for a job that leaves without ending:
+        cancelled while running, withdrawn while queued, or dropped at shutdown.
     """
 
-    def __init__(self, task_names: list[str], on_finished: Finished) -> None:
+    def __init__(self, task_names: list[str], on_finished: Finished, on_stopped: Stopped) -> None:
         self.running: dict[str, dict[str, asyncio.Task[None] | None]] = {
             name: {} for name in task_names
         }
         """Per task, the jobs running or queued, each with the worker running it."""
         self.count = 0
         self._on_finished = on_finished
+        self._on_stopped = on_stopped
         self._queue: collections.deque[tuple[Task, str, int, bool]] = collections.deque()
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._withdrawn: set[tuple[str, str]] = set()
@@ -64,6 +68,10 @@ class JobRunner:
             self._workers.add(worker)
             worker.add_done_callback(self._workers.discard)
 
+    def count_of(self, task_name: str) -> int:
+        """Return how many jobs of the task are running or queued."""
+        return len(self.running[task_name])
+
     def is_running(self, task_name: str, job: str) -> bool:
         """Whether ``job`` of the task is running or about to."""
         return job in self.running[task_name]
@@ -76,6 +84,7 @@ class JobRunner:
         if worker is None:  # still queued: the worker that takes it will skip it
             self._withdrawn.add((task_name, job))
             self._forget(task_name, job)
+            self._on_stopped(task_name, job)
             return True
         worker.cancel(StopReason.REMOVED)
         with contextlib.suppress(asyncio.CancelledError):
@@ -87,6 +96,7 @@ class JobRunner:
         while self._queue:
             task, job, _, _ = self._queue.popleft()
             self._forget(task.name, job)
+            self._on_stopped(task.name, job)
         workers = list(self._workers)
         for worker in workers:
             worker.cancel(StopReason.SHUTDOWN)
@@ -112,15 +122,18 @@ class JobRunner:
                 self._withdrawn.discard((task.name, job))
                 continue
             self.running[task.name][job] = current
+            ended: Ended | None = None
             try:
-                record = await self._run(task, job, attempt, reattach)
+                ended = await self._run(task, job, attempt, reattach)
             finally:
                 task.release(job)
                 self._forget(task.name, job)
-            self._on_finished(task.name, job, record)
+                if ended is None:
+                    self._on_stopped(task.name, job)
+            self._on_finished(task.name, job, ended)
 
-    async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> dict[str, Any]:
-        record: dict[str, Any] = {"success": False}
+    async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> Ended:
+        result = JobResult(success=False, attempt=attempt)
         logger.info(
             "%s %s job %r (attempt %d)",
             "re-attaching to" if reattach else "launching",
@@ -130,27 +143,27 @@ class JobRunner:
         )
         try:
             record, error = await task.run_attempt(job, attempt, reattach)
-            if not record["success"] and task.retry.should_retry(
-                attempt, error, bool(record.get("timeout"))
-            ):
-                record["retry_at"] = timestamp(time.time() + task.retry.delay(attempt))
-            await task.done._dump(job, record)  # a listed, hence valid, id
+            result = JobResult.from_record(record)
+            if not result.success and task.retry.should_retry(attempt, error, result.timeout):
+                result.retry_at = timestamp(time.time() + task.retry.delay(attempt))
+            await task.done._dump(job, result.to_record())  # a listed, hence valid, id
         except JobClaimedError as claimed:
             logger.info("%s job %r: not started: %s", task.name, job, claimed)
-            return {"held_by": claimed.holder}
-        except Exception:  # one job's bookkeeping must not stop the rest
+            return Held(claimed.holder)
+        except Exception as exc:  # one job's bookkeeping must not stop the rest
             logger.exception("could not record the result of %s job %r", task.name, job)
-            return {**record, "unrecorded": True}
-        _log_outcome(task.name, job, record)
-        return record
+            problem = " ".join(f"its done record could not be written: {exc}".split())
+            return Unrecorded(result, problem)
+        _log_outcome(task.name, job, result)
+        return Recorded(result)
 
 
-def _log_outcome(name: str, job: str, record: dict[str, Any]) -> None:
-    if record["success"]:
-        logger.info("%s job %r succeeded in %.3f s", name, job, record["duration"])
-        return
-    error = " ".join(str(record.get("exception", "failed")).split())
-    if record.get("retry_at"):
-        logger.info("%s job %r failed (%s); retrying at %s", name, job, error, record["retry_at"])
+def _log_outcome(name: str, job: str, result: JobResult) -> None:
+    if result.success:
+        logger.info("%s job %r succeeded in %.3f s", name, job, result.duration)
+    elif result.retry_at is not None:
+        logger.info(
+            "%s job %r failed (%s); retrying at %s", name, job, result.error, result.retry_at
+        )
     else:
-        logger.info("%s job %r failed: %s", name, job, error)
+        logger.info("%s job %r failed: %s", name, job, result.error)

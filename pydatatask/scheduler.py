@@ -5,6 +5,10 @@ depends on is listed once when the scheduler starts and again every ``poll_inter
 in between, the id sets are updated from the jobs' own results (a finished job adds its
 done record and, if present, its outputs under its own id), so a round costs time in
 proportion to what changed, not to how many jobs are already done.
+
+Each job's state is kept in one :class:`~pydatatask.jobstate.JobStates` per task, and
+whether a job may start is decided by the one rule in :mod:`pydatatask.readiness`, asked
+with the scheduler's cached listings.
 """
 
 from __future__ import annotations
@@ -15,17 +19,33 @@ import inspect
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydatatask.errors import JobNotReadyError, QuotaExceededError
-from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
+from pydatatask.errors import BackendError, JobClaimedError, JobNotReadyError, QuotaExceededError
+from pydatatask.jobstate import JobStates, State
+from pydatatask.readiness import Activity, Known, Rule, Why, readiness
+from pydatatask.records import (
+    Ended,
+    Held,
+    JobResult,
+    Outcome,
+    Recorded,
+    Unrecorded,
+    error_line,
+    outcome,
+    read_record,
+    read_records,
+)
+from pydatatask.report import Failure, RunReport, TaskCounters
 from pydatatask.repository.base import Repository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
 
 if TYPE_CHECKING:
+    from collections.abc import Set
+
     from pydatatask.pipeline import Pipeline
 
 __all__ = ["Failure", "RunReport", "Scheduler", "TaskCounters", "run"]
@@ -34,44 +54,66 @@ logger = logging.getLogger(__name__)
 
 _OUTCOME_LOOKUP_CONCURRENCY = 64
 _QUOTA_RECHECK_SECONDS = 0.25
-
-
-@dataclass
-class TaskCounters:
-    """What one task's jobs did since the scheduler started."""
-
-    launched: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    started_at: float = field(default_factory=time.monotonic)
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A job that failed for good (no retry pending), or whose done record is unreadable."""
-
-    task: str
-    job: str
-    error: str
-    """The error in one line."""
+_ACTIVITIES = {
+    State.RUNNING: Activity.RUNNING,
+    State.ENDING: Activity.ENDING,
+    State.HELD: Activity.HELD,
+    State.UNRECORDED: Activity.UNRECORDED,
+}
+_SETTLED = {State.SUCCEEDED: Known.SUCCEEDED, State.FAILED: Known.FAILED}
 
 
 @dataclass
 class _Plan:
-    """One task's readiness inputs, as repository keys into the scheduler's id cache."""
+    """One task's readiness inputs, with repository keys into the scheduler's id cache."""
 
     task: Task
+    rule: Rule
     required: list[int]
     inhibits: list[int]
     done: int
     outputs: list[Repository]
-    upstream: list[str]
     downstream: list[str]
     rechecks: tuple[str, ...] = ()
     """The tasks whose readiness a finished job of this task may change."""
     watched_outputs: tuple[int, ...] = ()
     """The repositories this task writes that some task's readiness depends on."""
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """The tasks whose job with the same id this task's job waits for."""
+        return self.rule.upstream
+
+
+class _CachedFacts:
+    """What the readiness rule needs, answered from the scheduler's caches."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    def holds(self, repo: Repository, job: str) -> bool:
+        return job in self._scheduler.ids[id(repo)]
+
+    def activity(self, task: str, job: str) -> Activity | None:
+        state = self._scheduler.states[task].get(job)
+        return None if state is None else _ACTIVITIES.get(state)
+
+    def known(self, task: str, job: str) -> Known:
+        scheduler = self._scheduler
+        states = scheduler.states[task]
+        state = states.get(job)
+        if state is State.RETRYING:
+            when = states.retry_time(job)
+            due = when is not None and when <= time.monotonic()
+            return Known.RETRY_DUE if due else Known.RETRY_PENDING
+        if job not in scheduler.ids[scheduler.plans[task].done]:
+            return Known.NONE
+        if state is State.UNREADABLE:
+            return Known.UNREADABLE
+        return _SETTLED.get(state, Known.UNKNOWN) if state is not None else Known.UNKNOWN
+
+    def record(self, task: str, job: str) -> Any:
+        return None
 
 
 class Scheduler:
@@ -83,6 +125,7 @@ class Scheduler:
         self.ids: dict[int, set[str]] = {}
         self.watchers: dict[int, list[_Plan]] = {}
         self.plans: dict[str, _Plan] = {}
+        """The tasks, downstream first."""
         for task in reversed(pipeline.topological_order()):  # downstream first
             self.plans[task.name] = self._plan(task)
         for name, plan in self.plans.items():
@@ -91,30 +134,20 @@ class Scheduler:
             plan.watched_outputs = tuple(
                 id(repo) for repo in plan.outputs if id(repo) in self.watchers
             )
-        self.runner = JobRunner(list(self.plans), self._finished)
-        self.running = self.runner.running
-        self.ready: dict[str, set[str]] = {name: set() for name in self.plans}
-        self.succeeded: dict[str, set[str]] = {name: set() for name in self.plans}
-        self.failed: dict[str, set[str]] = {name: set() for name in self.plans}
-        self.retry_at: dict[str, dict[str, float]] = {name: {} for name in self.plans}
-        self.next_attempt: dict[str, dict[str, int]] = {name: {} for name in self.plans}
-        self.unrecorded: dict[str, set[str]] = {name: set() for name in self.plans}
-        self.elsewhere: dict[str, set[str]] = {name: set() for name in self.plans}
-        """Jobs found held by another controller since the last full listing."""
-        self.unreadable: dict[str, dict[str, str]] = {name: {} for name in self.plans}
-        """Jobs whose done record cannot be read, with the reason; they are left alone."""
+        self.states: dict[str, JobStates] = {name: JobStates(name) for name in self.plans}
+        """Each task's jobs by state."""
+        self.runner = JobRunner(list(self.plans), self._finished, self._stopped)
+        self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
         self.failures: list[Failure] = []
         """Every job that failed for good in this scheduler, in the order they ended."""
         self.other_controllers: set[str] = set()
-        self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
-        self.completions: list[tuple[str, str, dict[str, Any]]] = []
-        self.unreaped: dict[str, set[str]] = {name: set() for name in self.plans}
-        """Per task, the jobs in :attr:`completions`: ended, not yet taken in. A listing
-        may have missed their done records, so they must not count as ready."""
+        """The controllers found holding jobs of this pipeline."""
+        self.completions: list[tuple[str, str, Ended]] = []
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
+        self.facts = _CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
-        self._waiters: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
         self._reattached = False
 
     def _plan(self, task: Task) -> _Plan:
@@ -122,27 +155,18 @@ class Scheduler:
             self.repos[id(repo)] = repo
             return id(repo)
 
-        done_link = task.links[DONE_LINK]
-        if task.ready is not None:
-            required = [key(task.ready)]
-        else:
-            required = [key(link.repo) for link in task.links.values() if link.required_for_start]
-        inhibits = [
-            key(link.repo)
-            for name, link in task.links.items()
-            if link.inhibits_start and name != DONE_LINK
-        ]
+        rule = Rule.of(task, [up.name for up in self.pipeline.upstream_of(task.name)])
         plan = _Plan(
             task=task,
-            required=list(dict.fromkeys(required)),
-            inhibits=list(dict.fromkeys(inhibits)),
-            done=key(done_link.repo),
+            rule=rule,
+            required=list(dict.fromkeys(key(repo) for _, repo in rule.required)),
+            inhibits=list(dict.fromkeys(key(repo) for _, repo in rule.inhibits)),
+            done=key(task.links[DONE_LINK].repo),
             outputs=[
                 link.repo
                 for name, link in task.links.items()
                 if (link.is_output or link.is_status) and name != DONE_LINK
             ],
-            upstream=[up.name for up in self.pipeline.upstream_of(task.name)],
             downstream=[down.name for down in self.pipeline.downstream_of(task.name)],
         )
         for repo_key in [*plan.required, *plan.inhibits, plan.done]:
@@ -150,6 +174,10 @@ class Scheduler:
             if plan not in self.watchers[repo_key]:
                 self.watchers[repo_key].append(plan)
         return plan
+
+    def jobs(self, task: str, state: State) -> Set[str]:
+        """Return ``task``'s jobs in ``state`` (do not change the set)."""
+        return self.states[task].jobs(state)
 
     # ----------------------------------------------------------------- the round
 
@@ -170,8 +198,8 @@ class Scheduler:
             logger.debug(
                 "round: %d running; ready %s; retries pending %s",
                 self.running_count,
-                {name: len(jobs) for name, jobs in self.ready.items()},
-                {name: len(jobs) for name, jobs in self.retry_at.items()},
+                {name: states.count(State.READY) for name, states in self.states.items()},
+                {name: states.count(State.RETRYING) for name, states in self.states.items()},
             )
         return self.has_work()
 
@@ -180,13 +208,13 @@ class Scheduler:
         return (
             self.running_count > 0
             or bool(self.completions)
-            or any(self.ready.values())
-            or any(self.retry_at[name] for name in self.plans)
+            or any(states.count(State.READY) for states in self.states.values())
+            or any(states.count(State.RETRYING) for states in self.states.values())
         )
 
     def next_deadline(self) -> float | None:
         """Return the monotonic time at which the next retry falls due, if any."""
-        times = [when for pending in self.retry_at.values() for when in pending.values()]
+        times = [when for states in self.states.values() for _, when in states.retries()]
         return min(times, default=None)
 
     async def refresh(self) -> None:
@@ -199,12 +227,7 @@ class Scheduler:
             await self._load_retry_state()
         self.last_refresh = time.monotonic()
         for name, plan in self.plans.items():
-            done = self.ids[plan.done]
-            self.succeeded[name] &= done
-            self.failed[name] &= done
-            self.elsewhere[name].clear()
-            for job in set(self.unreadable[name]) - done:
-                del self.unreadable[name][job]
+            self.states[name].forget_settled(self.ids[plan.done])
         logger.info(
             "listed %d repositories: %s",
             len(keys),
@@ -216,62 +239,41 @@ class Scheduler:
             await self._recompute(plan)
 
     async def _recompute(self, plan: _Plan) -> None:
+        name = plan.task.name
+        states = self.states[name]
         sets = sorted((self.ids[key] for key in plan.required), key=len)
         candidates = set(sets[0]).intersection(*sets[1:]) if sets else set()
         for key in plan.inhibits:
             candidates -= self.ids[key]
-        name = plan.task.name
         candidates -= self.ids[plan.done] - self._due_retries(name)
-        candidates -= self.running[name].keys()
-        candidates -= self.unreaped[name]
-        self.ready[name] = set()
+        candidates -= states.jobs(State.RUNNING)
+        candidates -= states.jobs(State.ENDING)
+        for job in [job for job in states.jobs(State.READY) if job not in candidates]:
+            states.move(job, None)
         await self._recheck(plan, candidates)
 
     # ------------------------------------------------------------- readiness
 
     def _due_retries(self, name: str) -> set[str]:
         now = time.monotonic()
-        return {job for job, when in self.retry_at[name].items() if when <= now}
+        return {job for job, when in self.states[name].retries() if when <= now}
 
     def _check(self, plan: _Plan, job: str, unknown: set[tuple[str, str]]) -> bool:
-        name = plan.task.name
-        ids = self.ids
-        if (
-            job in self.running[name]
-            or job in self.unreaped[name]
-            or job in self.unrecorded[name]
-            or job in self.elsewhere[name]
-        ):
-            return False
-        for key in plan.required:
-            if job not in ids[key]:
-                return False
-        for key in plan.inhibits:
-            if job in ids[key]:
-                return False
-        if job in ids[plan.done]:
-            when = self.retry_at[name].get(job)
-            if when is None or when > time.monotonic():
-                return False
-        for upstream in plan.upstream:
-            if job in self.running[upstream] or job in self.failed[upstream]:
-                return False
-            if job in self.succeeded[upstream]:
-                continue
-            if job not in ids[self.plans[upstream].done]:
-                return False
-            unknown.add((upstream, job))
-            return False
-        return True
+        reason = readiness(plan.rule, job, self.facts)
+        if reason.why is Why.UPSTREAM_UNKNOWN:
+            unknown.add((reason.task, job))
+        return bool(reason)
 
     async def _recheck(self, plan: _Plan, jobs: Iterable[str]) -> None:
         unknown: set[tuple[str, str]] = set()
-        ready = self.ready[plan.task.name]
+        states = self.states[plan.task.name]
         for job in jobs:
+            state = states.get(job)
             if self._check(plan, job, unknown):
-                ready.add(job)
-            else:
-                ready.discard(job)
+                if state is not State.READY:
+                    states.move(job, State.READY)
+            elif state is State.READY:
+                states.move(job, None)
         if unknown:
             await self._learn_outcomes(unknown)
             await self._recheck(plan, {job for _, job in unknown})
@@ -292,14 +294,26 @@ class Scheduler:
 
     def _learn(self, name: str, job: str, record: Any) -> None:
         """Take in a stored done record of ``name``'s ``job``."""
+        states = self.states[name]
+        if states.get(job) is not None:
+            return  # the scheduler knows better: it ran the job itself
         kind = outcome(record)
-        (self.succeeded if kind is Outcome.SUCCEEDED else self.failed)[name].add(job)
-        if kind is Outcome.UNREADABLE and job not in self.unreadable[name]:
+        if kind is Outcome.UNREADABLE:
             reason = error_line(record)
-            self.unreadable[name][job] = reason
+            states.move(job, State.UNREADABLE, note=reason)
             logger.warning(
                 "%s job %r: %s; it is left as it is (rm it to run the job again)", name, job, reason
             )
+        elif kind is Outcome.FAILED and record.get("retry_at"):
+            when = datetime.fromisoformat(str(record["retry_at"])).timestamp()
+            states.move(
+                job,
+                State.RETRYING,
+                retry_at=time.monotonic() + max(0.0, when - time.time()),
+                attempt=int(record.get("attempt", 1)) + 1,
+            )
+        else:
+            states.move(job, State.SUCCEEDED if kind is Outcome.SUCCEEDED else State.FAILED)
 
     async def _load_retry_state(self) -> None:
         for name, plan in self.plans.items():
@@ -307,8 +321,6 @@ class Scheduler:
                 continue
             for job, record in (await read_records(plan.task.done)).items():
                 self._learn(name, job, record)
-                if not isinstance(record, Unreadable) and record.get("retry_at"):
-                    self._schedule_retry(name, job, record)
 
     async def _reattach_live_jobs(self) -> None:
         """Wait again for jobs an earlier controller left running, instead of relaunching.
@@ -318,24 +330,18 @@ class Scheduler:
         """
         for name, plan in self.plans.items():
             for job, attempt in (await plan.task.live_jobs()).items():
-                if job not in self.running[name]:
+                if not self.is_running(name, job):
                     plan.task.reserve(job)  # they run already: account for them
                     self._start(plan, job, attempt=attempt, reattach=True)
 
-    def _schedule_retry(self, name: str, job: str, record: dict[str, Any]) -> None:
-        when = datetime.fromisoformat(str(record["retry_at"])).timestamp()
-        self.retry_at[name][job] = time.monotonic() + max(0.0, when - time.time())
-        self.next_attempt[name][job] = int(record.get("attempt", 1)) + 1
-
     def _release_due_retries(self) -> None:
         for name, plan in self.plans.items():
-            due = self._due_retries(name) - self.ready[name]
-            for job in due:
+            states = self.states[name]
+            for job in self._due_retries(name):
                 if self._check(plan, job, set()):
-                    self.ready[name].add(job)
+                    states.move(job, State.READY)
                 else:  # its inputs are gone: the failed record stands
-                    del self.retry_at[name][job]
-                    self.next_attempt[name].pop(job, None)
+                    states.move(job, State.FAILED)
 
     # ------------------------------------------------------------- launching
 
@@ -357,29 +363,34 @@ class Scheduler:
         try:
             return self.plans[name].task.reserve(job)
         except QuotaExceededError as error:
-            self.ready[name].discard(job)
             self._impossible.append((name, job, error))
             return False
 
     async def _refuse(self, name: str, job: str, error: QuotaExceededError) -> None:
-        now = time.time()
-        record = {
-            "success": False,
-            "attempt": self.next_attempt[name].pop(job, 1),
-            "start_time": timestamp(now),
-            "end_time": timestamp(now),
-            "duration": 0.0,
-            **failure_record(error),
-        }
+        now = timestamp(time.time())
+        failure = failure_record(error)
+        result = JobResult(
+            success=False,
+            attempt=self.states[name].next_attempt(job),
+            start_time=now,
+            end_time=now,
+            exception=failure["exception"],
+            traceback=failure["traceback"],
+        )
         logger.error("%s job %r can never start: %s", name, job, error)
-        await self.plans[name].task.done.dump(job, record)
-        self._finished(name, job, record)
+        await self.plans[name].task.done.dump(job, result.to_record())
+        states = self.states[name]
+        if states.get(job) is not None:
+            states.move(job, None)
+        states.move(job, State.RUNNING)  # it ends at once, like a job that ran
+        self._finished(name, job, Recorded(result))
 
     def _room(self, plan: _Plan) -> int:
+        states = self.states[plan.task.name]
         limit = plan.task.max_concurrent
         if limit is None:
-            return len(self.ready[plan.task.name])
-        return max(0, limit - len(self.running[plan.task.name]))
+            return states.count(State.READY)
+        return max(0, limit - self.runner.count_of(plan.task.name))
 
     async def _choose(self, capacity: int) -> list[tuple[str, str]]:
         if self.pipeline.priority is None:
@@ -391,14 +402,13 @@ class Scheduler:
         chosen: list[tuple[str, str]] = []
         for name, plan in self.plans.items():
             room = min(self._room(plan), capacity - len(chosen))
-            ready = self.ready[name]
-            while room > 0 and ready:
-                job = ready.pop()
+            states = self.states[name]
+            while room > 0 and (job := states.take(State.READY)) is not None:
                 if self._reserve(name, job):
                     chosen.append((name, job))
                     room -= 1
                 elif job not in self._set_aside(name):
-                    ready.add(job)
+                    states.move(job, State.READY)
                     break  # no capacity for this task now
             if len(chosen) >= capacity:
                 break
@@ -408,8 +418,8 @@ class Scheduler:
         priority = self.pipeline.priority
         assert priority is not None
         ranked = []
-        for name in self.plans:
-            for job in self.ready[name]:
+        for name, states in self.states.items():
+            for job in list(states.jobs(State.READY)):
                 score = priority(name, job)
                 if inspect.isawaitable(score):
                     score = await score
@@ -421,9 +431,10 @@ class Scheduler:
             if len(chosen) >= capacity:
                 break
             if taken.get(name, 0) >= self._room(self.plans[name]) or not self._reserve(name, job):
+                if job in self._set_aside(name):
+                    self.states[name].move(job, None)
                 continue
             taken[name] = taken.get(name, 0) + 1
-            self.ready[name].discard(job)
             chosen.append((name, job))
         return chosen
 
@@ -434,40 +445,59 @@ class Scheduler:
         self, plan: _Plan, job: str, attempt: int | None = None, reattach: bool = False
     ) -> None:
         name = plan.task.name
-        planned = self.next_attempt[name].pop(job, 1)
-        self.retry_at[name].pop(job, None)
+        states = self.states[name]
+        planned = states.next_attempt(job)
+        states.move(job, State.RUNNING)
         self.runner.start(plan.task, job, planned if attempt is None else attempt, reattach)
         self.counters[name].launched += 1
         for downstream in plan.downstream:
-            self.ready[downstream].discard(job)
+            if self.states[downstream].get(job) is State.READY:
+                self.states[downstream].move(job, None)
 
-    def _finished(self, name: str, job: str, record: dict[str, Any]) -> None:
-        self.completions.append((name, job, record))
-        self.unreaped[name].add(job)
+    def _stopped(self, name: str, job: str) -> None:
+        """Forget a job stopped without a record (``rm``, a stopping controller)."""
+        if self.states[name].get(job) is State.RUNNING:
+            self.states[name].move(job, None)
+
+    def start(self, task_name: str, job: str) -> None:
+        """Launch ``job`` of ``task_name`` now, ready or not; it is recorded as usual."""
+        self._start(self.plans[task_name], job)
+
+    def _finished(self, name: str, job: str, ended: Ended) -> None:
+        self.completions.append((name, job, ended))
+        self.states[name].move(job, State.ENDING)
         self.wakeup.set()
         waiter = self._waiters.pop((name, job), None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(record)
+            waiter.set_result(ended)
 
     async def run_now(self, task_name: str, job: str) -> dict[str, Any]:
         """Run one job now, whether or not it is ready; return its done record.
 
-        :raises JobNotReadyError: when the job is already running in this controller.
+        :raises JobNotReadyError: when the job is running in this controller.
+        :raises JobClaimedError: when another controller holds the job.
+        :raises BackendError: when its done record could not be written.
         """
-        if self.is_running(task_name, job):
+        if self.states[task_name].get(job) in (State.RUNNING, State.ENDING, State.HELD):
             raise JobNotReadyError(task_name, job, ["it is running"])
         if self.last_refresh is None:
             await self.refresh()
-        finished = asyncio.get_running_loop().create_future()
+        finished: asyncio.Future[Ended] = asyncio.get_running_loop().create_future()
         self._waiters[(task_name, job)] = finished
-        self.ready[task_name].discard(job)
-        self._start(self.plans[task_name], job)
+        states = self.states[task_name]
+        if states.get(job) in (State.UNRECORDED,):
+            raise JobNotReadyError(task_name, job, ["its last done record could not be written"])
+        self.start(task_name, job)
         try:
-            record: dict[str, Any] = await finished
+            ended = await finished
         finally:
             self._waiters.pop((task_name, job), None)
         await self._reap()
-        return record
+        if isinstance(ended, Held):
+            raise JobClaimedError(task_name, job, ended.holder)
+        if isinstance(ended, Unrecorded):
+            raise BackendError(f"{task_name} job {job!r}: {ended.problem}")
+        return ended.result.to_record()
 
     # --------------------------------------------------------------- reaping
 
@@ -475,10 +505,9 @@ class Scheduler:
         completions, self.completions = self.completions, []
         touched: dict[str, set[str]] = {}
         outputs: dict[int, set[str]] = {}
-        for name, job, record in completions:
+        for name, job, ended in completions:
             plan = self.plans[name]
-            self.unreaped[name].discard(job)
-            if not self._record(plan, job, record):
+            if not self._record(plan, job, ended):
                 continue
             for task_name in plan.rechecks:
                 touched.setdefault(task_name, set()).add(job)
@@ -492,36 +521,39 @@ class Scheduler:
                 self.ids[plan.required[0]] = await plan.task.ready.ids()
             await self._recheck(plan, jobs)
 
-    def _record(self, plan: _Plan, job: str, record: dict[str, Any]) -> bool:
-        """Learn a finished job's outcome; False when it left no done record."""
+    def _record(self, plan: _Plan, job: str, ended: Ended) -> bool:
+        """Take in how a job ended; False when it left no done record."""
         name = plan.task.name
+        states = self.states[name]
         counters = self.counters[name]
-        holder = record.get("held_by")
-        if holder is not None:
+        if isinstance(ended, Held):
             counters.launched -= 1  # it never started here
-            self.elsewhere[name].add(job)
-            self._note_other_controller(holder, name, job)
+            states.move(job, State.HELD)
+            self._note_other_controller(ended.holder, name, job)
             return False
-        if record.get("unrecorded"):
-            self.unrecorded[name].add(job)
+        if isinstance(ended, Unrecorded):
+            states.move(job, State.UNRECORDED)
             counters.failed += 1
-            self.failures.append(Failure(name, job, "its done record could not be written"))
+            self.failures.append(Failure(name, job, ended.problem))
             return False
+        result = ended.result
         self.ids[plan.done].add(job)
-        self.unreadable[name].pop(job, None)
-        if record["success"]:
-            self.succeeded[name].add(job)
-            self.failed[name].discard(job)
+        if result.success:
+            states.move(job, State.SUCCEEDED)
             counters.succeeded += 1
+        elif result.retry_at is not None:
+            when = datetime.fromisoformat(result.retry_at).timestamp()
+            states.move(
+                job,
+                State.RETRYING,
+                retry_at=time.monotonic() + max(0.0, when - time.time()),
+                attempt=result.attempt + 1,
+            )
+            counters.retried += 1
         else:
-            self.failed[name].add(job)
-            self.succeeded[name].discard(job)
-            if record.get("retry_at"):
-                self._schedule_retry(name, job, record)
-                counters.retried += 1
-            else:
-                counters.failed += 1
-                self.failures.append(Failure(name, job, error_line(record)))
+            states.move(job, State.FAILED)
+            counters.failed += 1
+            self.failures.append(Failure(name, job, result.error))
         return True
 
     def _note_other_controller(self, holder: str, name: str, job: str) -> None:
@@ -600,9 +632,9 @@ class Scheduler:
             timed_out=timed_out,
             failures=tuple(self.failures[before[3] :]),
             unreadable=tuple(
-                Failure(name, job, reason)
-                for name, jobs in self.unreadable.items()
-                for job, reason in sorted(jobs.items())
+                Failure(name, job, states.note(job) or "unreadable")
+                for name, states in self.states.items()
+                for job in sorted(states.jobs(State.UNREADABLE))
             ),
         )
 
@@ -613,21 +645,6 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """What one :func:`run` did."""
-
-    launched: int
-    succeeded: int
-    failed: int
-    timed_out: bool
-    """Whether ``run`` stopped because its ``timeout`` passed."""
-    failures: tuple[Failure, ...] = ()
-    """The jobs that failed for good during this run, with their errors."""
-    unreadable: tuple[Failure, ...] = ()
-    """The done records found unreadable; their jobs were left alone."""
 
 
 async def run(
@@ -659,7 +676,9 @@ async def run(
         if not more and not forever:
             break
         waits = [pipeline.poll_interval] if forever else []
-        if scheduler.running_count == 0 and any(scheduler.ready.values()):
+        if scheduler.running_count == 0 and any(
+            states.count(State.READY) for states in scheduler.states.values()
+        ):
             # Ready jobs that could not launch wait for a quota's launch window to pass.
             waits.append(min(pipeline.poll_interval, _QUOTA_RECHECK_SECONDS))
         retry = scheduler.next_deadline()

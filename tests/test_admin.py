@@ -353,5 +353,5 @@ async def test_running_jobs_are_shown_refused_and_cancelled_by_rm() -> None:
         with pytest.raises(JobNotReadyError, match="running now"):
             await admin.launch(pipeline, "slow", "x", force=True)
         assert await admin.rm(pipeline, "slow", ["x"], recursive=True) == []
-        assert pipeline.scheduler.running["slow"] == {}
+        assert not pipeline.scheduler.is_running("slow", "x")
         assert not await slow.done.contains("x")

@@ -24,14 +24,14 @@ async def test_cancel_running_and_queued_jobs() -> None:
         await pipeline.update()
         await asyncio.wait_for(started.setdefault("slow", asyncio.Event()).wait(), 5)
         assert scheduler.is_running("t", "slow")
-        scheduler.runner.start(task, "queued", 1)
+        scheduler.start("t", "queued")
         assert await scheduler.cancel("t", "queued")  # still queued: withdrawn
         assert await scheduler.cancel("t", "slow")  # running: cancelled, no record
         assert not await scheduler.cancel("t", "slow")
         assert scheduler.running_count == 0
         assert not await task.done.contains("slow")
         assert not await task.done.contains("queued")
-        scheduler.runner.start(task, "fast", 1)  # the pool still works afterwards
+        scheduler.start("t", "fast")  # the pool still works afterwards
         await pdt.run(pipeline, launch_once=True)
         while scheduler.running_count:
             await scheduler.wait(1)

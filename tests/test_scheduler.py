@@ -9,6 +9,7 @@ import pytest
 
 import pydatatask as pdt
 from pydatatask import InProcessMetadataRepository as Memory
+from pydatatask.jobstate import State
 
 
 def two_stage(
@@ -97,7 +98,7 @@ async def test_downstream_waits_for_upstream_success() -> None:
     async with pipeline:
         assert await pipeline.update()
         await asyncio.sleep(0)
-        assert pipeline.scheduler.ready["second"] == set()  # held while first runs
+        assert pipeline.scheduler.jobs("second", State.READY) == set()  # held while first runs
         gate.set()
         await pdt.run(pipeline)
     assert seen == ["fresh"]
@@ -450,6 +451,6 @@ async def test_a_job_that_ends_while_the_scheduler_relists_is_not_launched_again
         await middle.dump("new", 3)
         await source.dump("new", 3)
         await scheduler.refresh()  # second "new" needs first's outcome: a lookup
-        assert "late" not in scheduler.ready["first"]
+        assert "late" not in scheduler.jobs("first", State.READY)
         await pdt.run(pipeline, timeout=60)
     assert launches == ["late"]

@@ -1,0 +1,234 @@
+"""Where an open pipeline stands: counts by state, failed jobs, traces and explanations.
+
+Every function reads the repositories afresh and asks the one readiness rule of
+:mod:`pydatatask.readiness` with what it read, so ``status`` and ``why`` can never
+disagree with the scheduler about what holds a job back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydatatask.errors import InputError, JobNotFoundError
+from pydatatask.jobstate import State
+from pydatatask.readiness import Activity, Known, Rule, reasons
+from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
+from pydatatask.repository.base import Repository, check_job_id
+
+if TYPE_CHECKING:
+    from pydatatask.pipeline import Pipeline
+    from pydatatask.scheduler import Scheduler
+    from pydatatask.task.base import Task
+
+__all__ = ["READY", "failures", "status", "trace", "why"]
+
+READY = "ready to run"
+"""The one line :func:`why` returns for a job that nothing holds back."""
+
+_ACTIVITIES = {
+    State.RUNNING: Activity.RUNNING,
+    State.ENDING: Activity.ENDING,
+    State.HELD: Activity.HELD,
+    State.UNRECORDED: Activity.UNRECORDED,
+}
+
+
+def task_of(pipeline: Pipeline, name: str) -> Task:
+    """Return the task named ``name``.
+
+    :raises InputError: naming the tasks there are, when there is none such.
+    """
+    task = pipeline.tasks.get(name)
+    if task is None:
+        known = ", ".join(sorted(pipeline.tasks)) or "none"
+        raise InputError(f"unknown task {name!r} (tasks: {known})")
+    return task
+
+
+def _rule(pipeline: Pipeline, task: Task) -> Rule:
+    return Rule.of(task, [upstream.name for upstream in pipeline.upstream_of(task.name)])
+
+
+def _known(record: Any) -> Known:
+    """Classify a stored done record (a mapping or an :class:`Unreadable`)."""
+    kind = outcome(record)
+    if kind is Outcome.SUCCEEDED:
+        return Known.SUCCEEDED
+    if kind is Outcome.UNREADABLE:
+        return Known.UNREADABLE
+    retry = record.get("retry_at")
+    if not retry:
+        return Known.FAILED
+    due = datetime.fromisoformat(str(retry)).timestamp() <= datetime.now().timestamp()
+    return Known.RETRY_DUE if due else Known.RETRY_PENDING
+
+
+class _ReadFacts:
+    """What the readiness rule needs, from fresh reads and what this controller runs."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        holding: dict[int, set[str]],
+        records: dict[str, dict[str, Any]],
+        blocked: dict[str, set[str]] | None = None,
+    ) -> None:
+        self._scheduler = scheduler
+        self._holding = holding
+        self._records = records
+        self._blocked = blocked or {}
+
+    def holds(self, repo: Repository, job: str) -> bool:
+        return job in self._holding[id(repo)]
+
+    def activity(self, task: str, job: str) -> Activity | None:
+        state = self._scheduler.states[task].get(job)
+        return None if state is None else _ACTIVITIES.get(state)
+
+    def known(self, task: str, job: str) -> Known:
+        record = self._records.get(task, {}).get(job)
+        if record is None:
+            return Known.BLOCKED if job in self._blocked.get(task, ()) else Known.NONE
+        return _known(record)
+
+    def record(self, task: str, job: str) -> Any:
+        return self._records.get(task, {}).get(job)
+
+
+async def _listing(repos: Iterable[Repository]) -> dict[int, set[str]]:
+    listed: dict[int, set[str]] = {}
+    for repo in repos:
+        if id(repo) not in listed:
+            listed[id(repo)] = await repo.ids()
+    return listed
+
+
+async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Count each task's jobs by state, and the ids in each of its links.
+
+    States: ``succeeded``, ``failed`` (no retry pending), ``unreadable`` (a done record
+    that cannot be read; the job is left alone), ``retrying``, ``running``, ``ready``,
+    ``blocked`` (in an inhibiting repository, or an upstream job failed or is blocked) and
+    ``waiting`` (present in the required inputs but not ready, for example waiting for an
+    upstream job to run).
+    """
+    scheduler: Scheduler = pipeline.scheduler
+    await scheduler.refresh()
+    tasks = pipeline.topological_order()
+    listed = await _listing(link.repo for task in tasks for link in task.links.values())
+    records = {task.name: await read_records(task.done) for task in tasks}
+    blocked: dict[str, set[str]] = {}
+    facts = _ReadFacts(scheduler, listed, records, blocked)
+    result: dict[str, dict[str, Any]] = {}
+    for task in tasks:
+        name = task.name
+        rule = _rule(pipeline, task)
+        kinds: dict[Known, set[str]] = {kind: set() for kind in Known}
+        for job, record in records[name].items():
+            kinds[_known(record)].add(job)
+        ready = set(scheduler.jobs(name, State.READY))
+        running = set(scheduler.jobs(name, State.RUNNING)) | set(scheduler.jobs(name, State.ENDING))
+        sets = [listed[id(repo)] for _, repo in rule.required]
+        eligible = set(sets[0]).intersection(*sets[1:]) if sets else set()
+        eligible -= set(records[name]) | running | ready
+        waiting: set[str] = set()
+        for job in eligible:
+            found = reasons(rule, job, facts)
+            if not found[0]:
+                (blocked.setdefault(name, set()) if any(r.blocks for r in found) else waiting).add(
+                    job
+                )
+            else:
+                ready.add(job)
+        result[name] = {
+            "succeeded": len(kinds[Known.SUCCEEDED]),
+            "failed": len(kinds[Known.FAILED] | (kinds[Known.RETRY_DUE] - ready)),
+            "unreadable": len(kinds[Known.UNREADABLE]),
+            "retrying": len(kinds[Known.RETRY_PENDING] - ready),
+            "running": len(running),
+            "ready": len(ready),
+            "waiting": len(waiting),
+            "blocked": len(blocked.get(name, ())),
+            "links": {link: len(listed[id(item.repo)]) for link, item in task.links.items()},
+        }
+    return {name: result[name] for name in pipeline.tasks}
+
+
+async def failures(pipeline: Pipeline) -> list[tuple[str, str, str]]:
+    """List every job whose done record says it failed (with no retry pending) or is unreadable.
+
+    :returns: ``(task, job, error in one line)`` triples, by task, then by job.
+    """
+    found: list[tuple[str, str, str]] = []
+    for name, task in pipeline.tasks.items():
+        records = await read_records(task.done)
+        for job in sorted(records):
+            if _known(records[job]) in (Known.FAILED, Known.RETRY_DUE, Known.UNREADABLE):
+                found.append((name, job, error_line(records[job])))
+    return found
+
+
+async def _record(task: Task, job: str) -> Any:
+    """Return ``job``'s done record of ``task`` (maybe an :class:`Unreadable`), or None."""
+    if not task.done.is_valid_job_id(job):
+        return None
+    return await read_record(task.done, job)
+
+
+async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Show, for each job and task, its done record, whether it runs, and its link ids.
+
+    An unreadable done record shows as ``{"unreadable": REASON}``.
+
+    :returns: ``{job: {task: {"done": record or None, "running": bool,
+        "links": {link: bool}}}}``.
+    :raises InvalidJobIdError: for an id no repository can hold.
+    :raises JobNotFoundError: for an id that no link of any task holds, with no done
+        record and nothing running (the first such id).
+    """
+    scheduler: Scheduler = pipeline.scheduler
+    result: dict[str, dict[str, Any]] = {}
+    for job in jobs:
+        check_job_id(job)
+        per_task: dict[str, Any] = {}
+        for name, task in pipeline.tasks.items():
+            links = {
+                link: item.repo.is_valid_job_id(job) and await item.repo.contains(job)
+                for link, item in task.links.items()
+            }
+            record = await _record(task, job)
+            per_task[name] = {
+                "done": {"unreadable": record.reason} if isinstance(record, Unreadable) else record,
+                "running": scheduler.is_running(name, job),
+                "links": links,
+            }
+        if not any(state["running"] or any(state["links"].values()) for state in per_task.values()):
+            raise JobNotFoundError(job, pipeline)
+        result[job] = per_task
+    return result
+
+
+async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
+    """Explain in words why ``job`` of ``task_name`` is or is not ready to run.
+
+    Repositories are read afresh. The only line is :data:`READY` (``"ready to run"``)
+    exactly when nothing holds the job back.
+
+    :raises InputError: for an unknown task.
+    :raises InvalidJobIdError: for an id the task's done repository cannot hold.
+    """
+    task = task_of(pipeline, task_name)
+    task.done.check_job_id(job)
+    rule = _rule(pipeline, task)
+    holding = {
+        id(repo): {job} if repo.is_valid_job_id(job) and await repo.contains(job) else set()
+        for _, repo in (*rule.required, *rule.inhibits)
+    }
+    records: dict[str, dict[str, Any]] = {}
+    for name in (task.name, *rule.upstream):
+        record = await _record(pipeline.tasks[name], job)
+        records[name] = {} if record is None else {job: record}
+    facts = _ReadFacts(pipeline.scheduler, holding, records)
+    return [str(reason) for reason in reasons(rule, job, facts)]

@@ -1,0 +1,252 @@
+"""The one readiness rule: whether a job may start, and if not, why.
+
+:func:`readiness` returns a :class:`Reason` that is truthy exactly when the job is ready
+and whose text explains it. The scheduler asks it with what it has cached; ``why`` and
+``status`` ask it with what they read afresh. Both describe what they know through
+:class:`Facts`, so the rule itself is written once and does no I/O.
+
+A job of task T is ready when it is not running or otherwise held by the controller, it
+is in every repository T requires for start and in none that inhibits it, T has no done
+record for it (or one whose retry is due), and every upstream task's job with the same
+id has succeeded.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydatatask.records import error_line
+from pydatatask.task.base import DONE_LINK
+
+if TYPE_CHECKING:
+    from pydatatask.repository.base import Repository
+    from pydatatask.task.base import Task
+
+__all__ = ["READY", "Activity", "Facts", "Known", "Reason", "Rule", "Why", "readiness", "reasons"]
+
+
+class Known(enum.Enum):
+    """What is known of a job's done record."""
+
+    NONE = "no record"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    """Failed, with no retry pending."""
+    RETRY_DUE = "retry due"
+    RETRY_PENDING = "retry pending"
+    UNREADABLE = "unreadable"
+    UNKNOWN = "recorded"
+    """A record exists; what it says has not been read."""
+    BLOCKED = "blocked"
+    """No record, and it cannot run until something upstream of it is fixed."""
+
+
+class Activity(enum.Enum):
+    """What the controller is doing with a job, if anything."""
+
+    RUNNING = "running"
+    ENDING = "ending"
+    HELD = "held"
+    UNRECORDED = "unrecorded"
+
+
+class Why(enum.Enum):
+    """The kinds of reason."""
+
+    READY = "ready"
+    RUNNING = "running"
+    ENDING = "ending"
+    HELD = "held elsewhere"
+    UNRECORDED = "unrecorded"
+    DONE = "done"
+    FAILED = "failed"
+    RETRY_PENDING = "retry pending"
+    UNREADABLE = "unreadable"
+    RECORDED = "recorded"
+    MISSING_INPUT = "missing input"
+    INHIBITED = "inhibited"
+    UPSTREAM_RUNNING = "upstream running"
+    UPSTREAM_WAITING = "upstream waiting"
+    UPSTREAM_FAILED = "upstream failed"
+    UPSTREAM_UNKNOWN = "upstream unknown"
+
+
+_BLOCKING = frozenset({Why.INHIBITED, Why.UPSTREAM_FAILED})
+_ACTIVITY_WHY = {
+    Activity.RUNNING: Why.RUNNING,
+    Activity.ENDING: Why.ENDING,
+    Activity.HELD: Why.HELD,
+    Activity.UNRECORDED: Why.UNRECORDED,
+}
+_OWN_RECORD_WHY = {
+    Known.SUCCEEDED: Why.DONE,
+    Known.FAILED: Why.FAILED,
+    Known.RETRY_PENDING: Why.RETRY_PENDING,
+    Known.UNREADABLE: Why.UNREADABLE,
+    Known.UNKNOWN: Why.RECORDED,
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a job is or is not ready: truthy exactly when it is ready; ``str()`` explains."""
+
+    why: Why
+    task: str
+    """The task the reason is about: the job's own, or the upstream task named."""
+    job: str
+    link: str = ""
+    """The link named, for a missing input or an inhibiting repository."""
+    record: Any = None
+    """The done record the reason rests on, when the facts gave one."""
+
+    def __bool__(self) -> bool:
+        return self.why is Why.READY
+
+    @property
+    def blocks(self) -> bool:
+        """Whether the job cannot run until a person acts (inhibited, upstream failed)."""
+        return self.why in _BLOCKING
+
+    def __str__(self) -> str:  # noqa: C901 - one sentence per kind
+        task, job, record = self.task, self.job, self.record
+        again = f"'rm {task} {job}' to run it again"
+        when = record.get("end_time") if isinstance(record, dict) else None
+        when = when or "an unknown time"
+        upstream = f"upstream task {task!r} job {job!r}"
+        match self.why:
+            case Why.READY:
+                return "ready to run"
+            case Why.RUNNING:
+                return f"{task} job {job!r} is running now"
+            case Why.ENDING:
+                return f"{task} job {job!r} has just ended"
+            case Why.HELD:
+                return f"{task} job {job!r} is held by another controller"
+            case Why.UNRECORDED:
+                return f"{task} job {job!r} ended, but its done record could not be written"
+            case Why.DONE:
+                return f"already done (succeeded at {when}); {again}"
+            case Why.FAILED:
+                return f"failed at {when} ({error_line(record)}); {again}"
+            case Why.RETRY_PENDING:
+                retry = record.get("retry_at") if isinstance(record, dict) else None
+                return f"failed at {when}; it will be retried at {retry or 'a later time'}"
+            case Why.UNREADABLE:
+                return f"its done record is unreadable ({error_line(record)}); {again}"
+            case Why.RECORDED:
+                return f"{task} has a done record for {job!r}"
+            case Why.MISSING_INPUT:
+                return f"input {task}.{self.link} has no {job!r}"
+            case Why.INHIBITED:
+                return f"blocked by {task}.{self.link} containing {job!r}"
+            case Why.UPSTREAM_RUNNING:
+                return f"waiting for {upstream} to succeed (it is running)"
+            case Why.UPSTREAM_WAITING:
+                if isinstance(record, dict) and record.get("retry_at"):
+                    state = f"it failed and will be retried at {record['retry_at']}"
+                else:
+                    state = "it has not run"
+                return f"waiting for {upstream} to succeed ({state})"
+            case Why.UPSTREAM_FAILED:
+                if record is None:
+                    return f"blocked: {upstream} cannot run either (its own upstream failed)"
+                verb = "failed" if isinstance(record, dict) else "has an unreadable record"
+                return f"blocked: {upstream} {verb} ({error_line(record)}); {again}"
+            case Why.UPSTREAM_UNKNOWN:
+                return f"{upstream} has a done record not read yet"
+        raise AssertionError(self.why)  # every kind is handled above
+
+
+READY = Reason(Why.READY, "", "")
+"""The reason of every ready job."""
+
+
+class Facts(Protocol):
+    """What the rule needs to know; answered from a cache or from fresh reads."""
+
+    def holds(self, repo: Repository, job: str) -> bool:
+        """Whether ``repo`` holds ``job``."""
+
+    def activity(self, task: str, job: str) -> Activity | None:
+        """Return what the controller does with the job now, if anything."""
+
+    def known(self, task: str, job: str) -> Known:
+        """Return what is known of the task's done record for the job."""
+
+    def record(self, task: str, job: str) -> Any:
+        """Return the done record itself, for explanations (None when not at hand)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One task's readiness inputs."""
+
+    task: str
+    required: tuple[tuple[str, Repository], ...]
+    inhibits: tuple[tuple[str, Repository], ...]
+    upstream: tuple[str, ...]
+
+    @classmethod
+    def of(cls, task: Task, upstream: Iterable[str]) -> Rule:
+        """Read the rule of ``task`` from its links (``ready`` replaces the inputs)."""
+        if task.ready is not None:
+            required: list[tuple[str, Repository]] = [("ready", task.ready)]
+        else:
+            required = [
+                (name, link.repo) for name, link in task.links.items() if link.required_for_start
+            ]
+        inhibits = [
+            (name, link.repo)
+            for name, link in task.links.items()
+            if link.inhibits_start and name != DONE_LINK
+        ]
+        return cls(task.name, tuple(required), tuple(inhibits), tuple(upstream))
+
+
+def _reasons(rule: Rule, job: str, facts: Facts, explain: bool) -> Iterator[Reason]:
+    """Yield every reason ``job`` is not ready, in the order ``why`` prints them."""
+    task = rule.task
+    activity = facts.activity(task, job)
+    if activity is not None:
+        yield Reason(_ACTIVITY_WHY[activity], task, job)
+    own = _OWN_RECORD_WHY.get(facts.known(task, job))
+    if own is not None:
+        yield Reason(own, task, job, record=facts.record(task, job) if explain else None)
+    for link, repo in rule.required:
+        if not facts.holds(repo, job):
+            yield Reason(Why.MISSING_INPUT, task, job, link)
+    for link, repo in rule.inhibits:
+        if facts.holds(repo, job):
+            yield Reason(Why.INHIBITED, task, job, link)
+    for upstream in rule.upstream:
+        reason = _upstream(upstream, job, facts, explain)
+        if reason is not None:
+            yield reason
+
+
+def _upstream(upstream: str, job: str, facts: Facts, explain: bool) -> Reason | None:
+    if facts.activity(upstream, job) is not None:
+        return Reason(Why.UPSTREAM_RUNNING, upstream, job)
+    known = facts.known(upstream, job)
+    if known is Known.SUCCEEDED:
+        return None
+    record = facts.record(upstream, job) if explain else None
+    if known in (Known.FAILED, Known.UNREADABLE, Known.BLOCKED):
+        return Reason(Why.UPSTREAM_FAILED, upstream, job, record=record)
+    if known is Known.UNKNOWN:
+        return Reason(Why.UPSTREAM_UNKNOWN, upstream, job)
+    return Reason(Why.UPSTREAM_WAITING, upstream, job, record=record)
+
+
+def readiness(rule: Rule, job: str, facts: Facts) -> Reason:
+    """Return :data:`READY`, or the first reason ``job`` of ``rule.task`` is not ready."""
+    return next(_reasons(rule, job, facts, explain=False), READY)
+
+
+def reasons(rule: Rule, job: str, facts: Facts) -> list[Reason]:
+    """Return every reason ``job`` is not ready, with records for the text; ``[READY]`` if none."""
+    return list(_reasons(rule, job, facts, explain=True)) or [READY]

@@ -1,0 +1,44 @@
+"""What a run did: per-task counters while it runs, and the report when it ends."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+__all__ = ["Failure", "RunReport", "TaskCounters"]
+
+
+@dataclass
+class TaskCounters:
+    """What one task's jobs did since the scheduler started."""
+
+    launched: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A job that failed for good (no retry pending), or whose done record is unreadable."""
+
+    task: str
+    job: str
+    error: str
+    """The error in one line."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What one :func:`~pydatatask.run` did."""
+
+    launched: int
+    succeeded: int
+    failed: int
+    timed_out: bool
+    """Whether ``run`` stopped because its ``timeout`` passed."""
+    failures: tuple[Failure, ...] = ()
+    """The jobs that failed for good during this run, with their errors."""
+    unreadable: tuple[Failure, ...] = ()
+    """The done records found unreadable; their jobs were left alone."""
