@@ -14,14 +14,11 @@ from pydatatask.executor.pool import JobScope, run_on_executor
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.task.base import Task
 from pydatatask.task.retry import RetryPolicy
+from pydatatask.task.stopping import StopReason, stop_reason
 
 __all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask"]
 
 JobFunction = Callable[..., Any]
-
-# The loop may run a timer callback up to its clock resolution early, so a timeout
-# can fire a hair before its nominal deadline.
-_CLOCK_SLACK = 0.01
 
 
 class FunctionTask(Task):
@@ -174,25 +171,17 @@ class ExecutorTask(FunctionTask):
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:
         """Run the body for ``job`` on the executor; its views stop working when it ends."""
         assert self.func is not None
-        loop = asyncio.get_running_loop()
-        scope = JobScope(loop, self.name, job)
-        began = loop.time()
+        scope = JobScope(asyncio.get_running_loop(), self.name, job)
         ending = "has ended"
         try:
             await run_on_executor(self.executor, self.func, job, self._arguments(), scope)
-        except asyncio.CancelledError:
-            ending = self._why_cancelled(loop.time() - began)
+        except asyncio.CancelledError as cancelled:
+            reason = stop_reason(cancelled)
+            if reason is StopReason.TIMEOUT:
+                ending = f"timed out after {self.timeout:g} s"
+            else:
+                ending = "was removed" if reason is StopReason.REMOVED else "was cancelled"
             raise
         finally:
             await scope.end(ending)
         return {}
-
-    def _why_cancelled(self, elapsed: float) -> str:
-        """Say how an attempt cancelled after ``elapsed`` seconds ended."""
-        if (
-            self.timeout is not None
-            and not self.shutting_down
-            and elapsed >= self.timeout - _CLOCK_SLACK
-        ):
-            return f"timed out after {self.timeout:g} s"
-        return "was cancelled"
