@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any
 
 import pytest
@@ -454,3 +455,18 @@ async def test_a_job_that_ends_while_the_scheduler_relists_is_not_launched_again
         assert "late" not in scheduler.jobs("first", State.READY)
         await pdt.run(pipeline, timeout=60)
     assert launches == ["late"]
+
+
+def test_every_task_takes_the_shared_options_and_refuses_misspelt_ones() -> None:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        for make in (
+            lambda **options: pdt.InProcessSyncTask("t", **options),
+            lambda **options: pdt.ExecutorTask("t", pool, **options),
+        ):
+            task = make(timeout=5, retry=2, max_concurrent=3)
+            assert (task.timeout, task.retry.max_attempts, task.max_concurrent) == (5.0, 2, 3)
+            with pytest.raises(TypeError, match="unexpected keyword argument tiemout"):
+                make(tiemout=5)
+    finally:
+        pool.shutdown()

@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from pydatatask.errors import ConfigurationError, JobClaimedError
 from pydatatask.link import Link
@@ -20,7 +20,7 @@ from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.task.stopping import StopReason, stop_reason
 
-__all__ = ["DONE_LINK", "Task", "failure_record", "timestamp"]
+__all__ = ["DONE_LINK", "Task", "TaskOptions", "failure_record", "timestamp"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,17 @@ def _seconds(value: timedelta | float | None, what: str) -> float | None:
     return seconds
 
 
+class TaskOptions(TypedDict, total=False):
+    """The options every kind of task takes, by keyword, with the same meaning."""
+
+    timeout: timedelta | float | None
+    """Stop a job after this long (a ``timedelta`` or seconds) and record a timeout."""
+    retry: RetryPolicy | int | None
+    """A :class:`RetryPolicy`, or a number of attempts."""
+    max_concurrent: int | None
+    """The most jobs of the task running at once."""
+
+
 class Task(abc.ABC):
     """One stage of a pipeline; a job is this task applied to one id.
 
@@ -116,11 +127,16 @@ class Task(abc.ABC):
         name: str,
         done: MetadataRepository | None = None,
         ready: Repository | None = None,
-        *,
-        timeout: timedelta | float | None = None,
-        retry: RetryPolicy | int | None = None,
-        max_concurrent: int | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
+        unknown = set(options) - set(TaskOptions.__annotations__)
+        if unknown:
+            raise TypeError(
+                f"task {name!r}: unexpected keyword argument {', '.join(sorted(unknown))}; "
+                f"the options of every task are {', '.join(TaskOptions.__annotations__)}"
+            )
+        timeout = options.get("timeout")
+        max_concurrent = options.get("max_concurrent")
         if not isinstance(name, str) or _TASK_NAME.fullmatch(name) is None:
             raise ConfigurationError(
                 f"invalid task name {name!r}: use letters, digits, '_' and '-', "
@@ -133,7 +149,7 @@ class Task(abc.ABC):
         self.done: MetadataRepository = done if done is not None else InProcessMetadataRepository()
         self.ready = ready
         self.timeout = _seconds(timeout, f"task {name!r} timeout")
-        self.retry = RetryPolicy.coerce(retry)
+        self.retry = RetryPolicy.coerce(options.get("retry"))
         self.max_concurrent = max_concurrent
         self.shutting_down = False
         """True while the controller is stopping and cancels this task's running jobs."""

@@ -6,14 +6,12 @@ import asyncio
 import concurrent.futures
 import inspect
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any, Self
+from typing import Any, Self, Unpack
 
 from pydatatask.errors import ConfigurationError
 from pydatatask.executor.pool import JobScope, run_on_executor
 from pydatatask.repository.base import MetadataRepository, Repository
-from pydatatask.task.base import Task
-from pydatatask.task.retry import RetryPolicy
+from pydatatask.task.base import Task, TaskOptions
 from pydatatask.task.stopping import StopReason, stop_reason
 
 __all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask"]
@@ -36,14 +34,9 @@ class FunctionTask(Task):
         done: MetadataRepository | None = None,
         ready: Repository | None = None,
         func: JobFunction | None = None,
-        *,
-        timeout: timedelta | float | None = None,
-        retry: RetryPolicy | int | None = None,
-        max_concurrent: int | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
-        )
+        super().__init__(name, done, ready, **options)
         self.func: JobFunction | None = None
         self._bound_links: list[str] | None = None
         self._bound_arguments: dict[str, Repository] | None = None
@@ -138,10 +131,7 @@ class ExecutorTask(FunctionTask):
         done: MetadataRepository | None = None,
         ready: Repository | None = None,
         func: JobFunction | None = None,
-        *,
-        timeout: timedelta | float | None = None,
-        retry: RetryPolicy | int | None = None,
-        max_concurrent: int | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
         if not isinstance(executor, concurrent.futures.Executor):
             raise ConfigurationError(
@@ -149,15 +139,7 @@ class ExecutorTask(FunctionTask):
                 f"not {type(executor).__name__}"
             )
         self.executor = executor
-        super().__init__(
-            name,
-            done,
-            ready,
-            func,
-            timeout=timeout,
-            retry=retry,
-            max_concurrent=max_concurrent,
-        )
+        super().__init__(name, done, ready, func, **options)
 
     async def bind(self) -> None:
         """Match parameters to links; a process pool may take no link parameters."""
