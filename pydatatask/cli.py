@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
-from pydatatask import admin, progress
+from pydatatask import admin, arguments, progress
 from pydatatask.errors import ConfigurationError, InvalidJobIdError, PydatataskError
 from pydatatask.scheduler import RunReport, run
 
@@ -49,7 +49,7 @@ def main(pipeline: Pipeline, argv: Sequence[str] | None = None) -> NoReturn:
 
 def run_cli(pipeline: Pipeline, argv: Sequence[str]) -> int:
     """Run one command for ``pipeline`` (opening and closing it) and return the exit status."""
-    parser = _parser()
+    parser = arguments.parser()
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:  # argparse reports usage errors (and --help) this way
@@ -316,90 +316,3 @@ COMMANDS: dict[str, Command] = {
     "graph": _graph,
     "why": _why,
 }
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Run and inspect this pipeline.")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="log launches, finishes, retries and listings on stderr (-vv: more detail)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    command = commands.add_parser("run", help="run jobs until no work remains")
-    mode = command.add_mutually_exclusive_group()
-    mode.add_argument("--forever", action="store_true", help="keep running when idle")
-    mode.add_argument(
-        "--once", action="store_true", help="one round: launch what is ready and wait for it"
-    )
-    mode.add_argument(
-        "--launch-once",
-        action="store_true",
-        help="launch only in the first round, then wait for those jobs and their retries",
-    )
-    command.add_argument("--timeout", type=_positive, metavar="S", help="stop after S seconds")
-    command.add_argument(
-        "--poll", type=_positive, metavar="S", help="re-read every repository every S seconds"
-    )
-    command.add_argument(
-        "--jobs", type=_count, metavar="N", help="run at most N jobs at once (all tasks)"
-    )
-
-    commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
-    command = commands.add_parser("status", help="count jobs by state for every task")
-    command.add_argument("--json", action="store_true", help="print JSON")
-    command.add_argument(
-        "--failed", action="store_true", help="list every failed job with its error instead"
-    )
-    command = commands.add_parser("trace", help="show every task's state for some jobs")
-    command.add_argument("jobs", nargs="+", metavar="JOB")
-    command = commands.add_parser("ls", help="list ids: a set expression over TASK.LINK")
-    command.add_argument("expr", metavar="EXPR", help="for example 'a.input - a.done'")
-    command = commands.add_parser("cat", help="print one value")
-    command.add_argument("target", metavar="TASK.LINK")
-    command.add_argument("job", metavar="JOB")
-    command = commands.add_parser("inject", help="store standard input as one value")
-    command.add_argument("target", metavar="TASK.LINK")
-    command.add_argument("job", metavar="JOB")
-    command = commands.add_parser("rm", help="remove values or done records so jobs rerun")
-    command.add_argument(
-        "-r", "--recursive", action="store_true", help="also remove what was derived from them"
-    )
-    command.add_argument("target", metavar="TASK[.LINK]")
-    command.add_argument("jobs", nargs="+", metavar="JOB", help="ids, or __all__")
-    command = commands.add_parser("launch", help="run one job now, in this process")
-    command.add_argument("task", metavar="TASK")
-    command.add_argument("job", metavar="JOB")
-    command.add_argument("--force", action="store_true", help="run it even if it is not ready")
-    command.add_argument(
-        "--sync", action="store_true", help="wait for it (always so for in-process jobs)"
-    )
-    command = commands.add_parser("graph", help="draw the pipeline")
-    command.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
-    command = commands.add_parser("why", help="explain why a job is or is not ready")
-    command.add_argument("task", metavar="TASK")
-    command.add_argument("job", metavar="JOB")
-    return parser
