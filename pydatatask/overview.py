@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import InputError, JobNotFoundError
 from pydatatask.jobstate import State
-from pydatatask.readiness import Activity, Known, Rule, reasons
+from pydatatask.readiness import Activity, Known, Rule, activity_of, reasons
 from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
 from pydatatask.repository.base import Repository, check_job_id
 
@@ -26,13 +26,6 @@ __all__ = ["READY", "failures", "status", "trace", "why"]
 
 READY = "ready to run"
 """The one line :func:`why` returns for a job that nothing holds back."""
-
-_ACTIVITIES = {
-    State.RUNNING: Activity.RUNNING,
-    State.ENDING: Activity.ENDING,
-    State.HELD: Activity.HELD,
-    State.UNRECORDED: Activity.UNRECORDED,
-}
 
 
 def task_of(pipeline: Pipeline, name: str) -> Task:
@@ -81,19 +74,22 @@ class _ReadFacts:
         self._blocked = blocked or {}
 
     def holds(self, repo: Repository, job: str) -> bool:
+        """Return whether ``repo`` holds ``job``."""
         return job in self._holding[id(repo)]
 
     def activity(self, task: str, job: str) -> Activity | None:
-        state = self._scheduler.states[task].get(job)
-        return None if state is None else _ACTIVITIES.get(state)
+        """Return what this controller does with the job now, if anything."""
+        return activity_of(self._scheduler.states[task].get(job))
 
     def known(self, task: str, job: str) -> Known:
+        """Return what is known of the task's done record for the job."""
         record = self._records.get(task, {}).get(job)
         if record is None:
             return Known.BLOCKED if job in self._blocked.get(task, ()) else Known.NONE
         return _known(record)
 
     def record(self, task: str, job: str) -> Any:
+        """Return the done record at hand, if any."""
         return self._records.get(task, {}).get(job)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pydatatask.jobstate import State
 from pydatatask.records import error_line
 from pydatatask.task.base import DONE_LINK
 
@@ -25,7 +26,18 @@ if TYPE_CHECKING:
     from pydatatask.repository.base import Repository
     from pydatatask.task.base import Task
 
-__all__ = ["READY", "Activity", "Facts", "Known", "Reason", "Rule", "Why", "readiness", "reasons"]
+__all__ = [
+    "READY",
+    "Activity",
+    "Facts",
+    "Known",
+    "Reason",
+    "Rule",
+    "Why",
+    "activity_of",
+    "readiness",
+    "reasons",
+]
 
 
 class Known(enum.Enum):
@@ -75,6 +87,12 @@ class Why(enum.Enum):
 
 
 _BLOCKING = frozenset({Why.INHIBITED, Why.UPSTREAM_FAILED})
+_ACTIVITY_OF_STATE = {
+    State.RUNNING: Activity.RUNNING,
+    State.ENDING: Activity.ENDING,
+    State.HELD: Activity.HELD,
+    State.UNRECORDED: Activity.UNRECORDED,
+}
 _ACTIVITY_WHY = {
     Activity.RUNNING: Why.RUNNING,
     Activity.ENDING: Why.ENDING,
@@ -159,6 +177,11 @@ class Reason:
             case Why.UPSTREAM_UNKNOWN:
                 return f"{upstream} has a done record not read yet"
         raise AssertionError(self.why)  # every kind is handled above
+
+
+def activity_of(state: State | None) -> Activity | None:
+    """Return what a job in the scheduler's ``state`` means to the rule, if anything."""
+    return None if state is None else _ACTIVITY_OF_STATE.get(state)
 
 
 READY = Reason(Why.READY, "", "")

@@ -19,13 +19,13 @@ import inspect
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import BackendError, JobClaimedError, JobNotReadyError, QuotaExceededError
 from pydatatask.jobstate import JobStates, State
-from pydatatask.readiness import Activity, Known, Rule, Why, readiness
+from pydatatask.plans import CachedFacts, Layout, TaskPlan
+from pydatatask.readiness import Why, readiness
 from pydatatask.records import (
     Ended,
     Held,
@@ -39,9 +39,8 @@ from pydatatask.records import (
     read_records,
 )
 from pydatatask.report import Failure, RunReport, TaskCounters
-from pydatatask.repository.base import Repository
 from pydatatask.runner import JobRunner
-from pydatatask.task.base import DONE_LINK, Task, failure_record, timestamp
+from pydatatask.task.base import failure_record, timestamp
 
 if TYPE_CHECKING:
     from collections.abc import Set
@@ -54,66 +53,6 @@ logger = logging.getLogger(__name__)
 
 _OUTCOME_LOOKUP_CONCURRENCY = 64
 _QUOTA_RECHECK_SECONDS = 0.25
-_ACTIVITIES = {
-    State.RUNNING: Activity.RUNNING,
-    State.ENDING: Activity.ENDING,
-    State.HELD: Activity.HELD,
-    State.UNRECORDED: Activity.UNRECORDED,
-}
-_SETTLED = {State.SUCCEEDED: Known.SUCCEEDED, State.FAILED: Known.FAILED}
-
-
-@dataclass
-class _Plan:
-    """One task's readiness inputs, with repository keys into the scheduler's id cache."""
-
-    task: Task
-    rule: Rule
-    required: list[int]
-    inhibits: list[int]
-    done: int
-    outputs: list[Repository]
-    downstream: list[str]
-    rechecks: tuple[str, ...] = ()
-    """The tasks whose readiness a finished job of this task may change."""
-    watched_outputs: tuple[int, ...] = ()
-    """The repositories this task writes that some task's readiness depends on."""
-
-    @property
-    def upstream(self) -> tuple[str, ...]:
-        """The tasks whose job with the same id this task's job waits for."""
-        return self.rule.upstream
-
-
-class _CachedFacts:
-    """What the readiness rule needs, answered from the scheduler's caches."""
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self._scheduler = scheduler
-
-    def holds(self, repo: Repository, job: str) -> bool:
-        return job in self._scheduler.ids[id(repo)]
-
-    def activity(self, task: str, job: str) -> Activity | None:
-        state = self._scheduler.states[task].get(job)
-        return None if state is None else _ACTIVITIES.get(state)
-
-    def known(self, task: str, job: str) -> Known:
-        scheduler = self._scheduler
-        states = scheduler.states[task]
-        state = states.get(job)
-        if state is State.RETRYING:
-            when = states.retry_time(job)
-            due = when is not None and when <= time.monotonic()
-            return Known.RETRY_DUE if due else Known.RETRY_PENDING
-        if job not in scheduler.ids[scheduler.plans[task].done]:
-            return Known.NONE
-        if state is State.UNREADABLE:
-            return Known.UNREADABLE
-        return _SETTLED.get(state, Known.UNKNOWN) if state is not None else Known.UNKNOWN
-
-    def record(self, task: str, job: str) -> Any:
-        return None
 
 
 class Scheduler:
@@ -121,19 +60,12 @@ class Scheduler:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
-        self.repos: dict[int, Repository] = {}
-        self.ids: dict[int, set[str]] = {}
-        self.watchers: dict[int, list[_Plan]] = {}
-        self.plans: dict[str, _Plan] = {}
+        self.layout = Layout(pipeline)
+        self.plans = self.layout.plans
         """The tasks, downstream first."""
-        for task in reversed(pipeline.topological_order()):  # downstream first
-            self.plans[task.name] = self._plan(task)
-        for name, plan in self.plans.items():
-            watching = [watcher.task.name for watcher in self.watchers[plan.done]]
-            plan.rechecks = tuple(dict.fromkeys([*watching, name, *plan.downstream]))
-            plan.watched_outputs = tuple(
-                id(repo) for repo in plan.outputs if id(repo) in self.watchers
-            )
+        self.repos = self.layout.repos
+        self.watchers = self.layout.watchers
+        self.ids: dict[int, set[str]] = {}
         self.states: dict[str, JobStates] = {name: JobStates(name) for name in self.plans}
         """Each task's jobs by state."""
         self.runner = JobRunner(list(self.plans), self._finished, self._stopped)
@@ -145,35 +77,10 @@ class Scheduler:
         self.completions: list[tuple[str, str, Ended]] = []
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
-        self.facts = _CachedFacts(self)
+        self.facts = CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
         self._reattached = False
-
-    def _plan(self, task: Task) -> _Plan:
-        def key(repo: Repository) -> int:
-            self.repos[id(repo)] = repo
-            return id(repo)
-
-        rule = Rule.of(task, [up.name for up in self.pipeline.upstream_of(task.name)])
-        plan = _Plan(
-            task=task,
-            rule=rule,
-            required=list(dict.fromkeys(key(repo) for _, repo in rule.required)),
-            inhibits=list(dict.fromkeys(key(repo) for _, repo in rule.inhibits)),
-            done=key(task.links[DONE_LINK].repo),
-            outputs=[
-                link.repo
-                for name, link in task.links.items()
-                if (link.is_output or link.is_status) and name != DONE_LINK
-            ],
-            downstream=[down.name for down in self.pipeline.downstream_of(task.name)],
-        )
-        for repo_key in [*plan.required, *plan.inhibits, plan.done]:
-            self.watchers.setdefault(repo_key, [])
-            if plan not in self.watchers[repo_key]:
-                self.watchers[repo_key].append(plan)
-        return plan
 
     def jobs(self, task: str, state: State) -> Set[str]:
         """Return ``task``'s jobs in ``state`` (do not change the set)."""
@@ -238,7 +145,7 @@ class Scheduler:
         for plan in self.plans.values():
             await self._recompute(plan)
 
-    async def _recompute(self, plan: _Plan) -> None:
+    async def _recompute(self, plan: TaskPlan) -> None:
         name = plan.task.name
         states = self.states[name]
         sets = sorted((self.ids[key] for key in plan.required), key=len)
@@ -258,13 +165,13 @@ class Scheduler:
         now = time.monotonic()
         return {job for job, when in self.states[name].retries() if when <= now}
 
-    def _check(self, plan: _Plan, job: str, unknown: set[tuple[str, str]]) -> bool:
+    def _check(self, plan: TaskPlan, job: str, unknown: set[tuple[str, str]]) -> bool:
         reason = readiness(plan.rule, job, self.facts)
         if reason.why is Why.UPSTREAM_UNKNOWN:
             unknown.add((reason.task, job))
         return bool(reason)
 
-    async def _recheck(self, plan: _Plan, jobs: Iterable[str]) -> None:
+    async def _recheck(self, plan: TaskPlan, jobs: Iterable[str]) -> None:
         unknown: set[tuple[str, str]] = set()
         states = self.states[plan.task.name]
         for job in jobs:
@@ -385,7 +292,7 @@ class Scheduler:
         states.move(job, State.RUNNING)  # it ends at once, like a job that ran
         self._finished(name, job, Recorded(result))
 
-    def _room(self, plan: _Plan) -> int:
+    def _room(self, plan: TaskPlan) -> int:
         states = self.states[plan.task.name]
         limit = plan.task.max_concurrent
         if limit is None:
@@ -442,7 +349,7 @@ class Scheduler:
         return {job for task_name, job, _ in self._impossible if task_name == name}
 
     def _start(
-        self, plan: _Plan, job: str, attempt: int | None = None, reattach: bool = False
+        self, plan: TaskPlan, job: str, attempt: int | None = None, reattach: bool = False
     ) -> None:
         name = plan.task.name
         states = self.states[name]
@@ -521,7 +428,7 @@ class Scheduler:
                 self.ids[plan.required[0]] = await plan.task.ready.ids()
             await self._recheck(plan, jobs)
 
-    def _record(self, plan: _Plan, job: str, ended: Ended) -> bool:
+    def _record(self, plan: TaskPlan, job: str, ended: Ended) -> bool:
         """Take in how a job ended; False when it left no done record."""
         name = plan.task.name
         states = self.states[name]
