@@ -1,7 +1,8 @@
 """pydatatask: data pipelines defined by where their data lives.
 
-Core names import eagerly; backends that need optional packages resolve lazily on first
-use, so ``import pydatatask`` needs none of them.
+Every public name is importable from here. Core names import eagerly; the backends that
+need optional packages, and the command line (which needs rich), resolve lazily on first
+use (PEP 562), so ``import pydatatask`` needs none of them and stays fast.
 """
 
 from __future__ import annotations
@@ -62,84 +63,82 @@ if TYPE_CHECKING:
     from pydatatask.task.kubernetes import KubeFunctionTask, KubeTask
 
 __version__ = "0.5.0"
+"""The package's version; packaging metadata and the documentation read it from here."""
 
-# name -> module that defines it; imported on first attribute access (PEP 562).
-_LAZY: dict[str, str] = {
-    "main": "pydatatask.cli",
+# The public API: each name and the module it is imported from, sorted by name. Names
+# imported above are core; every other name resolves lazily from its module.
+_PUBLIC: dict[str, str] = {
+    "AggregateAndRepository": "pydatatask.repository.combinators",
+    "AggregateOrRepository": "pydatatask.repository.combinators",
+    "BackendError": "pydatatask.errors",
+    "BackendUnavailableError": "pydatatask.errors",
+    "BlobRepository": "pydatatask.repository.base",
+    "BlockingRepository": "pydatatask.repository.combinators",
+    "ConfigurationError": "pydatatask.errors",
     "ContainerTask": "pydatatask.task.container",
+    "DirectoryRepository": "pydatatask.repository.filesystem",
     "DockerContainerManager": "pydatatask.executor.docker",
     "DockerRegistryClient": "pydatatask.repository.docker",
     "DockerRepository": "pydatatask.repository.docker",
-    "SSHLinuxManager": "pydatatask.executor.ssh",
+    "ExecutorTask": "pydatatask.task.function",
+    "FileRepository": "pydatatask.repository.filesystem",
+    "FunctionTask": "pydatatask.task.function",
+    "InProcessBlobRepository": "pydatatask.repository.memory",
+    "InProcessMetadataRepository": "pydatatask.repository.memory",
+    "InProcessSyncTask": "pydatatask.task.function",
+    "InputError": "pydatatask.errors",
+    "InvalidJobIdError": "pydatatask.errors",
+    "JobClaimedError": "pydatatask.errors",
+    "JobNotFoundError": "pydatatask.errors",
+    "JobNotReadyError": "pydatatask.errors",
     "KubeFunctionTask": "pydatatask.task.kubernetes",
     "KubeTask": "pydatatask.task.kubernetes",
-    "PodManager": "pydatatask.executor.kubernetes",
+    "LifecycleError": "pydatatask.errors",
+    "Link": "pydatatask.link",
+    "LocalLinuxManager": "pydatatask.executor.local",
+    "MapRepository": "pydatatask.repository.combinators",
+    "MetadataRepository": "pydatatask.repository.base",
+    "MissingDependencyError": "pydatatask.errors",
     "MongoMetadataRepository": "pydatatask.repository.mongodb",
+    "Pipeline": "pydatatask.pipeline",
+    "PipelineValidationError": "pydatatask.errors",
+    "PodManager": "pydatatask.executor.kubernetes",
+    "ProcessExitError": "pydatatask.errors",
+    "ProcessTask": "pydatatask.task.process",
+    "PydatataskError": "pydatatask.errors",
+    "Quota": "pydatatask.quota",
+    "QuotaExceededError": "pydatatask.errors",
+    "RelatedItemRepository": "pydatatask.repository.combinators",
+    "Repository": "pydatatask.repository.base",
+    "Resource": "pydatatask.session",
+    "ResourceManager": "pydatatask.quota",
+    "Resources": "pydatatask.quota",
+    "RetryPolicy": "pydatatask.task.retry",
+    "RunReport": "pydatatask.scheduler",
     "S3BucketRepository": "pydatatask.repository.s3",
+    "SSHLinuxManager": "pydatatask.executor.ssh",
+    "STDOUT": "pydatatask.task.process",
+    "Session": "pydatatask.session",
+    "Task": "pydatatask.task.base",
+    "YamlMetadataFileRepository": "pydatatask.repository.filesystem",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
+    "main": "pydatatask.cli",
+    "run": "pydatatask.scheduler",
 }
 
-__all__ = [
-    "STDOUT",
-    "AggregateAndRepository",
-    "AggregateOrRepository",
-    "BackendError",
-    "BackendUnavailableError",
-    "BlobRepository",
-    "BlockingRepository",
-    "ConfigurationError",
-    "ContainerTask",
-    "DirectoryRepository",
-    "DockerContainerManager",
-    "DockerRegistryClient",
-    "DockerRepository",
-    "ExecutorTask",
-    "FileRepository",
-    "FunctionTask",
-    "InProcessBlobRepository",
-    "InProcessMetadataRepository",
-    "InProcessSyncTask",
-    "InputError",
-    "InvalidJobIdError",
-    "JobClaimedError",
-    "JobNotFoundError",
-    "JobNotReadyError",
-    "KubeFunctionTask",
-    "KubeTask",
-    "LifecycleError",
-    "Link",
-    "LocalLinuxManager",
-    "MapRepository",
-    "MetadataRepository",
-    "MissingDependencyError",
-    "MongoMetadataRepository",
-    "Pipeline",
-    "PipelineValidationError",
-    "PodManager",
-    "ProcessExitError",
-    "ProcessTask",
-    "PydatataskError",
-    "Quota",
-    "QuotaExceededError",
-    "RelatedItemRepository",
-    "Repository",
-    "Resource",
-    "ResourceManager",
-    "Resources",
-    "RetryPolicy",
-    "RunReport",
-    "S3BucketRepository",
-    "SSHLinuxManager",
-    "Session",
-    "Task",
-    "YamlMetadataFileRepository",
-    "YamlMetadataS3Repository",
-    "main",
-    "run",
-]
+__all__ = sorted(_PUBLIC)
+
+# The public names not imported above, each resolved from its module on first use.
+_LAZY: dict[str, str] = {name: module for name, module in _PUBLIC.items() if name not in globals()}
 
 
 def __getattr__(name: str) -> Any:
+    """Import a lazily resolved public name from its module, once.
+
+    :raises MissingDependencyError: when the name's backend needs an extra that is not
+        installed.
+    :raises AttributeError: for a name that is not public.
+    """
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'pydatatask' has no attribute {name!r}")
@@ -149,4 +148,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    """List the public names, lazy ones included."""
+    return list(__all__)

@@ -25,7 +25,7 @@ from pydatatask import (
     Repository,
     YamlMetadataFileRepository,
 )
-from tests.contracts import RepositoryContract, assert_warned_about
+from pydatatask.testing.repositories import RepositoryContract, assert_warned_about
 
 
 class CountingRepository(InProcessMetadataRepository):

@@ -16,7 +16,7 @@ import pydatatask
 from pydatatask import BackendError, BackendUnavailableError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository import docker as docker_module
 from pydatatask.repository.docker import DockerRegistryClient, DockerRepository
-from tests.contracts import RepositoryContract
+from pydatatask.testing.repositories import RepositoryContract
 from tests.servers.docker import RegistryServer, free_loopback_port, layer_of, push_image
 
 pytestmark = pytest.mark.backend

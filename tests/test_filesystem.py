@@ -24,7 +24,7 @@ from pydatatask import (
 )
 from pydatatask.repository.filesystem import files
 from pydatatask.repository.filesystem import folder as folder_module
-from tests.contracts import (
+from pydatatask.testing.repositories import (
     BlobRepositoryContract,
     MetadataRepositoryContract,
     RepositoryContract,

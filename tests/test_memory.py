@@ -5,7 +5,11 @@ import logging
 import pytest
 
 from pydatatask import InProcessBlobRepository, InProcessMetadataRepository
-from tests.contracts import BlobRepositoryContract, MetadataRepositoryContract, assert_warned_about
+from pydatatask.testing.repositories import (
+    BlobRepositoryContract,
+    MetadataRepositoryContract,
+    assert_warned_about,
+)
 
 
 class TestInProcessMetadataRepository(MetadataRepositoryContract):

@@ -35,7 +35,7 @@ from pydatatask import (
 )
 from pydatatask.repository import mongodb
 from pydatatask.repository.mongodb import MAX_DOCUMENT_SIZE, MongoMetadataRepository
-from tests.contracts import MetadataRepositoryContract, assert_warned_about
+from pydatatask.testing.repositories import MetadataRepositoryContract, assert_warned_about
 from tests.servers.mongodb import MongoServer
 
 # PyMongo's async client leaves a socket unclosed when it is closed while a monitor task

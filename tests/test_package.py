@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
+from types import ModuleType
 
 import pytest
 
 import pydatatask
 
+# Backend packages, and rich (for the command line) and pytest (for pydatatask.testing),
+# which only the names that need them import.
 OPTIONAL_BACKEND_MODULES = [
     "rich",
+    "pytest",
+    "pydatatask.testing",
     "aiobotocore",
     "botocore",
     "motor",
@@ -20,6 +27,19 @@ OPTIONAL_BACKEND_MODULES = [
     "kubernetes_asyncio",
     "asyncssh",
 ]
+
+# The modules whose names resolve on first use: optional backends, and the command line.
+LAZY_MODULES = {
+    "pydatatask.cli",
+    "pydatatask.executor.docker",
+    "pydatatask.executor.kubernetes",
+    "pydatatask.executor.ssh",
+    "pydatatask.repository.docker",
+    "pydatatask.repository.mongodb",
+    "pydatatask.repository.s3",
+    "pydatatask.task.container",
+    "pydatatask.task.kubernetes",
+}
 
 # The names api.md promises, followed by the library's own contracts and errors.
 EXPECTED_PUBLIC_NAMES = {
@@ -82,19 +102,60 @@ EXPECTED_PUBLIC_NAMES = {
 }
 
 
+def test_public_table_is_sorted() -> None:
+    names = list(pydatatask._PUBLIC)
+    assert names == sorted(names)
+
+
 def test_all_is_the_documented_api() -> None:
+    assert pydatatask.__all__ == sorted(pydatatask._PUBLIC)
     assert set(pydatatask.__all__) == EXPECTED_PUBLIC_NAMES
-    for name in pydatatask.__all__:
+    assert set(dir(pydatatask)) == EXPECTED_PUBLIC_NAMES
+
+
+def test_every_public_name_resolves_from_its_module() -> None:
+    for name, module_name in pydatatask._PUBLIC.items():
         try:
-            value = getattr(pydatatask, name)
-        except pydatatask.MissingDependencyError as missing:
-            problem = str(missing)
-        else:
-            assert value is not None
+            module = importlib.import_module(module_name)
+        except pydatatask.MissingDependencyError:
+            # Without its extra, a backend name says what to install.
+            assert name in pydatatask._LAZY, name
+            with pytest.raises(ImportError, match=re.escape("pip install 'pydatatask[")):
+                getattr(pydatatask, name)
             continue
-        # Without its extra, a backend name says what to install.
-        assert name in pydatatask._LAZY, name
-        assert "pip install 'pydatatask[" in problem
+        assert getattr(pydatatask, name) is getattr(module, name), name
+
+
+def test_every_eager_import_is_public() -> None:
+    imported = {
+        name
+        for name, value in vars(pydatatask).items()
+        if not name.startswith("_") and not isinstance(value, ModuleType)
+    }
+    helpers = {"annotations", "TYPE_CHECKING", "Any"}
+    assert imported - set(pydatatask._PUBLIC) == helpers
+
+
+def test_only_the_lazy_names_wait_for_first_use() -> None:
+    code = (
+        "import pydatatask\n"
+        "print(','.join(sorted(set(pydatatask._PUBLIC) - set(vars(pydatatask)))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert set(result.stdout.strip().split(",")) == set(pydatatask._LAZY)
+    assert set(pydatatask._LAZY.values()) == LAZY_MODULES
+
+
+def test_unknown_names_are_attribute_errors() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nonexistent'"):
+        pydatatask.Nonexistent  # noqa: B018
+
+
+def test_version_is_single_sourced() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pydatatask.__version__)
+    assert importlib.metadata.version("pydatatask") == pydatatask.__version__
 
 
 def test_import_loads_no_optional_backend() -> None:

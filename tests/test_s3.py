@@ -31,7 +31,7 @@ from pydatatask.repository.s3 import (
     S3BucketRepository,
     YamlMetadataS3Repository,
 )
-from tests.contracts import BlobRepositoryContract, MetadataRepositoryContract
+from pydatatask.testing.repositories import BlobRepositoryContract, MetadataRepositoryContract
 from tests.servers.processes import free_loopback_ports
 from tests.servers.s3 import S3Server, client_factory
 

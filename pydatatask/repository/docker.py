@@ -38,12 +38,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 from urllib.parse import quote, urljoin
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, JobNotFoundError
 from pydatatask.repository.base import Repository
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "MANIFEST_MEDIA_TYPES",
@@ -122,7 +125,7 @@ class DockerRegistryClient:
 
     def __init__(
         self,
-        session: Any = None,
+        session: aiohttp.ClientSession | None = None,
         *,
         username: str | None = None,
         password: str | None = None,
@@ -138,7 +141,7 @@ class DockerRegistryClient:
         self._use_basic: set[str] = set()
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
 
-    def _http(self) -> Any:
+    def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             aiohttp = _aiohttp()
             self._session = aiohttp.ClientSession(
@@ -318,7 +321,12 @@ class DockerRepository(Repository):
         "a Docker tag is 1 to 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'"
     )
 
-    def __init__(self, registry: Callable[[], Any], domain: str, repository: str) -> None:
+    def __init__(
+        self,
+        registry: Callable[[], DockerRegistryClient | aiohttp.ClientSession],
+        domain: str,
+        repository: str,
+    ) -> None:
         scheme, separator, host = domain.partition("://")
         if not separator:
             scheme, host = ("http" if _LOOPBACK.fullmatch(domain) else "https"), domain

@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import (
@@ -31,13 +31,30 @@ from pydatatask.errors import (
 )
 from pydatatask.repository.base import MetadataRepository
 
-bson = import_optional("bson", "mongodb")
-bson_codec_options = import_optional("bson.codec_options", "mongodb")
-bson_errors = import_optional("bson.errors", "mongodb")
-bson_int64 = import_optional("bson.int64", "mongodb")
-bson_raw = import_optional("bson.raw_bson", "mongodb")
-pymongo = import_optional("pymongo", "mongodb")
-pymongo_errors = import_optional("pymongo.errors", "mongodb")
+if TYPE_CHECKING:
+    import bson
+    import bson.codec_options as bson_codec_options
+    import bson.errors as bson_errors
+    import bson.int64 as bson_int64
+    import bson.raw_bson as bson_raw
+    import motor.motor_asyncio
+    import pymongo
+    import pymongo.asynchronous.collection
+    import pymongo.errors as pymongo_errors
+    from pymongo.client_options import ClientOptions
+
+    _Collection = (
+        pymongo.asynchronous.collection.AsyncCollection[Any]
+        | motor.motor_asyncio.AsyncIOMotorCollection[Any]
+    )
+else:
+    bson = import_optional("bson", "mongodb")
+    bson_codec_options = import_optional("bson.codec_options", "mongodb")
+    bson_errors = import_optional("bson.errors", "mongodb")
+    bson_int64 = import_optional("bson.int64", "mongodb")
+    bson_raw = import_optional("bson.raw_bson", "mongodb")
+    pymongo = import_optional("pymongo", "mongodb")
+    pymongo_errors = import_optional("pymongo.errors", "mongodb")
 
 __all__ = ["MAX_DOCUMENT_SIZE", "MongoMetadataRepository"]
 
@@ -94,7 +111,8 @@ class MongoMetadataRepository(MetadataRepository):
                 f"invalid MongoDB subcollection name {subcollection!r}: it must be non-empty "
                 "and contain no '$' or NUL"
             )
-        self._collection_accessor = collection
+        # Typed for the calls made here; callers' collections need no type stubs.
+        self._collection_accessor: Callable[[], _Collection] = collection
         self.subcollection = subcollection
         self.validate_timeout = validate_timeout
 
@@ -103,7 +121,12 @@ class MongoMetadataRepository(MetadataRepository):
         suffix = f"[{self.subcollection!r}]" if self.subcollection is not None else ""
         return f"<MongoMetadataRepository {name}{suffix}>"
 
-    def collection(self) -> Any:
+    def collection(
+        self,
+    ) -> (
+        pymongo.asynchronous.collection.AsyncCollection[Any]
+        | motor.motor_asyncio.AsyncIOMotorCollection[Any]
+    ):
         """Return the live collection this repository stores its documents in.
 
         :raises LifecycleError: when the accessor's session is closed.
@@ -113,13 +136,15 @@ class MongoMetadataRepository(MetadataRepository):
             collection = collection[self.subcollection]
         return collection
 
-    def _target(self) -> Any:
+    def _target(self) -> _Collection:
         """Return the collection, decoding with this repository's codec options."""
         collection = self.collection()
         return collection.with_options(codec_options=_value_codec_options(collection))
 
     @contextlib.contextmanager
-    def _translated(self, collection: Any, action: str, job: str | None = None) -> Iterator[None]:
+    def _translated(
+        self, collection: _Collection, action: str, job: str | None = None
+    ) -> Iterator[None]:
         """Turn the driver's errors raised inside the block into pydatatask errors."""
         try:
             yield
@@ -131,7 +156,7 @@ class MongoMetadataRepository(MetadataRepository):
                     f"{where}: cannot {action}{subject}: its document is too large for "
                     f"MongoDB: {exc}"
                 ) from exc
-            if isinstance(exc, pymongo_errors.InvalidDocument):
+            if isinstance(exc, bson_errors.InvalidDocument):
                 raise TypeError(
                     f"{where}: cannot {action}{subject}: the value cannot be encoded as BSON: {exc}"
                 ) from exc
@@ -224,21 +249,22 @@ class MongoMetadataRepository(MetadataRepository):
                     f"{deadline + _BACKSTOP_GRACE:g} s"
                 ) from exc
 
-    def _validate_deadline(self, collection: Any) -> float:
+    def _validate_deadline(self, collection: _Collection) -> float:
         """Return ``validate_timeout``, shortened to the client's own timeouts.
 
         A driver deadline replaces the client's server selection timeout, so without
         this a client configured to give up sooner would wait the whole time.
         """
-        limits = [self.validate_timeout]
+        limits: list[float | None] = [self.validate_timeout]
         try:
-            options = collection.database.client.options
+            # motor's type stubs declare this property a method.
+            options = cast("ClientOptions", collection.database.client.options)
             limits += [options.server_selection_timeout, options.timeout]
         except AttributeError:
             pass
         return min(limit for limit in limits if limit is not None and limit > 0)
 
-    def _encode(self, collection: Any, job: str, value: Any) -> Any:
+    def _encode(self, collection: _Collection, job: str, value: Any) -> bson_raw.RawBSONDocument:
         """Encode the job's document once, checking that BSON can hold it and that it fits.
 
         The server may not enforce the size limit itself, so it is checked here.
@@ -268,10 +294,7 @@ class MongoMetadataRepository(MetadataRepository):
             ) from None
 
 
-_TypeDecoder: Any = bson_codec_options.TypeDecoder
-
-
-class _Int64AsInt(_TypeDecoder):  # type: ignore[misc]
+class _Int64AsInt(bson_codec_options.TypeDecoder):
     """Decode BSON's 64-bit integers as plain ints, the type that was stored."""
 
     bson_type = bson_int64.Int64
@@ -283,7 +306,7 @@ class _Int64AsInt(_TypeDecoder):  # type: ignore[misc]
 _TYPE_REGISTRY = bson_codec_options.TypeRegistry([_Int64AsInt()])
 
 
-def _value_codec_options(collection: Any) -> Any:
+def _value_codec_options(collection: _Collection) -> bson_codec_options.CodecOptions[Any]:
     """Return the collection's codec options with plain dicts and ints for values.
 
     The client's time zone and UUID settings are kept; its document class and custom
@@ -298,11 +321,11 @@ async def _maybe_await(result: Any) -> None:
         await result
 
 
-def _collection_name(collection: Any) -> str:
+def _collection_name(collection: _Collection) -> str:
     return str(getattr(collection, "full_name", collection))
 
 
-def _servers(collection: Any) -> str:
+def _servers(collection: _Collection) -> str:
     """Name the servers the collection's client talks to, as ``host:port`` pairs.
 
     The client's ``address`` is unknown while nothing answers (and is a coroutine in

@@ -27,7 +27,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import yaml
@@ -43,6 +43,18 @@ from pydatatask.errors import (
 from pydatatask.repository.base import BlobRepository, MetadataRepository
 from pydatatask.streams import ByteReader, ByteWriter
 
+if TYPE_CHECKING:
+    from aiobotocore.response import StreamingBody
+    from botocore.exceptions import ClientError
+    from types_aiobotocore_s3.client import S3Client
+    from types_aiobotocore_s3.type_defs import (
+        CompletedPartTypeDef,
+        CreateBucketRequestTypeDef,
+        HeadObjectOutputTypeDef,
+        ListObjectsV2RequestTypeDef,
+        ObjectTypeDef,
+    )
+
 __all__ = [
     "DEFAULT_PART_SIZE",
     "MIN_PART_SIZE",
@@ -53,9 +65,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MIN_PART_SIZE = 5 << 20
-"""The smallest multipart part S3 accepts (except the last part): 5 MiB."""
+"""5 MiB, the smallest multipart part S3 accepts (the last part may be smaller)."""
 DEFAULT_PART_SIZE = 8 << 20
-"""How much a writer buffers before it uploads a part: 8 MiB."""
+"""8 MiB, how much a writer buffers before it uploads a part."""
 MAX_PARTS = 10_000
 """The most parts one S3 multipart upload may have."""
 INFO_CONCURRENCY = 32
@@ -87,17 +99,17 @@ def _botocore_errors() -> ModuleType:
     return import_optional("botocore.exceptions", "s3")
 
 
-def _endpoint_of(client: Any) -> str:
+def _endpoint_of(client: S3Client) -> str:
     meta = getattr(client, "meta", None)
     return str(getattr(meta, "endpoint_url", None) or "the default S3 endpoint")
 
 
-def _error_code(exc: Any) -> str:
+def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _client_error(
-    repository: S3BucketRepository, endpoint: str, action: str, job: str | None, exc: Any
+    repository: S3BucketRepository, endpoint: str, action: str, job: str | None, exc: ClientError
 ) -> Exception:
     """Map one botocore ``ClientError`` to the pydatatask error a caller should see."""
     code = _error_code(exc)
@@ -124,7 +136,7 @@ def _client_error(
 
 @contextlib.contextmanager
 def _translate_errors(
-    repository: S3BucketRepository, client: Any, action: str, job: str | None = None
+    repository: S3BucketRepository, client: S3Client, action: str, job: str | None = None
 ) -> Iterator[None]:
     """Turn botocore errors raised inside the block into pydatatask errors.
 
@@ -152,7 +164,9 @@ def _translate_errors(
 class _S3Reader(ByteReader):
     """Stream one object's body; ``read(n)`` reads at most ``n`` bytes from the socket."""
 
-    def __init__(self, repository: S3BucketRepository, client: Any, key: str, body: Any) -> None:
+    def __init__(
+        self, repository: S3BucketRepository, client: S3Client, key: str, body: StreamingBody
+    ) -> None:
         self._repository = repository
         self._client = client
         self._key = key
@@ -169,7 +183,6 @@ class _S3Reader(ByteReader):
             await closer()
         else:
             self._body.close()
-        self._body = self._client = None
 
 
 class _S3Writer(ByteWriter):
@@ -186,7 +199,7 @@ class _S3Writer(ByteWriter):
         self._part_size = part_size
         self._buffer = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[CompletedPartTypeDef] = []
         self.max_buffered = 0
         """The most bytes this writer has held at once (never more than one part)."""
 
@@ -208,8 +221,9 @@ class _S3Writer(ByteWriter):
     async def _upload_part(self) -> None:
         repository = self._repository
         client = repository._client()
-        if self._upload_id is None:
-            await self._start_upload(client)
+        upload_id = self._upload_id
+        if upload_id is None:
+            upload_id = await self._start_upload(client)
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise BackendError(
@@ -222,13 +236,14 @@ class _S3Writer(ByteWriter):
             response = await client.upload_part(
                 Bucket=repository.bucket,
                 Key=self._key,
-                UploadId=self._upload_id,
+                UploadId=upload_id,
                 PartNumber=number,
                 Body=part,
             )
         self._parts.append({"ETag": response["ETag"], "PartNumber": number})
 
-    async def _start_upload(self, client: Any) -> None:
+    async def _start_upload(self, client: S3Client) -> str:
+        """Start the multipart upload and return its id (also kept for :meth:`_discard`)."""
         repository = self._repository
         request = asyncio.ensure_future(
             client.create_multipart_upload(
@@ -243,9 +258,10 @@ class _S3Writer(ByteWriter):
             # _discard can abort it instead of leaving it behind.
             await asyncio.wait([request])
             if not request.cancelled() and request.exception() is None:
-                self._upload_id = str(request.result()["UploadId"])
+                self._upload_id = request.result()["UploadId"]
             raise
-        self._upload_id = str(response["UploadId"])
+        self._upload_id = response["UploadId"]
+        return self._upload_id
 
     async def _commit(self) -> None:
         repository = self._repository
@@ -312,7 +328,7 @@ class S3BucketRepository(BlobRepository):
     :param prefix: added after the prefix given in ``bucket``.
     :param mimetype: the ``Content-Type`` of written objects.
     :param incluster_endpoint: the endpoint as seen from inside a cluster, reported by
-        :meth:`info` for templates that run there.
+        :meth:`~pydatatask.Repository.info` for templates that run there.
     :param part_size: the bytes a writer buffers before uploading a multipart part (at
         least 5 MiB); a value up to this size is written with one ``PutObject``.
     :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, or a
@@ -342,7 +358,8 @@ class S3BucketRepository(BlobRepository):
             raise ConfigurationError(f"no bucket name in {bucket!r}")
         if part_size < MIN_PART_SIZE:
             raise ConfigurationError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
-        self._client = client
+        # Typed for the calls made here; callers' clients need no type stubs.
+        self._client: Callable[[], S3Client] = client
         self.bucket = name
         self.prefix = bucket_prefix + prefix
         self.suffix = suffix
@@ -373,13 +390,13 @@ class S3BucketRepository(BlobRepository):
         return None if "/" in job else job  # "/": an object in a "subfolder"
 
     def _errors(
-        self, client: Any, action: str, job: str | None = None
+        self, client: S3Client, action: str, job: str | None = None
     ) -> contextlib.AbstractContextManager[None]:
         return _translate_errors(self, client, action, job)
 
-    async def _iter_objects(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    async def _iter_objects(self) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
         """Yield ``(job, listing entry)`` page by page, holding one page at a time."""
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
+        request: ListObjectsV2RequestTypeDef = {"Bucket": self.bucket, "Prefix": self.prefix}
         if "/" not in self.suffix:
             # Objects in "subfolders" are grouped server-side instead of listed one by one.
             request["Delimiter"] = "/"
@@ -400,11 +417,11 @@ class S3BucketRepository(BlobRepository):
         async for job, _entry in self._iter_objects():
             yield job
 
-    async def _head(self, job: str) -> tuple[Any, dict[str, Any]]:
+    async def _head(self, job: str) -> tuple[S3Client, HeadObjectOutputTypeDef]:
         client = self._client()
         key = self._key(job)
         with self._errors(client, f"reading {key!r}", job):
-            response: dict[str, Any] = await client.head_object(Bucket=self.bucket, Key=key)
+            response = await client.head_object(Bucket=self.bucket, Key=key)
         return client, response
 
     async def _contains(self, job: str) -> bool:
@@ -420,7 +437,7 @@ class S3BucketRepository(BlobRepository):
         with contextlib.suppress(JobNotFoundError), self._errors(client, f"deleting {key!r}", job):
             await client.delete_object(Bucket=self.bucket, Key=key)
 
-    def _describe(self, client: Any, key: str, size: int | None) -> dict[str, Any]:
+    def _describe(self, client: S3Client, key: str, size: int | None) -> dict[str, Any]:
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
         info: dict[str, Any] = {
             "bucket": self.bucket,
@@ -476,8 +493,8 @@ class S3BucketRepository(BlobRepository):
                 return
         await self._create_bucket(client, errors)
 
-    async def _create_bucket(self, client: Any, errors: ModuleType) -> None:
-        request: dict[str, Any] = {"Bucket": self.bucket}
+    async def _create_bucket(self, client: S3Client, errors: ModuleType) -> None:
+        request: CreateBucketRequestTypeDef = {"Bucket": self.bucket}
         region = getattr(client.meta, "region_name", None)
         if region and region != "us-east-1":
             request["CreateBucketConfiguration"] = {"LocationConstraint": region}

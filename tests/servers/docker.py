@@ -42,12 +42,14 @@ import pytest
 
 from tests.servers.processes import (
     find_command,
-    free_loopback_port,
     launch,
     readiness_failure,
     running_server,
     stop_process,
 )
+
+# Re-exported: tests that start registries and engines take their ports from here too.
+from tests.servers.processes import free_loopback_port as free_loopback_port
 
 REGISTRY_VARIABLE = "PYDATATASK_TEST_REGISTRY_URL"
 DOCKER_HOST_VARIABLE = "PYDATATASK_TEST_DOCKER_HOST"

@@ -38,7 +38,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.servers.docker import DockerEngine, free_loopback_port
+from tests.servers.docker import DockerEngine
+from tests.servers.processes import free_loopback_port
 
 NODE = "kind-worker-1"
 _DNS_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
@@ -53,7 +54,12 @@ def _now() -> str:
 
 
 def _status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
-    body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+    }
     body.update(message=message, reason=reason, code=code)
     if details:
         body["details"] = details
@@ -75,26 +81,32 @@ def _split_terms(selector: str) -> list[str]:
     return [term.strip() for term in [*terms, current] if term.strip()]
 
 
-def parse_selector(selector: str) -> Callable[[dict[str, str]], bool]:
+LabelTest = Callable[[dict[str, str]], bool]
+
+
+def _membership(key: str, values: set[str], inside: bool) -> LabelTest:
+    return lambda labels: (labels.get(key) in values) == inside
+
+
+def _equality(key: str, value: str, equal: bool) -> LabelTest:
+    return lambda labels: (labels.get(key) == value) == equal
+
+
+def _existence(key: str, present: bool) -> LabelTest:
+    return lambda labels: (key in labels) == present
+
+
+def parse_selector(selector: str) -> LabelTest:
     """Compile ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``, ``k``, ``!k``."""
-    tests: list[Callable[[dict[str, str]], bool]] = []
+    tests: list[LabelTest] = []
     for term in _split_terms(selector):
         if match := re.fullmatch(r"(\S+)\s+(in|notin)\s+\(([^()]*)\)", term):
-            key, operator = match[1], match[2]
             values = {value.strip() for value in match[3].split(",")}
-            if operator == "in":
-                tests.append(lambda labels, k=key, v=values: labels.get(k) in v)
-            else:
-                tests.append(lambda labels, k=key, v=values: labels.get(k) not in v)
+            tests.append(_membership(match[1], values, inside=match[2] == "in"))
         elif match := re.fullmatch(r"([^=!\s]+)\s*(==|=|!=)\s*([^=!\s]*)", term):
-            key, operator, value = match[1], match[2], match[3]
-            if operator == "!=":
-                tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
-            else:
-                tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+            tests.append(_equality(match[1], match[3], equal=match[2] != "!="))
         elif match := re.fullmatch(r"(!?)([^=!\s(),]+)", term):
-            key, negated = match[2], bool(match[1])
-            tests.append(lambda labels, k=key, n=negated: (k in labels) != n)
+            tests.append(_existence(match[2], present=not match[1]))
         else:
             raise ValueError(f"unable to parse requirement: {term!r}")
     return lambda labels: all(test(labels) for test in tests)
@@ -365,7 +377,7 @@ class FakeKubeServer:
             return self._missing(request)
         names = [container["name"] for container in pod.body["spec"]["containers"]]
         wanted = request.query.get("container") or (names[0] if len(names) == 1 else None)
-        if wanted not in names:
+        if wanted is None or wanted not in names:
             choices = " ".join(names)
             return self._fail(
                 400,

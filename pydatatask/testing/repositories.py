@@ -1,7 +1,26 @@
-"""Behaviour every repository must show, as test classes that backends subclass.
+"""Behaviour every repository must show, as pytest test classes that backends subclass.
 
-A backend test subclasses one of the contracts and provides a ``repo`` fixture; for
-combinators, which are written through their children, it overrides :meth:`put`.
+A backend's test module subclasses one of the contracts, :class:`RepositoryContract`,
+:class:`BlobRepositoryContract` or :class:`MetadataRepositoryContract`, and gives it a
+``repo`` fixture returning an empty repository; the inherited tests then check listing,
+membership, idempotent deletion, missing ids, round trips, atomic writes and invalid ids::
+
+    import pytest
+    from pydatatask.testing.repositories import BlobRepositoryContract
+
+    class TestMyBlobRepository(BlobRepositoryContract):
+        @pytest.fixture
+        def repo(self, tmp_path):
+            return MyBlobRepository(tmp_path)
+
+For combinators, which are written through their children, override
+:meth:`RepositoryContract.put`; for repositories stored in a folder, override
+:meth:`RepositoryContract.outside`, so that the tests of invalid ids check that nothing
+escapes the folder.
+
+This module needs pytest and pytest-asyncio (``pip install 'pydatatask[testing]'``),
+with pytest-asyncio's ``asyncio_mode = "auto"``: the tests are coroutines without
+marks. ``import pydatatask`` does not import it.
 """
 
 from __future__ import annotations
@@ -13,13 +32,8 @@ from typing import Any
 
 import pytest
 
-from pydatatask import (
-    BlobRepository,
-    InvalidJobIdError,
-    JobNotFoundError,
-    MetadataRepository,
-    Repository,
-)
+from pydatatask.errors import InvalidJobIdError, JobNotFoundError
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 
 INVALID_IDS = ["", "a/b", "..", ".", "x\n", "a" * 300, "a\\b", "tab\there", "nul\x00"]
 TRAVERSAL_IDS = ["../escape", "../../etc/passwd", "/abs", "..\\escape", "sub/../../x"]
@@ -42,15 +56,26 @@ class RepositoryContract:
             raise NotImplementedError(f"override put() for {type(repo).__name__}")
 
     def outside(self, repo: Repository) -> Path | None:
-        """A folder that must never change, for repositories stored in a folder."""
+        """Return a folder that must never change, for repositories stored in a folder."""
         return None
 
+    async def _write(self, repo: Repository, job: str) -> None:
+        """Write ``job`` to the repository itself when it can be written, else :meth:`put` it."""
+        if isinstance(repo, MetadataRepository):
+            await repo.dump(job, "x")
+        elif isinstance(repo, BlobRepository):
+            await repo.open(job, "w")
+        else:
+            await self.put(repo, job)
+
     async def test_empty_lists_nothing(self, repo: Repository) -> None:
+        """An empty repository lists no ids and no infos."""
         assert [job async for job in repo] == []
         assert await repo.ids() == set()
         assert await repo.info_all() == {}
 
     async def test_listing_matches_contains(self, repo: Repository) -> None:
+        """Iteration, ``ids``, ``contains`` and ``info_all`` agree on the ids."""
         jobs = {"alpha", "beta", "gamma-1", "with space", "ünïcode"}
         for job in jobs:
             await self.put(repo, job)
@@ -63,6 +88,7 @@ class RepositoryContract:
         assert set(await repo.info_all()) == jobs
 
     async def test_delete_is_idempotent(self, repo: Repository) -> None:
+        """Deleting an absent or deleted id succeeds and touches nothing else."""
         await self.put(repo, "gone")
         await self.put(repo, "kept")
         await repo.delete("missing")
@@ -72,6 +98,7 @@ class RepositoryContract:
         assert await repo.ids() == {"kept"}
 
     async def test_info_of_missing(self, repo: Repository) -> None:
+        """``info`` of an absent id raises ``JobNotFoundError``, a ``KeyError``."""
         if self.missing_info_has_default:
             before = _snapshot(self.outside(repo))
             await repo.info("missing")
@@ -86,21 +113,18 @@ class RepositoryContract:
 
     @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
     async def test_invalid_ids_are_rejected(self, repo: Repository, job: str) -> None:
+        """Reads and deletes of an invalid id raise ``InvalidJobIdError``."""
         for call in (repo.contains, repo.info, repo.delete):
             with pytest.raises(InvalidJobIdError):
                 await call(job)
 
     @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
     async def test_invalid_ids_are_rejected_on_write(self, repo: Repository, job: str) -> None:
+        """Writes of an invalid id raise ``InvalidJobIdError`` and store nothing."""
         outside = self.outside(repo)
         before = _snapshot(outside)
         with pytest.raises(InvalidJobIdError):
-            if isinstance(repo, MetadataRepository):
-                await repo.dump(job, "x")
-            elif isinstance(repo, BlobRepository):
-                await repo.open(job, "w")
-            else:
-                await self.put(repo, job)
+            await self._write(repo, job)
         if isinstance(repo, MetadataRepository):
             with pytest.raises(InvalidJobIdError):
                 await repo.create(job, "x")
@@ -112,6 +136,7 @@ class BlobRepositoryContract(RepositoryContract):
     """Streaming reads and atomic writes, in text and binary modes."""
 
     async def test_text_round_trip(self, repo: BlobRepository) -> None:
+        """Text written in mode ``w`` reads back unchanged in mode ``r``."""
         text = "héllo wörld €\nsecond line 😀\r\n"
         async with await repo.open("doc", "w") as writer:
             assert await writer.write(text) == len(text)
@@ -119,6 +144,7 @@ class BlobRepositoryContract(RepositoryContract):
             assert await reader.read() == text
 
     async def test_binary_round_trip(self, repo: BlobRepository) -> None:
+        """Bytes written in several calls read back unchanged."""
         data = bytes(range(256)) * 4
         async with await repo.open("bin", "wb") as writer:
             await writer.write(data[:100])
@@ -127,6 +153,7 @@ class BlobRepositoryContract(RepositoryContract):
             assert await reader.read() == data
 
     async def test_read_n_returns_at_most_n_and_advances(self, repo: BlobRepository) -> None:
+        """``read(n)`` returns 1 to ``n`` bytes at a time, and nothing at the end."""
         async with await repo.open("job", "wb") as writer:
             await writer.write(b"0123456789")
         async with await repo.open("job", "rb") as reader:
@@ -138,6 +165,7 @@ class BlobRepositoryContract(RepositoryContract):
             assert await reader.read() == b""
 
     async def test_text_read_splits_multibyte_characters(self, repo: BlobRepository) -> None:
+        """``read(1)`` in text mode returns whole characters, multi-byte ones too."""
         text = "é€😀" * 50
         async with await repo.open("job", "w") as writer:
             await writer.write(text)
@@ -149,6 +177,7 @@ class BlobRepositoryContract(RepositoryContract):
         assert "".join(chars) == text
 
     async def test_large_value_streams(self, repo: BlobRepository) -> None:
+        """A value of several MiB streams through bounded reads and writes."""
         blocks = [bytes([index]) * (1 << 20) for index in range(3)]  # 3 MiB in all
         async with await repo.open("big", "wb") as writer:
             for block in blocks:
@@ -163,16 +192,19 @@ class BlobRepositoryContract(RepositoryContract):
         assert position == len(expected)
 
     async def test_open_missing_raises(self, repo: BlobRepository) -> None:
+        """Opening an absent id for reading raises ``JobNotFoundError``."""
         with pytest.raises(JobNotFoundError):
             await repo.open("missing", "rb")
         with pytest.raises(JobNotFoundError):
             await repo.open("missing", "r")
 
     async def test_bad_mode_is_rejected(self, repo: BlobRepository) -> None:
+        """An unknown mode raises ``ValueError``."""
         with pytest.raises(ValueError, match="mode"):
             await repo.open("job", "a")  # type: ignore[call-overload]
 
     async def test_value_invisible_until_close(self, repo: BlobRepository) -> None:
+        """A value being written is not listed until its writer closes."""
         writer = await repo.open("pending", "wb")
         await writer.write(b"x" * 200_000)
         assert not await repo.contains("pending")
@@ -181,24 +213,35 @@ class BlobRepositoryContract(RepositoryContract):
         assert await repo.contains("pending")
 
     async def test_failed_writer_keeps_old_value(self, repo: BlobRepository) -> None:
+        """A writer that fails leaves the previous value in place."""
         await self.put(repo, "job", "old")
-        with pytest.raises(RuntimeError, match="boom"):
+
+        async def fail_while_writing() -> None:
             async with await repo.open("job", "w") as writer:
                 await writer.write("new" * 100_000)
                 raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await fail_while_writing()
         async with await repo.open("job", "r") as reader:
             assert await reader.read() == "old"
         assert await repo.ids() == {"job"}
 
     async def test_failed_writer_leaves_nothing(self, repo: BlobRepository) -> None:
-        with pytest.raises(RuntimeError):
+        """A writer that fails leaves no new id behind."""
+
+        async def fail_while_writing() -> None:
             async with await repo.open("job", "wb") as writer:
                 await writer.write(b"partial" * 100_000)
                 raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            await fail_while_writing()
         assert not await repo.contains("job")
         assert [job async for job in repo] == []
 
     async def test_cancelled_writer_keeps_old_value(self, repo: BlobRepository) -> None:
+        """A cancelled writer leaves the previous value in place."""
         await self.put(repo, "job", "old")
         started = asyncio.Event()
 
@@ -218,6 +261,7 @@ class BlobRepositoryContract(RepositoryContract):
         assert await repo.ids() == {"job"}
 
     async def test_writer_rejects_wrong_type(self, repo: BlobRepository) -> None:
+        """A binary writer refuses text with ``TypeError``."""
         writer = await repo.open("job", "wb")
         with pytest.raises(TypeError):
             await writer.write("text")  # type: ignore[arg-type]
@@ -239,6 +283,7 @@ class MetadataRepositoryContract(RepositoryContract):
     ]
 
     async def test_round_trip(self, repo: MetadataRepository) -> None:
+        """Every value of ``VALUES`` comes back from ``info`` and ``info_all``."""
         for index, value in enumerate(self.VALUES):
             await repo.dump(f"job{index}", value)
         for index, value in enumerate(self.VALUES):
@@ -247,12 +292,14 @@ class MetadataRepositoryContract(RepositoryContract):
         assert everything == {f"job{index}": value for index, value in enumerate(self.VALUES)}
 
     async def test_dump_replaces(self, repo: MetadataRepository) -> None:
+        """``dump`` replaces the stored value."""
         await repo.dump("job", {"version": 1})
         await repo.dump("job", {"version": 2})
         assert await repo.info("job") == {"version": 2}
         assert await repo.ids() == {"job"}
 
     async def test_create_stores_only_when_absent(self, repo: MetadataRepository) -> None:
+        """``create`` stores a value only when the id is absent, and says so."""
         assert await repo.create("job", {"owner": "first"}) is True
         assert await repo.create("job", {"owner": "second"}) is False
         assert await repo.info("job") == {"owner": "first"}
