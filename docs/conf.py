@@ -66,6 +66,9 @@ _EXTERNAL_MODULES = [
 nitpick_ignore_regex = [(r"py:.*", rf"{module}(\..+)?") for module in _EXTERNAL_MODULES]
 # Standard-library names that annotations use unqualified (``from datetime import timedelta``).
 nitpick_ignore = [("py:class", "timedelta")]
+# Private helpers (a leading underscore) are not documented, so a base class or a
+# parameter type named after one stays plain text.
+nitpick_ignore_regex.append(("py:class", r"pydatatask\..*\._[A-Za-z]\w*"))
 
 
 def _lookup(target: str, module: str | None) -> Any:

@@ -86,7 +86,7 @@ class InputError(ConfigurationError):
 
 
 class JobNotReadyError(PydatataskError, RuntimeError):
-    """A job was asked to run while it is not ready; :attr:`reasons` says why."""
+    """A job was asked to run while it is not ready; its ``reasons`` say why."""
 
     def __init__(self, task: str, job: str, reasons: list[str]) -> None:
         super().__init__(f"{task} job {job!r} is not ready: {'; '.join(reasons)}")

@@ -121,7 +121,7 @@ class _CommitsOnExit:
 
 
 class ByteReader(_ClosesOnExit, abc.ABC):
-    """Base class for byte readers: subclasses implement :meth:`_read_some`."""
+    """Base class for byte readers: subclasses implement ``_read_some(n)``."""
 
     _closed = False
 
@@ -176,7 +176,7 @@ class BytesReader(ByteReader):
 class ByteWriter(_CommitsOnExit, abc.ABC):
     """Base class for atomic byte writers.
 
-    Subclasses implement :meth:`_write`, :meth:`_commit` and :meth:`_discard`. Leaving an
+    Subclasses implement ``_write``, ``_commit`` and ``_discard``. Leaving an
     ``async with`` block through an exception or cancellation discards the value.
     """
 

@@ -7,8 +7,9 @@ methods of its base, reading and writing the item each id translates to. ``delet
 forwarded as each class documents.
 
 Ids are checked once, by the public methods of :class:`Repository`, against
-:meth:`check_job_id`; each combinator narrows that check to the ids its underlying
-repositories can hold, so a combinator rejects exactly what would be rejected below it.
+:meth:`~pydatatask.Repository.check_job_id`; each combinator narrows that check to the
+ids its underlying repositories can hold, so a combinator rejects exactly what would be
+rejected below it.
 """
 
 from __future__ import annotations

@@ -259,8 +259,8 @@ class Task(abc.ABC):
         With ``reattach``, wait for a job an earlier controller started instead. The
         body's failure is returned as data, never raised; :class:`JobClaimedError` (another
         controller holds the job) propagates. So does cancellation by the controller
-        (:attr:`StopReason.REMOVED`, :attr:`StopReason.SHUTDOWN`), so such a job leaves
-        no record. The timeout cancels the attempt with :attr:`StopReason.TIMEOUT`, so
+        (``StopReason.REMOVED``, ``StopReason.SHUTDOWN``), so such a job leaves
+        no record. The timeout cancels the attempt with ``StopReason.TIMEOUT``, so
         code that waits for a job elsewhere knows to stop it; the attempt is then
         recorded as timed out, whatever error the cancellation turned into.
         """

@@ -14,9 +14,10 @@ from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.task.base import Task, TaskOptions
 from pydatatask.task.stopping import StopReason, stop_reason
 
-__all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask"]
+__all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask", "JobFunction"]
 
 JobFunction = Callable[..., Any]
+"""The body of a function task: ``func(job, **links)``, sync or async."""
 
 
 class FunctionTask(Task):
