@@ -8,6 +8,10 @@ from it; several tasks may share one manager, so their jobs compete for one budg
     task_a = ProcessTask(..., resource_manager=quota, job_resources=Resources.parse("1", "1Gi"))
     task_b = ProcessTask(..., resource_manager=quota, job_resources=Resources.parse("500m", "2Gi"))
 
+A task keeps the ledger of its own jobs in a :class:`TaskQuota`: the scheduler reserves
+each job's share before it launches, and the task corrects it once the job's spec says
+what it really asks.
+
 Quantities follow Kubernetes: ``"100m"`` is a tenth of a core, ``"512Mi"`` is 512 MiB,
 ``"1G"`` is 10**9 bytes, plain numbers and ``"1e9"`` are accepted too.
 """
@@ -25,7 +29,7 @@ from decimal import Decimal, InvalidOperation
 
 from pydatatask.errors import ConfigurationError, QuotaExceededError
 
-__all__ = ["Quota", "ResourceManager", "Resources", "parse_quantity"]
+__all__ = ["Quota", "ResourceManager", "Resources", "TaskQuota", "parse_quantity"]
 
 _SUFFIXES: dict[str, Decimal] = {
     "": Decimal(1),
@@ -236,6 +240,87 @@ class ResourceManager:
     def _forget_launches(self, now: float) -> None:
         while self._launches and self._launches[0] <= now - self._longest_window:
             self._launches.popleft()
+
+
+class TaskQuota:
+    """What one task's jobs hold of a shared :class:`ResourceManager`, job by job.
+
+    The scheduler calls :meth:`reserve` before it launches a job and :meth:`release`
+    after; nothing else waits for room. A job is charged the task's ``estimate`` until
+    its rendered spec says what it asks (:meth:`settle`), which then becomes the
+    estimate. Jobs found running after a restart are charged what they hold
+    (:meth:`adopt`), without counting a launch.
+
+    :param manager: the shared quota (None: no quota; every reservation succeeds).
+    :param owner: the task's name, which keys its jobs in the ledger.
+    :param estimate: what one job holds (None: unknown until a spec is rendered; until
+        then one job runs at a time).
+    :param window: the period over which launches are counted (None: the manager's).
+    """
+
+    def __init__(
+        self,
+        manager: ResourceManager | None,
+        owner: str,
+        estimate: Resources | None,
+        window: timedelta | float | None = None,
+    ) -> None:
+        self.manager = manager
+        self.owner = owner
+        self.estimate = estimate
+        self.window = window
+        self._jobs: set[str] = set()
+        self._adopted: dict[str, Resources | None] = {}
+
+    def reserve(self, job: str) -> bool:
+        """Charge ``job``'s share; False when the quota has no room for it now.
+
+        :raises QuotaExceededError: when one job needs more than the whole quota.
+        """
+        if self.manager is None:
+            return True
+        key = (self.owner, job)
+        if job in self._adopted:  # it runs already: account for it, count no launch
+            self.manager.claim(key, self._adopted.pop(job) or self.estimate or Resources())
+        elif self.estimate is None and self._jobs:
+            return False  # the first job's spec tells what the next ones need
+        elif not self.manager.try_reserve(key, self.estimate or Resources(), window=self.window):
+            return False
+        self._jobs.add(job)
+        return True
+
+    def adopt(self, job: str, holds: Resources | None) -> None:
+        """Note that ``job`` already runs, holding ``holds`` (None: the estimate)."""
+        self._adopted[job] = holds
+
+    def settle(self, job: str, asks: Resources) -> None:
+        """Charge ``job`` what its spec asks instead of the estimate, even past the quota.
+
+        Later jobs wait until there is room again.
+
+        :raises QuotaExceededError: when it asks for more than the whole quota; the
+            job then holds nothing.
+        """
+        if self.manager is None:
+            return
+        key = (self.owner, job)
+        self.manager.release(key)
+        if not asks.fits_within(self.manager.quota):
+            self._jobs.discard(job)
+            raise QuotaExceededError(
+                f"{self.owner} job {job!r} asks for ({asks}), more than the whole quota "
+                f"({self.manager.quota})"
+            )
+        self.estimate = asks
+        self.manager.claim(key, asks)
+        self._jobs.add(job)
+
+    def release(self, job: str) -> None:
+        """Give back what ``job`` holds; releasing a job that holds nothing does nothing."""
+        if self.manager is not None:
+            self.manager.release((self.owner, job))
+        self._jobs.discard(job)
+        self._adopted.pop(job, None)
 
 
 def _as_seconds(window: timedelta | float) -> float:

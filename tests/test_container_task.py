@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 pytest.importorskip("aiodocker")
 pytest.importorskip("aiohttp")
@@ -274,97 +267,6 @@ async def test_build_then_run_pipeline(
         assert report.failed == 0, run.done.data  # type: ignore[attr-defined]
         assert await images.ids() == {"red", "blue"}
     assert stdout.data == {"red": b"red roses\n", "blue": b"blue violets\n"}
-
-
-CONTROLLER = textwrap.dedent(
-    """
-    import asyncio, sys
-    import aiodocker
-    import pydatatask as pdt
-    from pydatatask.executor.docker import DockerContainerManager
-    from pydatatask.quota import Resources
-    from pydatatask.task.container import ContainerTask
-
-    base, host, image, app = sys.argv[1:5]
-    session = pdt.Session()
-
-    @session.resource
-    async def docker():
-        async with aiodocker.Docker(url=host) as client:
-            yield client
-
-    task = ContainerTask(
-        "nap",
-        DockerContainerManager(app, docker),
-        None,
-        Resources(),
-        image=image,
-        template="hostname; sleep {{ seconds }}; echo slept {{ seconds }}",
-        done=pdt.YamlMetadataFileRepository(base + "/done"),
-        stdout=pdt.FileRepository(base + "/out", ".txt"),
-    )
-    task.link("seconds", pdt.YamlMetadataFileRepository(base + "/seconds"), is_input=True)
-    pipeline = pdt.Pipeline([task], session)
-
-    async def main():
-        async with pipeline:
-            await pdt.run(pipeline, timeout=60)
-
-    asyncio.run(main())
-    """
-)
-
-
-async def test_restarted_controller_reattaches_and_reaps(
-    tmp_path: Path, docker_engine: DockerEngine, busybox_image: str
-) -> None:
-    durations = {"quick": 0, "short1": 2, "short2": 2, "long1": 5, "long2": 5}
-    (tmp_path / "seconds").mkdir()
-    for job, seconds in durations.items():
-        (tmp_path / "seconds" / f"{job}.yaml").write_text(str(seconds))
-    script = tmp_path / "controller.py"
-    script.write_text(CONTROLLER)
-    app = f"restart-{uuid.uuid4().hex[:8]}"
-    command = [sys.executable, str(script), str(tmp_path), docker_engine.host, busybox_image, app]
-    environment = {**os.environ, "PYTHONPATH": os.getcwd()}
-    session, docker = engine_session(docker_engine)
-    manager = DockerContainerManager(app, docker)
-    async with session:
-        controller = await asyncio.create_subprocess_exec(*command, env=environment)
-        try:
-            deadline = time.monotonic() + 30
-            while not (tmp_path / "done" / "quick.yaml").exists():
-                assert controller.returncode is None, "the controller ended early"
-                assert time.monotonic() < deadline, "no job finished"
-                await asyncio.sleep(0.05)
-            before = {
-                container["Labels"]["pydatatask.job"]: container.id
-                for container in await containers_of(manager)
-            }
-        finally:
-            os.kill(controller.pid, signal.SIGKILL)
-            await controller.wait()
-        assert {"short1", "short2", "long1", "long2"} <= set(before)
-        quick_record = (tmp_path / "done" / "quick.yaml").read_text()
-        await asyncio.sleep(2.5)  # the short jobs end while no controller watches
-        states = {handle.job: handle.state for handle in await manager.live("nap")}
-        assert states["short1"] == "exited"
-        assert states["long1"] == "running"
-
-        rerun = await asyncio.to_thread(
-            subprocess.run, command, env=environment, capture_output=True, text=True, timeout=90
-        )
-        assert rerun.returncode == 0, rerun.stderr
-        assert await _eventually_no_containers(manager)
-    assert (tmp_path / "done" / "quick.yaml").read_text() == quick_record
-    for job, seconds in durations.items():
-        record = yaml.safe_load((tmp_path / "done" / f"{job}.yaml").read_text())
-        assert record["success"] is True, (job, record)
-        assert record["attempt"] == 1, (job, record)
-        hostname, slept = (tmp_path / "out" / f"{job}.txt").read_text().splitlines()
-        assert slept == f"slept {seconds}"
-        if job in before:  # the same container, not a second launch
-            assert before[job].startswith(hostname), (job, hostname)
 
 
 async def test_manager_may_be_a_session_accessor(

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,8 @@ pytest.importorskip("aiodocker")
 
 import pydatatask as pdt
 from pydatatask import admin
-from pydatatask.executor.kubernetes import ANNOTATION_JOB, PodManager, PodReport, label_value
+from pydatatask.executor.kubernetes import PodManager
+from pydatatask.executor.pods import ANNOTATION_JOB, PodReport, label_value
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.task.kubernetes import IN_POD_VARIABLE, KubeFunctionTask, KubeTask
 from tests.servers.kubeapi import NODE, FakeKubeServer, kube_client, parse_selector
@@ -220,7 +220,8 @@ async def test_image_failures_are_reported_promptly(kube_api: FakeKubeServer) ->
     assert "registry.invalid/nothing:1" in records["absent"]["exception"]
     assert records["bad"]["reason"] == "InvalidImageName"
     assert all(
-        record["success"] is False and record["exit_code"] is None for record in records.values()
+        record["success"] is False and record.get("exit_code") is None
+        for record in records.values()
     )
     assert logs.data["absent"] == b""
 
@@ -451,8 +452,8 @@ async def test_live_jobs_cost_one_list_request(
     podman = PodManager(f"t{uuid.uuid4().hex[:8]}", NAMESPACE, lambda: kube_api_client)
     task = KubeTask("found", podman, None, pod_template("sleep 30"))
     for job in ("a", "b", "c"):
-        manifest = await task._manifest(job, 2)
-        await podman.create(manifest)
+        async with task.rendered(job, 2) as spec:
+            await podman.submit("found", job, 2, spec)
     before = len(kube_api.list_requests)
     assert await task.live_jobs() == {"a": 2, "b": 2, "c": 2}
     assert kube_api.list_requests[before:] == [podman.selector("found")]
@@ -534,101 +535,6 @@ async def test_function_task_runs_the_body_directly_inside_its_pod(
     assert outputs.data == {"j": "ran j"}
     assert done.data == {}  # the controller writes the one record, from the pod
     assert len(kube_api.created) == created
-
-
-CONTROLLER = """
-import asyncio, sys
-import pydatatask as pdt
-from kubernetes_asyncio.client import ApiClient, Configuration
-from pydatatask.executor.kubernetes import PodManager
-from pydatatask.task.kubernetes import KubeTask
-
-base, url, app = sys.argv[1:4]
-session = pdt.Session()
-
-@session.resource
-async def kube():
-    async with ApiClient(Configuration(host=url)) as client:
-        yield client
-
-TEMPLATE = '''
-apiVersion: v1
-kind: Pod
-spec:
-  containers:
-  - name: main
-    image: busybox:local
-    command: [/bin/sh, -c, "echo started {{ job }}; sleep {{ seconds }}; echo slept {{ seconds }}"]
-'''
-podman = PodManager(app, "default", kube, poll_interval=0.1, max_poll_interval=0.4)
-task = KubeTask(
-    "nap",
-    podman,
-    None,
-    TEMPLATE,
-    logs=pdt.FileRepository(base + "/logs", ".txt"),
-    done=pdt.YamlMetadataFileRepository(base + "/done"),
-)
-task.link("seconds", pdt.YamlMetadataFileRepository(base + "/seconds"), is_input=True)
-pipeline = pdt.Pipeline([task], session)
-
-async def main():
-    async with pipeline:
-        await pdt.run(pipeline, timeout=60)
-
-asyncio.run(main())
-"""
-
-
-async def test_restarted_controller_reattaches_and_reaps(
-    tmp_path: Path, kube_api: FakeKubeServer, kube_api_client: Any
-) -> None:
-    durations = {"quick": 0, "short1": 1, "short2": 1, "long1": 4, "long2": 4}
-    (tmp_path / "seconds").mkdir()
-    for job, seconds in durations.items():
-        (tmp_path / "seconds" / f"{job}.yaml").write_text(str(seconds))
-    script = tmp_path / "controller.py"
-    script.write_text(CONTROLLER)
-    app = f"restart-{uuid.uuid4().hex[:8]}"
-    command = [sys.executable, str(script), str(tmp_path), kube_api.url, app]
-    environment = {**os.environ, "PYTHONPATH": os.getcwd()}
-    podman = PodManager(app, NAMESPACE, lambda: kube_api_client)
-    controller = await asyncio.create_subprocess_exec(*command, env=environment)
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "done" / "quick.yaml").exists():
-            assert controller.returncode is None, "the controller ended early"
-            assert time.monotonic() < deadline, "no job finished"
-            await asyncio.sleep(0.05)
-    finally:
-        os.kill(controller.pid, signal.SIGKILL)
-        await controller.wait()
-    before = {pod["metadata"]["name"]: pod for pod in await podman.list_pods("nap")}
-    assert len(before) == 4, sorted(before)
-    quick_record = (tmp_path / "done" / "quick.yaml").read_text()
-    await asyncio.sleep(1.5)  # the short jobs end while no controller watches
-    phases = {
-        PodReport.of(pod).job: pod["status"]["phase"] for pod in await podman.list_pods("nap")
-    }
-    assert phases["short1"] == "Succeeded"
-    assert phases["long1"] == "Running"
-
-    rerun = await asyncio.to_thread(
-        subprocess.run, command, env=environment, capture_output=True, text=True, timeout=60
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    assert await podman.list_pods("nap") == []
-    assert (tmp_path / "done" / "quick.yaml").read_text() == quick_record
-    names = [name for _, name in kube_api.created if name.startswith(app)]
-    assert sorted(names) == sorted({podman.pod_name("nap", job) for job in durations})
-    for job, seconds in durations.items():
-        record = yaml.safe_load((tmp_path / "done" / f"{job}.yaml").read_text())
-        assert (record["success"], record["attempt"], record["reason"]) == (True, 1, "Succeeded")
-        log = (tmp_path / "logs" / f"{job}.txt").read_text()
-        assert log == f"started {job}\nslept {seconds}\n"
-        if record["pod"] in before:  # the very pod that ran before the restart
-            uid = before[record["pod"]]["metadata"]["uid"]
-            assert kube_api.created.count((NAMESPACE, record["pod"])) == 1, uid
 
 
 FUNCTION_PIPELINE = """
@@ -778,27 +684,6 @@ async def test_function_task_runs_its_body_in_a_pod(
     assert "ValueError: negative: -1" in (tmp_path / "logs" / "minus.txt").read_text()
     assert not (tmp_path / "results" / "minus.json").exists()
     assert not [name for (_, name) in kube_api.pods if name.startswith(app)]
-
-
-async def test_on_exit_detaches_or_kills_running_pods(kube_api: FakeKubeServer) -> None:
-    session, kube = kube_session(kube_api)
-    podman = new_podman(kube)
-    tasks = [
-        KubeTask(name, podman, None, pod_template("sleep 30"), ready=Memory({"j": 1}), on_exit=mode)
-        for name, mode in (("stays", "detach"), ("goes", "kill"))
-    ]
-    pipeline = pdt.Pipeline(tasks, session)
-    async with pipeline:
-        await pipeline.update()
-        await running_pod(podman, "stays", "j")
-        await running_pod(podman, "goes", "j")
-        report = await pdt.run(pipeline, timeout=0.2)
-        assert report.timed_out
-        assert await podman.get(podman.pod_name("goes", "j")) is None
-        assert await podman.get(podman.pod_name("stays", "j")) is not None
-        assert await tasks[0].live_jobs() == {"j": 1}
-        assert await tasks[0].kill("j")
-    assert all(task.done.data == {} for task in tasks)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

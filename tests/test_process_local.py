@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import signal
 import subprocess
-import sys
-import textwrap
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import pydatatask as pdt
 from pydatatask import admin
-from pydatatask.executor.base import LinuxProcessManager, ProcessHandle
+from pydatatask.executor.linux import LinuxProcessManager, ProcessHandle
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.task.process import STDOUT, ProcessTask
@@ -86,7 +79,7 @@ async def run_fifty(manager: LinuxProcessManager, count: int = 50) -> None:
         assert record["success"] is True
         assert record["exit_code"] == 0
     assert await task.pids.ids() == set()
-    assert await manager.jobs("proc") == []
+    assert await manager.live("proc") == []
 
 
 async def test_fifty_jobs_with_streams(tmp_path: Path) -> None:
@@ -165,12 +158,12 @@ async def test_a_reused_pid_is_not_alive(tmp_path: Path) -> None:
     manager = LocalLinuxManager("app", tmp_path)
     bystander, boot, real_start = start_bystander()
     try:
-        impostor = ProcessHandle(bystander.pid, real_start + 1, boot)
-        assert not (await manager.poll("proc", "old", impostor)).running
-        assert (
-            await manager.poll("proc", "old", ProcessHandle(bystander.pid, real_start, boot))
-        ).running
-        pids = Memory({"old": {**impostor.as_record(), "attempt": 1}})
+        impostor = ProcessHandle("proc", "old", 1, bystander.pid, real_start + 1, boot)
+        real = ProcessHandle("proc", "old", 1, bystander.pid, real_start, boot)
+        ended = await manager.probe([impostor, real])
+        assert impostor in ended  # not alive: the start time differs
+        assert real not in ended
+        pids = Memory({"old": {"handle": impostor.as_record(), "attempt": 1}})
         task = process_task(manager, "true\n", pids=pids, kill_grace=0.2)
         pipeline = pdt.Pipeline([task])
         async with pipeline:
@@ -271,46 +264,6 @@ async def test_hostile_ids_and_values_execute_nothing(tmp_path: Path) -> None:
     assert not pwned.exists()
 
 
-async def test_detach_at_shutdown_then_reattach(tmp_path: Path) -> None:
-    log, gate = tmp_path / "log", tmp_path / "gate"
-    manager = LocalLinuxManager("app", tmp_path / "jobs")
-    pids, done, stdout = Memory(), Memory(), Blobs()
-    template = (
-        f"echo run >> {_quoted(log)}\n"
-        f"while [ ! -e {_quoted(gate)} ]; do sleep 0.05; done\necho finished\n"
-    )
-
-    def make(on_exit: str = "detach") -> ProcessTask:
-        return process_task(
-            manager,
-            template,
-            pids=pids,
-            done=done,
-            stdout=stdout,
-            ready=Memory({"k": 1}),
-            on_exit=on_exit,
-        )
-
-    first = make()
-    pipeline = pdt.Pipeline([first])
-    async with pipeline:
-        report = await pdt.run(pipeline, timeout=0.5)
-    assert report.timed_out
-    assert "pid" in await pids.info("k")  # left running, and remembered
-    assert not await done.contains("k")
-    second = make()
-    pipeline = pdt.Pipeline([second])
-    async with pipeline:
-        runner = asyncio.create_task(pdt.run(pipeline))
-        await asyncio.sleep(0.3)
-        gate.touch()
-        await runner
-        await settle(second)
-    assert log.read_text() == "run\n"  # re-attached, not started again
-    assert stdout.data["k"] == b"finished\n"
-    assert (await done.info("k"))["exit_code"] == 0
-
-
 async def test_kill_at_shutdown_and_task_kill(tmp_path: Path) -> None:
     mark = f"PDT_MARK_{uuid.uuid4().hex}"
     task = process_task(
@@ -342,78 +295,6 @@ async def test_kill_at_shutdown_and_task_kill(tmp_path: Path) -> None:
     assert await detached.kill("k") is True
     assert marked_processes(mark) == []
     assert await detached.pids.ids() == set()
-
-
-CONTROLLER = textwrap.dedent(
-    """
-    import asyncio, os, sys
-    import pydatatask as pdt
-    from pydatatask.executor.local import LocalLinuxManager
-    from pydatatask.quota import ResourceManager, Resources
-    from pydatatask.task.process import ProcessTask
-
-    base = sys.argv[1]
-    log = os.path.join(base, "executions.log")
-    template = (
-        'echo {{ job | shquote }} >> ' + log + '\\n'
-        'case {{ job | shquote }} in *3) sleep 2.5 ;; *) sleep 0.2 ;; esac\\n'
-        'echo out {{ job | shquote }}\\n'
-    )
-    task = ProcessTask(
-        "proc",
-        LocalLinuxManager("app", os.path.join(base, "jobs")),
-        ResourceManager(Resources.parse(4, "1Gi")),
-        Resources.parse(1, "1Mi"),
-        pdt.YamlMetadataFileRepository(os.path.join(base, "pids")),
-        template,
-        done=pdt.YamlMetadataFileRepository(os.path.join(base, "done")),
-        stdout=pdt.FileRepository(os.path.join(base, "out"), ".txt"),
-        ready=pdt.InProcessMetadataRepository({f"item{i}": 1 for i in range(12)}),
-    )
-    pipeline = pdt.Pipeline([task])
-
-    async def main():
-        async with pipeline:
-            await pdt.run(pipeline)
-            await asyncio.sleep(0.3)
-
-    asyncio.run(main())
-    """
-)
-
-
-def test_controller_killed_and_restarted(tmp_path: Path) -> None:
-    script = tmp_path / "controller.py"
-    script.write_text(CONTROLLER)
-    log, done = tmp_path / "executions.log", tmp_path / "done"
-
-    def started() -> list[str]:
-        return log.read_text().split() if log.exists() else []
-
-    controller = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
-    deadline = time.monotonic() + 30
-    while not ({"item3", "item7"} <= set(started()) and len(list(done.glob("*.yaml"))) >= 2):
-        assert controller.poll() is None, "the controller ended before it was killed"
-        assert time.monotonic() < deadline, "no progress before the kill"
-        time.sleep(0.01)
-    os.kill(controller.pid, signal.SIGKILL)
-    controller.wait()
-    before = {path.stem for path in done.glob("*.yaml")}
-    running = set(started()) - before
-    assert running, "nothing was running at the kill"
-    time.sleep(0.5)  # short jobs end while no controller watches; long ones keep running
-    rerun = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
-    )
-    assert rerun.returncode == 0, rerun.stderr
-    everything = {f"item{index}" for index in range(12)}
-    assert Counter(started()) == dict.fromkeys(everything, 1)  # no job ran twice
-    for job in everything:
-        record = yaml.safe_load((done / f"{job}.yaml").read_text())
-        assert record["success"] is True, (job, record)
-        assert record["exit_code"] == 0
-        assert (tmp_path / "out" / f"{job}.txt").read_text() == f"out {job}\n"
-    assert not list((tmp_path / "pids").glob("*.yaml"))
 
 
 async def test_closing_the_pipeline_finishes_the_cleanup(tmp_path: Path) -> None:

@@ -85,7 +85,11 @@ async def test_a_dropped_connection_does_not_fail_a_running_job(
         async with pipeline:
             runner = asyncio.create_task(pdt.run(pipeline))
             for _ in range(200):
-                if "pid" in await task.pids.info("k") if await task.pids.contains("k") else False:
+                if (
+                    "handle" in await task.pids.info("k")
+                    if await task.pids.contains("k")
+                    else False
+                ):
                     break
                 await asyncio.sleep(0.02)
             holder["conn"].close()

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from pydatatask.errors import ConfigurationError, QuotaExceededError
-from pydatatask.quota import Quota, ResourceManager, Resources, parse_quantity
+from pydatatask.quota import Quota, ResourceManager, Resources, TaskQuota, parse_quantity
 
 
 @pytest.mark.parametrize(
@@ -116,3 +116,42 @@ def test_claim_counts_no_launch_and_may_exceed() -> None:
 def test_bad_window() -> None:
     with pytest.raises(ConfigurationError):
         ResourceManager(Resources(), window=0)
+
+
+def test_task_quota_charges_the_estimate_per_job() -> None:
+    manager = ResourceManager(Resources.parse(2, "2Gi", launches=10))
+    quota = TaskQuota(manager, "t", Resources.parse(1, "1Gi"))
+    assert quota.reserve("a")
+    assert quota.reserve("b")
+    assert not quota.reserve("c")
+    quota.release("a")
+    quota.release("a")  # idempotent
+    assert quota.reserve("c")
+    assert manager.used == Resources(2.0, 2 * 2**30)
+
+
+def test_task_quota_learns_what_a_job_asks() -> None:
+    manager = ResourceManager(Resources.parse(2, "1Gi"))
+    quota = TaskQuota(manager, "t", None)
+    assert quota.reserve("first")
+    assert not quota.reserve("second")  # one at a time until a spec says what a job needs
+    quota.settle("first", Resources.parse("500m", "1Mi"))
+    assert quota.estimate == Resources.parse("500m", "1Mi")
+    assert quota.reserve("second")
+    quota.settle("second", Resources.parse(2, "1Mi"))  # more than reserved: held anyway
+    assert manager.used.cpu == pytest.approx(2.5)
+    assert not quota.reserve("third")  # later jobs wait for room
+    with pytest.raises(QuotaExceededError, match="more than the whole quota"):
+        quota.settle("second", Resources.parse(3, "1Mi"))
+    assert manager.used == Resources.parse("500m", "1Mi")
+
+
+def test_task_quota_adopts_running_jobs_without_a_launch() -> None:
+    manager = ResourceManager(Resources.parse(1, "1Gi", launches=1))
+    quota = TaskQuota(manager, "t", Resources.parse(1, "1Gi"))
+    quota.adopt("old", Resources.parse(2, "1Gi"))
+    assert quota.reserve("old")  # it runs already: charged, even past the quota
+    assert manager.used.cpu == 2
+    quota.release("old")
+    assert quota.reserve("new")  # no launch was counted for the adopted job
+    assert TaskQuota(None, "free", None).reserve("anything")

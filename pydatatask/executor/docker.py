@@ -1,18 +1,20 @@
 """Run jobs as Docker containers through the Engine API (aiodocker), and find them again.
 
-Every container a :class:`DockerContainerManager` starts carries the labels
-``pydatatask.app``, ``pydatatask.task``, ``pydatatask.job`` (the exact job id) and
-``pydatatask.attempt``, and a name made of the app, task and a readable form of the job
-id followed by a hash of all three, so one (app, task, job) has at most one container:
-a second launch of a running job fails instead of running it twice. A restarted
-controller lists its containers by label (one request per task) and waits for them.
+:class:`DockerContainerManager` is the :class:`~pydatatask.executor.protocol.Executor`
+of containers. Every container it starts carries the labels ``pydatatask.app``,
+``pydatatask.task``, ``pydatatask.job`` (the exact job id) and ``pydatatask.attempt``,
+and a name made of the app, task and a readable form of the job id followed by a hash
+of all three, so one (app, task, job) has at most one container: a second launch of a
+running job fails instead of running it twice. A restarted controller lists its
+containers by label (one request per task) and waits for them. The engine tells when a
+container ends, so nothing polls.
 
 A job's standard input is copied into the container as the file
 ``/.pydatatask-stdin`` before it starts (so a controller crash never leaves a job with a
 truncated input), and read through ``/bin/sh``, which the image must then provide. Its
-output is read from an attach stream that opens before the container starts, which is
-byte-exact; a job found again after a restart is read from the engine's log instead,
-which is why containers use the ``local`` log driver (binary-safe) unless told otherwise.
+output is read from the engine's log once it ended, the same way whether or not the
+controller watched it run; containers use the ``local`` log driver (binary-safe) unless
+told otherwise, and the driver's size limits bound what is kept.
 """
 
 from __future__ import annotations
@@ -21,18 +23,20 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
 import struct
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import IO, Any
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
-from pydatatask.streams import DEFAULT_CHUNK, ByteReader
+from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Outputs
+from pydatatask.streams import DEFAULT_CHUNK, ByteReader, ByteWriter
 
 __all__ = [
     "LABEL_APP",
@@ -53,9 +57,6 @@ LABEL_JOB = "pydatatask.job"
 LABEL_ATTEMPT = "pydatatask.attempt"
 STDIN_PATH = "/.pydatatask-stdin"
 """Where a job's standard input is placed in its container."""
-
-Sink = Callable[[int, bytes], Awaitable[None]]
-"""Receives output chunks: ``sink(1, data)`` for stdout, ``sink(2, data)`` for stderr."""
 
 _APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -79,24 +80,22 @@ class ContainerSpec:
     memory: int = 0
     """Bytes, passed to the engine as ``Memory`` (0: no limit)."""
     network_mode: str = "none"
-    stdin: bool = False
+    stdin: ByteReader | None = None
+    """The job's standard input, copied into the container before it starts."""
     log_config: Mapping[str, Any] = field(default_factory=lambda: {"Type": "local"})
 
 
 @dataclass(frozen=True)
-class ContainerHandle:
+class ContainerHandle(JobHandle):
     """One job's container as the engine reported it."""
 
     id: str
-    job: str
-    attempt: int
-    state: str
-    """The engine's state: ``created``, ``running``, ``exited``, ``dead``, ..."""
+    state: str = field(default="unknown", compare=False)
+    """The engine's state when it was looked up (``created``, ``running``, ``exited``, ...)."""
 
-    @property
-    def started(self) -> bool:
-        """Whether the container was ever started (only ``created`` ones were not)."""
-        return self.state != "created"
+    def as_record(self) -> dict[str, Any]:
+        """Return the container id."""
+        return {"container": self.id}
 
 
 @contextlib.contextmanager
@@ -125,8 +124,8 @@ def _status(error: BaseException) -> int | None:
     return getattr(cause, "status", None)
 
 
-class DockerContainerManager:
-    """Start, find, wait for, kill and remove job containers on one Docker engine.
+class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
+    """Start, find, wait for, stop and remove job containers on one Docker engine.
 
     :param app: the application name in every container's labels and name.
     :param docker: a session accessor returning an ``aiodocker.Docker`` client.
@@ -157,10 +156,12 @@ class DockerContainerManager:
         readable = _UNSAFE.sub("_", job).strip("._-")[:40]
         return "-".join(part for part in ("pdt", self.app, task, readable, digest) if part)
 
-    async def create(
+    # ---------------------------------------------------------------- starting
+
+    async def submit(
         self, task: str, job: str, attempt: int, spec: ContainerSpec
     ) -> ContainerHandle:
-        """Create (not start) the job's container, pulling the image when it is missing.
+        """Create the job's container (pulling a missing image), copy its input, start it.
 
         A stopped leftover container of the same job is removed first.
 
@@ -168,13 +169,27 @@ class DockerContainerManager:
             engine refuses the container.
         :raises BackendUnavailableError: when the engine cannot be reached.
         """
+        handle = await self._create(task, job, attempt, spec)
+        try:
+            if spec.stdin is not None:
+                await self._put_stdin(handle, spec.stdin)
+            with _translate(self, f"starting the container of {job!r}"):
+                await self.docker.containers.container(handle.id).start()
+        except BaseException:
+            await asyncio.shield(self._remove_quietly(handle))
+            raise
+        return replace(handle, state="running")
+
+    async def _create(
+        self, task: str, job: str, attempt: int, spec: ContainerSpec
+    ) -> ContainerHandle:
         name = self.container_name(task, job)
         config = self._config(task, job, attempt, spec)
         for tries in range(3):
             try:
                 with _translate(self, f"creating the container {name}"):
                     container = await self.docker.containers.create(config, name=name)
-                return ContainerHandle(container.id, job, attempt, "created")
+                return ContainerHandle(task, job, attempt, container.id, "created")
             except BackendError as error:
                 status = _status(error)
                 if status == 404 and tries == 0:
@@ -196,7 +211,7 @@ class DockerContainerManager:
             host["Memory"] = spec.memory
         command = list(spec.command)
         entrypoint: list[str] | None = None
-        if spec.stdin:
+        if spec.stdin is not None:
             entrypoint = ["/bin/sh", "-c", f'exec "$0" "$@" < {STDIN_PATH}']
         return {
             "Image": spec.image,
@@ -209,8 +224,6 @@ class DockerContainerManager:
                 LABEL_JOB: job,
                 LABEL_ATTEMPT: str(attempt),
             },
-            "AttachStdout": True,
-            "AttachStderr": True,
             "HostConfig": host,
         }
 
@@ -234,7 +247,7 @@ class DockerContainerManager:
         logger.warning("%r: removing the leftover container %s", self, name)
         await self.remove(existing.id)
 
-    async def put_stdin(self, handle: ContainerHandle, reader: ByteReader) -> None:
+    async def _put_stdin(self, handle: ContainerHandle, reader: ByteReader) -> None:
         """Copy ``reader`` into the created container as :data:`STDIN_PATH`.
 
         The input is spooled to a temporary file first, because a tar entry needs its
@@ -253,58 +266,31 @@ class DockerContainerManager:
         finally:
             await asyncio.to_thread(spool.close)
 
-    async def start(self, handle: ContainerHandle) -> None:
-        """Start a created container."""
-        with _translate(self, f"starting the container of {handle.job!r}"):
-            await self.docker.containers.container(handle.id).start()
+    async def _remove_quietly(self, handle: ContainerHandle) -> None:
+        try:
+            await self.remove(handle.id)
+        except (OSError, BackendError) as exc:
+            logger.warning("%r: could not remove the container of %r: %s", self, handle.job, exc)
 
-    def attach(self, handle: ContainerHandle) -> Any:
-        """Return an unopened attach stream for stdout and stderr (open it before start)."""
-        return self.docker.containers.container(handle.id).attach(stdout=True, stderr=True)
-
-    async def copy_attached(self, stream: Any, sink: Sink) -> None:
-        """Pass everything from an attach stream to ``sink`` until the container ends."""
-        with _translate(self, "reading a container's output"):
-            while (message := await stream.read_out()) is not None:
-                await sink(message.stream, message.data)
-
-    async def copy_logs(self, handle: ContainerHandle, sink: Sink) -> None:
-        """Pass the container's whole log to ``sink``, following it until the container ends."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1"}
-        # aiodocker decodes logs to text; the raw multiplexed stream keeps bytes intact.
-        with _translate(self, f"reading the log of the container of {handle.job!r}"):
-            async with self.docker._query(
-                f"containers/{handle.id}/logs", "GET", params=params, timeout=None
-            ) as response:
-                while True:
-                    try:
-                        header = await response.content.readexactly(_FRAME.size)
-                    except asyncio.IncompleteReadError:
-                        return
-                    stream, length = _FRAME.unpack(header)
-                    await sink(stream, await response.content.readexactly(length))
-
-    async def wait(self, handle: ContainerHandle) -> int:
-        """Wait for the container to end; return its exit status."""
-        with _translate(self, f"waiting for the container of {handle.job!r}"):
-            result = await self.docker.containers.container(handle.id).wait(timeout=None)
-        return int(result.get("StatusCode", -1))
+    # ---------------------------------------------------------------- finding
 
     async def live(self, task: str) -> list[ContainerHandle]:
-        """Return every container of ``task`` in this app, in one request."""
+        """Return ``task``'s started containers in this app, running or ended, in one request."""
         filters = {"label": [f"{LABEL_APP}={self.app}", f"{LABEL_TASK}={task}"]}
         with _translate(self, f"listing the containers of task {task!r}"):
             found = await self.docker.containers.list(all=True, filters=filters)
         handles = []
         for container in found:
             labels = container["Labels"] or {}
-            try:
-                attempt = int(labels.get(LABEL_ATTEMPT, "1"))
-            except ValueError:
-                attempt = 1
-            if LABEL_JOB in labels:
+            if LABEL_JOB in labels and container["State"] != "created":
                 handles.append(
-                    ContainerHandle(container.id, labels[LABEL_JOB], attempt, container["State"])
+                    ContainerHandle(
+                        task,
+                        labels[LABEL_JOB],
+                        _attempt(labels),
+                        container.id,
+                        container["State"],
+                    )
                 )
         return handles
 
@@ -319,17 +305,77 @@ class DockerContainerManager:
                 return None
             raise
         labels = container["Config"]["Labels"] or {}
-        attempt = int(labels.get(LABEL_ATTEMPT, "1"))
-        return ContainerHandle(container.id, job, attempt, container["State"]["Status"])
+        return ContainerHandle(
+            task, job, _attempt(labels), container.id, container["State"]["Status"]
+        )
 
-    async def kill(self, handle: ContainerHandle) -> None:
-        """Kill the container (SIGKILL); a container that already ended is left as it is."""
+    def restore(
+        self, task: str, job: str, attempt: int, record: Mapping[str, Any]
+    ) -> ContainerHandle:
+        """Rebuild a handle from its container id.
+
+        :raises BackendError: when the record names no container.
+        """
+        if not isinstance(record.get("container"), str):
+            raise BackendError(f"not a container handle: {dict(record)!r}")
+        return ContainerHandle(task, job, attempt, record["container"])
+
+    # ---------------------------------------------------------------- following
+
+    async def wait(self, handle: ContainerHandle) -> ExitStatus:
+        """Wait for the container to end; one that is gone ended without a status."""
         try:
-            with _translate(self, f"killing the container of {handle.job!r}"):
-                await self.docker.containers.container(handle.id).kill()
+            with _translate(self, f"waiting for the container of {handle.job!r}"):
+                result = await self.docker.containers.container(handle.id).wait(timeout=None)
+        except BackendError as error:
+            if _status(error) == 404:
+                return ExitStatus(None)
+            raise
+        return ExitStatus(int(result.get("StatusCode", -1)))
+
+    async def stop(self, handle: ContainerHandle, grace: float | None = None) -> None:
+        """Stop the container: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Without a ``grace`` it is killed at once. A container that ended is left as it is.
+        """
+        container = self.docker.containers.container(handle.id)
+        try:
+            with _translate(self, f"stopping the container of {handle.job!r}"):
+                if grace is None or grace <= 0:
+                    await container.kill()
+                else:
+                    await container.stop(t=math.ceil(grace))
         except BackendError as error:
             if _status(error) not in (404, 409):  # gone, or not running
                 raise
+
+    async def collect(self, handle: ContainerHandle, outputs: Outputs) -> None:
+        """Copy the ended container's log, byte for byte, to ``stdout`` and ``stderr``."""
+        writers: dict[int, ByteWriter] = {}
+        for number, stream in ((1, "stdout"), (2, "stderr")):
+            if outputs.wants(stream):
+                writers[number] = await outputs.writer(stream)
+        if not writers:
+            return
+        params = {"stdout": "1", "stderr": "1", "follow": "1"}
+        # aiodocker decodes logs to text; the raw multiplexed stream keeps bytes intact.
+        with _translate(self, f"reading the log of the container of {handle.job!r}"):
+            async with self.docker._query(
+                f"containers/{handle.id}/logs", "GET", params=params, timeout=None
+            ) as response:
+                while True:
+                    try:
+                        header = await response.content.readexactly(_FRAME.size)
+                    except asyncio.IncompleteReadError:
+                        return
+                    number, length = _FRAME.unpack(header)
+                    data = await response.content.readexactly(length)
+                    if number in writers:
+                        await writers[number].write(data)
+
+    async def forget(self, handle: ContainerHandle) -> None:
+        """Remove the container."""
+        await self.remove(handle.id)
 
     async def remove(self, container_id: str) -> None:
         """Remove a container, killing it if it runs; a missing one is fine."""
@@ -339,6 +385,13 @@ class DockerContainerManager:
         except BackendError as error:
             if _status(error) != 404:
                 raise
+
+
+def _attempt(labels: Mapping[str, str]) -> int:
+    try:
+        return int(labels.get(LABEL_ATTEMPT, "1"))
+    except ValueError:
+        return 1
 
 
 async def _tar_stream(spool: IO[bytes], size: int) -> AsyncIterator[bytes]:

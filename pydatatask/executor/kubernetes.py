@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: one class speaks the pod API (requests, errors, logs,
+# the executor); what a pod object says is read apart, in pods.py.
 """Run jobs as Kubernetes pods through the API server (kubernetes-asyncio), and find them again.
 
 Every pod a :class:`PodManager` creates is named from the app, the task and a readable
@@ -6,26 +8,25 @@ so one (app, task, job) has at most one pod: a second launch of a running job is
 by the API server (409) instead of running it twice. Pods carry the labels
 ``pydatatask.app``, ``pydatatask.task``, ``pydatatask.job-hash`` and
 ``pydatatask.attempt``, and the exact job id in the annotation ``pydatatask.job``
-(label values are limited to 63 characters of a small alphabet).
+(label values are limited to 63 characters of a small alphabet);
+:mod:`pydatatask.executor.pods` reads them, and the pods' statuses, without a client.
 
-Following pods costs one list request per task per poll, whatever the number of pods:
-:meth:`PodManager.wait` registers with a per-task poller that lists the task's pods by
-label, hands finished pods to their waiters, and polls less often (up to
-``max_poll_interval``) while nothing changes.
+:class:`PodManager` is the :class:`~pydatatask.executor.protocol.Executor` of pods.
+Following them costs one list request per task per poll, whatever the number of pods:
+every :meth:`PodManager.wait` joins one :class:`~pydatatask.executor.polling.BatchPoller`
+that lists the tasks' pods by label, hands finished pods to their waiters, and polls
+less often (up to ``max_poll_interval``) while nothing changes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import math
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -36,164 +37,33 @@ from pydatatask.errors import (
     ConfigurationError,
     PydatataskError,
 )
-from pydatatask.quota import Resources
+from pydatatask.executor.pods import (
+    ANNOTATION_JOB,
+    LABEL_APP,
+    LABEL_ATTEMPT,
+    LABEL_JOB_HASH,
+    LABEL_TASK,
+    PodHandle,
+    PodReport,
+    PodSpec,
+    deleted,
+    digest,
+    exit_status,
+    label_value,
+)
+from pydatatask.executor.polling import BatchPoller
+from pydatatask.executor.protocol import Executor, ExitStatus, Outputs
 from pydatatask.streams import DEFAULT_CHUNK, ByteWriter
 
-__all__ = [
-    "ANNOTATION_JOB",
-    "IMAGE_FAILURES",
-    "LABEL_APP",
-    "LABEL_ATTEMPT",
-    "LABEL_JOB_HASH",
-    "LABEL_TASK",
-    "PodManager",
-    "PodReport",
-    "label_value",
-    "pod_requests",
-]
+__all__ = ["PodManager"]
 
 logger = logging.getLogger(__name__)
 
-LABEL_APP = "pydatatask.app"
-LABEL_TASK = "pydatatask.task"
-LABEL_JOB_HASH = "pydatatask.job-hash"
-LABEL_ATTEMPT = "pydatatask.attempt"
-ANNOTATION_JOB = "pydatatask.job"
-
-IMAGE_FAILURES = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-)
-"""Waiting reasons that end a job at once: its image will not come by waiting."""
-
-_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?)?")
 _NOT_DNS = re.compile(r"[^a-z0-9]+")
-_FAILED_LISTS = 5  # consecutive failed polls before the waiters are told
 
 
 def _kube() -> ModuleType:
     return import_optional("kubernetes_asyncio", "kubernetes")
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def label_value(text: str) -> str:
-    """Return ``text`` if it is a valid label value, else a valid form of it with a hash."""
-    if len(text) <= 63 and _LABEL_VALUE.fullmatch(text):
-        return text
-    readable = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("_.-")[:50].strip("_.-")
-    return f"{readable}-{_digest(text)[:10]}" if readable else _digest(text)[:12]
-
-
-def pod_requests(manifest: Mapping[str, Any]) -> Resources:
-    """Return the CPU and memory a pod manifest requests, as the scheduler counts them.
-
-    That is the sum over the containers, or the largest init container if that is more.
-
-    :raises ConfigurationError: for a request that is not a quantity.
-    """
-    spec = manifest.get("spec") or {}
-
-    def requests(container: Any) -> Resources:
-        wanted = ((container or {}).get("resources") or {}).get("requests") or {}
-        return Resources.parse(wanted.get("cpu", 0), wanted.get("memory", 0))
-
-    total = Resources()
-    for container in spec.get("containers") or []:
-        total = total + requests(container)
-    for container in spec.get("initContainers") or []:
-        one = requests(container)
-        total = Resources(max(total.cpu, one.cpu), max(total.memory, one.memory))
-    return total
-
-
-@dataclass(frozen=True)
-class PodReport:
-    """What a pod's status says about its job; ``reason`` is set once the job has ended."""
-
-    name: str
-    job: str | None
-    attempt: int
-    phase: str
-    reason: str | None
-    """``Succeeded``, ``Failed``, ``Evicted``, an image failure, ...; None while it runs."""
-    exit_code: int | None
-    message: str
-    node: str | None
-    image: str | None
-    created: str | None
-    started: str | None
-    finished: str | None
-    terminating: bool
-    containers: list[str] = field(default_factory=list)
-    requests: Resources = field(default_factory=Resources)
-
-    @classmethod
-    def of(cls, pod: Mapping[str, Any]) -> PodReport:
-        """Read a pod object (in the API's JSON form)."""
-        metadata, spec = pod.get("metadata") or {}, pod.get("spec") or {}
-        status = pod.get("status") or {}
-        labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
-        statuses = [*(status.get("initContainerStatuses") or [])]
-        statuses += status.get("containerStatuses") or []
-        phase = str(status.get("phase") or "Pending")
-        terminated = [
-            (item.get("state") or {}).get("terminated") or {}
-            for item in statuses
-            if (item.get("state") or {}).get("terminated")
-        ]
-        failing = [state for state in terminated if state.get("exitCode")]
-        last = (failing or terminated or [{}])[0]
-        reason, message = None, str(status.get("message") or last.get("message") or "")
-        if phase == "Succeeded":
-            reason = "Succeeded"
-        elif phase == "Failed":
-            reason = str(status.get("reason") or "Failed")
-        else:
-            for item in statuses:
-                waiting = (item.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in IMAGE_FAILURES:
-                    reason, message = str(waiting["reason"]), str(waiting.get("message") or "")
-                    break
-        try:
-            attempt = int(labels.get(LABEL_ATTEMPT, "1"))
-        except ValueError:
-            attempt = 1
-        containers = [str(item.get("name")) for item in spec.get("containers") or []]
-        images = [str(item.get("image")) for item in spec.get("containers") or []]
-        exit_code = last.get("exitCode")
-        return cls(
-            name=str(metadata.get("name")),
-            job=annotations.get(ANNOTATION_JOB),
-            attempt=attempt,
-            phase=phase,
-            reason=reason,
-            exit_code=int(exit_code)
-            if exit_code is not None
-            else (0 if phase == "Succeeded" else None),
-            message=message,
-            node=spec.get("nodeName"),
-            image=", ".join(images) or None,
-            created=metadata.get("creationTimestamp"),
-            started=status.get("startTime"),
-            finished=max((str(state.get("finishedAt")) for state in terminated), default=None),
-            terminating=metadata.get("deletionTimestamp") is not None,
-            containers=containers,
-            requests=_requests_or_zero(pod),
-        )
-
-    @property
-    def ended(self) -> bool:
-        """Whether the job in this pod has ended, one way or another."""
-        return self.reason is not None
-
-
-def _requests_or_zero(pod: Mapping[str, Any]) -> Resources:
-    try:
-        return pod_requests(pod)
-    except ConfigurationError:
-        return Resources()
 
 
 def _failure(status: int, reason: str, body: Any, action: str) -> PydatataskError:
@@ -232,7 +102,7 @@ def status_of(error: BaseException) -> int | None:
     return getattr(error.__cause__, "status", None)
 
 
-class PodManager:
+class PodManager(Executor[PodSpec, PodHandle]):
     """Create, list, follow, read the logs of and delete the pods of one app's jobs.
 
     :param app: the application name in every pod's labels and name (a valid label
@@ -280,7 +150,9 @@ class PodManager:
         self.request_timeout = request_timeout
         self.delete_grace_period = delete_grace_period
         self._configuration: Any = None
-        self._pollers: dict[str, _Poller] = {}
+        self._poller = BatchPoller(
+            self._ended, repr(self), shortest=poll_interval, longest=max_poll_interval
+        )
 
     def __repr__(self) -> str:
         return f"<PodManager {self.app} in {self.namespace}>"
@@ -289,10 +161,10 @@ class PodManager:
 
     def pod_name(self, task: str, job: str) -> str:
         """Return the one pod name ``job`` of ``task`` may have: a DNS-1123 label."""
-        digest = _digest(self.app, task, job)[:10]
+        hashed = digest(self.app, task, job)[:10]
         readable = _NOT_DNS.sub("-", f"{self.app}-{task}-{job}".lower()).strip("-")
-        readable = readable[: 63 - len(digest) - 1].strip("-")
-        return f"{readable or 'pdt'}-{digest}"
+        readable = readable[: 63 - len(hashed) - 1].strip("-")
+        return f"{readable or 'pdt'}-{hashed}"
 
     def selector(self, task: str) -> str:
         """Return the label selector of every pod of ``task`` in this app."""
@@ -322,7 +194,7 @@ class PodManager:
             **(metadata.get("labels") or {}),
             LABEL_APP: self.app,
             LABEL_TASK: label_value(task),
-            LABEL_JOB_HASH: _digest(self.app, task, job)[:40],
+            LABEL_JOB_HASH: digest(self.app, task, job)[:40],
             LABEL_ATTEMPT: str(attempt),
         }
         metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION_JOB: job}
@@ -471,112 +343,104 @@ class PodManager:
                     finally:
                         response.release()
 
-    # ------------------------------------------------------------------ following
+    # ------------------------------------------------------------------ the executor
 
-    async def wait(self, task: str, name: str) -> dict[str, Any] | None:
-        """Wait until the pod ``name`` of ``task`` has ended; return it, or None if it vanished.
+    async def submit(self, task: str, job: str, attempt: int, spec: PodSpec) -> PodHandle:
+        """Create the job's pod from ``spec`` (see :meth:`complete`).
 
-        :raises BackendUnavailableError: when the API cannot be listed for several polls.
+        A leftover pod of the job that ended is removed first; a live one is refused.
+
+        :raises ConfigurationError: when the manifest is not a pod, or is refused (422).
+        :raises BackendError: when the job's pod already runs, or the API fails.
         """
-        poller = self._pollers.get(task)
-        if poller is None or poller.closed:
-            poller = self._pollers[task] = _Poller(self, task)
-        return await poller.wait(name)
+        pod = self.complete(spec.manifest, task, job, attempt, spec.env)
+        name = pod["metadata"]["name"]
+        for _ in range(3):
+            created = await self.create(pod)
+            if created is not None:
+                return PodHandle.of(task, job, created)
+            existing = await self.get(name)
+            if existing is None:
+                continue
+            report = PodReport.of(existing)
+            if not (report.terminating or report.ended):
+                raise BackendError(
+                    f"the pod {name} of job {job!r} is already running; "
+                    "another controller may be running this pipeline"
+                )
+            logger.warning("%r: replacing the leftover pod %s", self, name)
+            if not report.terminating:
+                await self.delete(name, grace_period=0)
+            await self.wait_gone(name)
+        raise BackendError(f"could not create the pod {name} of job {job!r}")
 
+    async def live(self, task: str) -> list[PodHandle]:
+        """Return ``task``'s pods that are not being deleted, in one list request."""
+        handles = []
+        for pod in await self.list_pods(task):
+            report = PodReport.of(pod)
+            if report.job is not None and not report.terminating:
+                handles.append(PodHandle.of(task, report.job, pod))
+        return handles
 
-class _Poller:
-    """Lists one task's pods for all the coroutines waiting for them, with a backoff."""
+    async def find(self, task: str, job: str) -> PodHandle | None:
+        """Return the pod of ``job``, or None when it has none."""
+        pod = await self.get(self.pod_name(task, job))
+        return None if pod is None else PodHandle.of(task, job, pod)
 
-    def __init__(self, manager: PodManager, task: str) -> None:
-        self.manager = manager
-        self.task = task
-        self.waiters: dict[str, list[tuple[int, asyncio.Future[dict[str, Any] | None]]]] = {}
-        self.lists = 0
-        self.closed = False
-        self.wake = asyncio.Event()
-        self.runner: asyncio.Task[None] | None = None
+    def restore(self, task: str, job: str, attempt: int, record: Mapping[str, Any]) -> PodHandle:
+        """Rebuild a handle from its pod's name, uid and containers.
 
-    async def wait(self, name: str) -> dict[str, Any] | None:
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        entry = (self.lists, future)
-        self.waiters.setdefault(name, []).append(entry)
-        if self.runner is None:
-            self.runner = asyncio.get_running_loop().create_task(self._run())
-        self.wake.set()
-        try:
-            return await future
-        finally:
-            entries = self.waiters.get(name, [])
-            if entry in entries:
-                entries.remove(entry)
-            if not entries:
-                self.waiters.pop(name, None)
-            if not self.waiters:
-                self._close()
+        :raises BackendError: when the record names no pod.
+        """
+        if not isinstance(record.get("pod"), str):
+            raise BackendError(f"not a pod handle: {dict(record)!r}")
+        containers = tuple(str(name) for name in record.get("containers") or ())
+        return PodHandle(task, job, attempt, record["pod"], str(record.get("uid", "")), containers)
 
-    def _close(self) -> None:
-        self.closed = True
-        if self.runner is not None and self.runner is not asyncio.current_task():
-            self.runner.cancel()
+    async def wait(self, handle: PodHandle) -> ExitStatus:
+        """Wait until the pod has ended, checked with every pod waited for.
 
-    async def _run(self) -> None:
-        """List at most once per ``poll_interval``, less often while nothing changes."""
-        loop = asyncio.get_running_loop()
-        shortest = self.manager.poll_interval
-        delay, failures, last = shortest, 0, -math.inf
-        try:
-            while self.waiters:
-                pause = last + delay - loop.time()
-                if pause > 0:
-                    self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(pause):
-                            await self.wake.wait()
-                    if self.wake.is_set():  # a new pod to follow: look again soon
-                        delay = shortest
-                    continue
-                last = loop.time()
-                self.lists += 1
-                number = self.lists
-                try:
-                    pods = await self.manager.list_pods(self.task)
-                except BackendError as error:
-                    failures += 1
-                    logger.warning(
-                        "%r: listing the pods of %s failed: %s", self.manager, self.task, error
-                    )
-                    if failures >= _FAILED_LISTS:
-                        self._fail(error)
-                        return
-                    delay = min(delay * 2, self.manager.max_poll_interval)
-                    continue
-                failures = 0
-                changed = self._settle(pods, number)
-                delay = shortest if changed else min(delay * 2, self.manager.max_poll_interval)
-        except Exception as error:  # noqa: BLE001 - every waiter must hear of it
-            self._fail(error)
-        finally:
-            self.closed = True
+        A pod that disappeared, or is being deleted while it ran, ended as ``Deleted``.
 
-    def _settle(self, pods: list[dict[str, Any]], number: int) -> bool:
-        """Resolve the waiters whose pods ended or vanished; True if any did."""
-        by_name = {str((pod.get("metadata") or {}).get("name")): pod for pod in pods}
-        settled = False
-        for name, entries in list(self.waiters.items()):
-            pod = by_name.get(name)
-            report = None if pod is None else PodReport.of(pod)
-            if report is not None and report.terminating and not report.ended:
-                pod = None  # deleted while it ran: it will not end by itself
-            ended = pod is None or (report is not None and report.ended)
-            for since, future in entries:
-                # A list that began before the waiter came may predate its pod.
-                if ended and since < number and not future.done():
-                    future.set_result(pod)
-                    settled = True
-        return settled
+        :raises BackendError: when the pods cannot be listed, several polls in a row.
+        """
+        return await self._poller.wait(handle)
 
-    def _fail(self, error: BaseException) -> None:
-        for entries in self.waiters.values():
-            for _, future in entries:
-                if not future.done():
-                    future.set_exception(error)
+    async def _ended(self, handles: Sequence[PodHandle]) -> dict[PodHandle, ExitStatus]:
+        """List the tasks' pods (one request per task); return how each ended pod went."""
+        tasks = sorted({handle.task for handle in handles})
+        listed = await asyncio.gather(*(self.list_pods(task) for task in tasks))
+        pods = {
+            (task, str((pod.get("metadata") or {}).get("name"))): pod
+            for task, found in zip(tasks, listed, strict=True)
+            for pod in found
+        }
+        ended = {}
+        for handle in handles:
+            pod = pods.get((handle.task, handle.name))
+            uid = None if pod is None else (pod.get("metadata") or {}).get("uid")
+            report = (
+                None if pod is None or (handle.uid and uid != handle.uid) else PodReport.of(pod)
+            )
+            if report is None or (report.terminating and not report.ended):
+                ended[handle] = deleted(handle.name)  # it will not end by itself
+            elif report.ended:
+                ended[handle] = exit_status(report)
+        return ended
+
+    async def stop(self, handle: PodHandle, grace: float | None = None) -> None:
+        """Delete the pod; its containers get ``grace`` seconds from SIGTERM to SIGKILL.
+
+        Without a ``grace``, they get ``delete_grace_period``.
+        """
+        await self.delete(handle.name, None if grace is None else round(grace))
+
+    async def collect(self, handle: PodHandle, outputs: Outputs) -> None:
+        """Copy the logs of the pod's containers, one after the other, to ``log``."""
+        if outputs.wants("log"):
+            await self.copy_log(handle.name, list(handle.containers), await outputs.writer("log"))
+
+    async def forget(self, handle: PodHandle) -> None:
+        """Delete the pod."""
+        await self.delete(handle.name)

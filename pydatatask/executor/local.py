@@ -1,4 +1,4 @@
-"""Run jobs as process groups on this machine (see :mod:`pydatatask.executor.base`)."""
+"""Run jobs as process groups on this machine (see :mod:`pydatatask.executor.linux`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import shutil
 from typing import BinaryIO
 
-from pydatatask.executor.base import LinuxProcessManager
+from pydatatask.executor.linux import LinuxProcessManager, ProcessHandle
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader
 
 __all__ = ["LocalLinuxManager"]
@@ -33,6 +33,17 @@ def _open_binary(path: str) -> BinaryIO:
 def _write_bytes(path: str, data: bytes) -> None:
     with open(path, "wb") as file:
         file.write(data)
+
+
+def _remove_folder(directory: str, line: str) -> None:
+    """Remove a job folder unless its pid file names another start than ``line``."""
+    try:
+        with open(os.path.join(directory, "pid"), encoding="ascii", errors="replace") as file:
+            current = file.readline().strip()
+    except FileNotFoundError:
+        current = line
+    if current == line:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class LocalLinuxManager(LinuxProcessManager):
@@ -89,6 +100,6 @@ class LocalLinuxManager(LinuxProcessManager):
         """
         return _LocalFileReader(await asyncio.to_thread(_open_binary, path))
 
-    async def cleanup(self, task: str, job: str) -> None:
-        """Remove the job's folder."""
-        await asyncio.to_thread(shutil.rmtree, self.job_dir(task, job), ignore_errors=True)
+    async def forget(self, handle: ProcessHandle) -> None:
+        """Remove the job's folder, unless it holds a newer start of the job by now."""
+        await asyncio.to_thread(_remove_folder, self.job_dir(handle.task, handle.job), handle.line)

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
-from pydatatask.executor.base import LinuxProcessManager
+from pydatatask.executor.linux import LinuxProcessManager
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader
 
 __all__ = ["SSHLinuxManager", "ssh_connection"]

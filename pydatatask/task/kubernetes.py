@@ -1,12 +1,15 @@
 """Tasks whose jobs run as Kubernetes pods.
 
-A :class:`KubeTask` renders its jinja2 pod manifest for a job, completes it (name,
-labels, ``restartPolicy: Never``, see :meth:`PodManager.complete`), creates the pod,
-waits for it to end, copies its log into the ``logs`` repository, deletes the pod and
-writes a done record with ``reason``, ``exit_code``, ``node``, ``image`` and the pod's
-timings. Pods are the memory of what runs: a
-restarted controller lists them by label, waits for the running ones and reaps the ones
-that ended while no controller watched, so no job runs twice.
+A :class:`KubeTask` renders its jinja2 pod manifest for a job into a
+:class:`~pydatatask.executor.pods.PodSpec`, which a
+:class:`~pydatatask.executor.kubernetes.PodManager` completes (name, labels,
+``restartPolicy: Never``), creates and follows; the lifecycle (follow, re-attach,
+timeout, kill, quota, clean-up) is :class:`~pydatatask.task.external.ExternalTask`'s.
+The pod's log goes to the ``logs`` repository, and the done record gets ``reason``,
+``exit_code``, ``node``, ``image`` and the pod's timings; the pod is deleted after the
+record is written. Pods are the memory of what runs: a restarted controller lists them
+by label, waits for the running ones and reaps the ones that ended while no controller
+watched, so no job runs twice.
 
 Manifests are rendered with :func:`~pydatatask.templating.render_manifest`: ids and
 values are put into the parsed manifest, so none can add keys or change its structure.
@@ -18,32 +21,27 @@ script there: ``python SCRIPT launch TASK JOB --sync --force``. Its manifests ca
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import logging
 import os
 import site
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import jinja2
 
-from pydatatask.errors import (
-    BackendError,
-    ConfigurationError,
-    ProcessExitError,
-    PydatataskError,
-    QuotaExceededError,
-)
-from pydatatask.executor.kubernetes import PodManager, PodReport, pod_requests
+from pydatatask.errors import ConfigurationError, PydatataskError
+from pydatatask.executor.kubernetes import PodManager
+from pydatatask.executor.pods import PodHandle, PodSpec, pod_requests
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
-from pydatatask.task.external import ExternalTask, OnExit
+from pydatatask.task.external import ExternalTask, OnExit, Source
 from pydatatask.task.function import InProcessSyncTask, JobFunction
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.templating import render_manifest
@@ -72,13 +70,17 @@ class _Blank:
         return iter(())
 
 
-class KubeTask(ExternalTask):
+class KubeTask(ExternalTask[PodSpec, PodHandle]):
     """Run a templated pod per job on a Kubernetes cluster.
 
     :param name: the task name.
-    :param podman: the :class:`~pydatatask.PodManager` that creates and follows pods.
+    :param podman: the :class:`~pydatatask.PodManager` that creates and follows pods,
+        or a session accessor returning one.
     :param resources: the quota the pods draw from (None: no quota). A pod holds the sum
-        of its containers' ``resources.requests`` (CPU and memory) while it runs.
+        of its containers' ``resources.requests`` (CPU and memory) while it runs. The
+        scheduler reserves what the template requests when rendered without a job (else
+        what the last pod requested; until one is known, one pod runs at a time); a pod
+        that requests more holds that instead, and later pods wait for room.
     :param template: a jinja2 pod manifest (YAML); it sees ``job``, ``task``, ``env`` and
         every link by name (its ``info`` for the job, computed only when used). Values
         cannot change the manifest's structure: a scalar that is exactly one
@@ -101,7 +103,7 @@ class KubeTask(ExternalTask):
     def __init__(
         self,
         name: str,
-        podman: PodManager,
+        podman: PodManager | Callable[[], PodManager],
         resources: ResourceManager | None,
         template: str,
         logs: BlobRepository | None = None,
@@ -115,10 +117,9 @@ class KubeTask(ExternalTask):
         on_exit: OnExit = "detach",
         max_concurrent: int | None = None,
     ) -> None:
-        if not isinstance(podman, PodManager):
-            raise ConfigurationError(f"task {name!r}: podman must be a PodManager")
         if resources is not None and not isinstance(resources, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resources must be a ResourceManager")
+        self._podman: Source[PodManager] = Source(name, "podman", podman, PodManager)
         super().__init__(
             name,
             template,
@@ -127,32 +128,36 @@ class KubeTask(ExternalTask):
             ready,
             timeout,
             retry,
+            executor=self._podman,
+            quota=resources,
+            estimate=None,
             on_exit=on_exit,
             max_concurrent=max_concurrent,
         )
-        self.podman = podman
         self.resources = resources
         self.env = dict(env or {})
         if logs is not None:
             if not isinstance(logs, BlobRepository):
                 raise ConfigurationError(f"task {name!r}: logs must be a BlobRepository")
             self.link("logs", logs, is_output=True)
-        self._estimate: Resources | None = None
-        self._held: dict[str, Resources] = {}
-        self._found: dict[str, str] = {}
-        self._reattaching: dict[str, Resources] = {}
-        self._details: dict[str, dict[str, Any]] = {}
+        self.streams = {"log": "logs"}
+
+    @property
+    def podman(self) -> PodManager:
+        """The pod manager (an accessor's value while its session is open)."""
+        return self._podman.get()
 
     async def bind(self) -> None:
-        """Check that no link hides a template name, and estimate what one pod requests.
+        """Check the template's names and the manager, and estimate what one pod requests.
 
-        :raises ConfigurationError: for a link named ``task`` or ``env``.
+        :raises ConfigurationError: for a link named like a template name, an unknown
+            template name, or a wrong manager.
         """
         await super().bind()
         context: dict[str, Any] = {name: _Blank() for name in self.links}
         context.update(self._context("job", 1), job="job")
         try:
-            self._estimate = pod_requests(await render_manifest(self.template, context))
+            self._quota.estimate = pod_requests(await render_manifest(self.template, context))
         except (
             jinja2.TemplateError,
             PydatataskError,
@@ -162,67 +167,6 @@ class KubeTask(ExternalTask):
         ) as exc:
             logger.debug("%s: no estimate of a pod's requests before a job: %s", self.name, exc)
 
-    # ---------------------------------------------------------------- quota
-
-    def reserve(self, job: str) -> bool:
-        """Charge what the task's pods request for ``job``; False when the quota is full.
-
-        That is what the template requests when it renders without a job, else what the
-        last rendered pod requested. Until one is known, one job runs at a time; a pod
-        that requests more than was charged waits in :meth:`execute` for the rest.
-
-        :raises QuotaExceededError: when one pod needs more than the whole quota.
-        """
-        if self.resources is None:
-            return True
-        key = (self.name, job)
-        if job in self._reattaching:  # it runs already: account for it, count no launch
-            self._held[job] = self._reattaching[job]
-            self.resources.claim(key, self._held[job])
-            return True
-        if self._estimate is None and self._held:
-            return False  # the first pod tells what the next ones need
-        estimate = self._estimate or Resources()
-        if not self.resources.try_reserve(key, estimate, window=self.window):
-            return False
-        self._held[job] = estimate
-        return True
-
-    async def _hold(self, job: str, requests: Resources) -> None:
-        """Hold exactly what the rendered pod requests, waiting for room if it is more."""
-        self._estimate = requests
-        if self.resources is None or self._held.get(job) == requests:
-            return
-        key = (self.name, job)
-        self.resources.release(key)
-        self._held.pop(job, None)
-        if not requests.fits_within(self.resources.quota):
-            raise QuotaExceededError(
-                f"the pod of job {job!r} requests ({requests}), more than the whole quota "
-                f"({self.resources.quota})"
-            )
-        delay = 0.05
-        while not (self.resources.used + requests).fits_within(self.resources.quota):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        self.resources.claim(key, requests)
-        self._held[job] = requests
-
-    def release(self, job: str) -> None:
-        """Give back the job's resources."""
-        if self.resources is not None:
-            self.resources.release((self.name, job))
-        self._held.pop(job, None)
-        self._reattaching.pop(job, None)
-
-    async def _delete(self, job: str, name: str) -> None:
-        try:
-            await self.podman.delete(name)
-        except (OSError, PydatataskError) as exc:
-            logger.warning("%s: could not delete the pod of job %r: %s", self.name, job, exc)
-
-    # ---------------------------------------------------------------- running
-
     def _context(self, job: str, attempt: int) -> dict[str, Any]:
         """Return the template names besides the links (subclasses add their own)."""
         return {"job": job, "task": self.name, "env": self.env}
@@ -230,169 +174,48 @@ class KubeTask(ExternalTask):
     def _pod_env(self) -> dict[str, str]:
         return dict(self.env)
 
-    async def _manifest(self, job: str, attempt: int) -> dict[str, Any]:
+    @contextlib.asynccontextmanager
+    async def rendered(self, job: str, attempt: int) -> AsyncIterator[PodSpec]:
+        """Render the job's pod manifest.
+
+        :raises ConfigurationError: when the manifest is not YAML or not a mapping.
+        """
         context = self._link_context(job)
         context.update(self._context(job, attempt))
         try:
             manifest = await render_manifest(self.template, context)
         except ConfigurationError as exc:
             raise ConfigurationError(f"task {self.name!r}, job {job!r}: {exc}") from exc
-        return self.podman.complete(manifest, self.name, job, attempt, self._pod_env())
+        if not isinstance(manifest, Mapping):
+            raise ConfigurationError(f"task {self.name!r}: the template must render a Pod manifest")
+        yield PodSpec(manifest, self._pod_env())
 
-    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
-        """Render and create the job's pod, then follow it to its end.
+    def _asks(self, spec: PodSpec) -> Resources:
+        return pod_requests(spec.manifest)
 
-        :raises ProcessExitError: when the pod fails, is evicted, or its image cannot
-            be pulled.
-        :raises ConfigurationError: when the manifest is refused (422) or invalid.
-        :raises QuotaExceededError: when the pod requests more than the whole quota.
-        :raises BackendError: when the job's pod already runs, or the API fails.
-        """
-        began = asyncio.get_running_loop().time()
-        manifest = await self._manifest(job, attempt)
-        await self._hold(job, pod_requests(manifest))
-        name = manifest["metadata"]["name"]
-        try:
-            await self._create(job, name, manifest)
-        except asyncio.CancelledError:
-            await asyncio.shield(self._delete(job, name))
-            raise
-        return await self._follow(job, name, began)
-
-    async def _create(self, job: str, name: str, manifest: dict[str, Any]) -> None:
-        """Create the pod; a leftover pod of this job is removed first, a live one refused."""
-        for _ in range(3):
-            if await self.podman.create(manifest) is not None:
-                return
-            existing = await self.podman.get(name)
-            if existing is None:
-                continue
-            report = PodReport.of(existing)
-            if report.terminating or report.ended:
-                logger.warning("%s: replacing the leftover pod %s", self.name, name)
-                if not report.terminating:
-                    await self.podman.delete(name, grace_period=0)
-                await self.podman.wait_gone(name)
-                continue
-            raise BackendError(
-                f"the pod {name} of job {job!r} is already running; "
-                "another controller may be running this pipeline"
-            )
-        raise BackendError(f"could not create the pod {name} of job {job!r}")
+    def _holds(self, handle: PodHandle) -> Resources:
+        return handle.requests
 
     async def live_jobs(self) -> dict[str, int]:
         """Return the jobs whose pods an earlier controller left, running or ended.
 
-        Pods of jobs whose done record is already written are deleted. Inside a pod
-        started by a :class:`KubeFunctionTask`, nothing is listed: that process must
-        not adopt pods.
+        Inside a pod started by a :class:`KubeFunctionTask`, nothing is listed: that
+        process must not adopt pods.
         """
         if os.environ.get(IN_POD_VARIABLE):
             return {}
-        live: dict[str, int] = {}
-        for pod in await self.podman.list_pods(self.name):
-            report = PodReport.of(pod)
-            if report.job is None or report.terminating:
-                continue
-            if report.ended and await self._recorded(report.job, report.attempt):
-                await self._delete(report.job, report.name)
-                continue
-            live[report.job] = report.attempt
-            self._found[report.job] = report.name
-            self._reattaching[report.job] = report.requests
-            if self._estimate is None:
-                self._estimate = report.requests
-        return live
-
-    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
-        """Wait for a pod an earlier controller created, then reap it like :meth:`execute`.
-
-        :raises ProcessExitError: when the pod failed or disappeared.
-        """
-        began = asyncio.get_running_loop().time()
-        name = self._found.pop(job, None) or self.podman.pod_name(self.name, job)
-        return await self._follow(job, name, began)
-
-    async def _follow(self, job: str, name: str, began: float) -> dict[str, Any]:
-        try:
-            pod = await self.podman.wait(self.name, name)
-            report = None if pod is None else PodReport.of(pod)
-            if report is not None:
-                await self._copy_log(job, report)
-        except asyncio.CancelledError:
-            if self._should_stop(began):
-                await asyncio.shield(self._delete(job, name))
-            raise
-        except Exception:
-            # It cannot be followed to its end: stop it rather than leave it unwatched.
-            await asyncio.shield(self._delete(job, name))
-            raise
-        if report is None:
-            self._details[job] = {"pod": name, "reason": "Deleted"}
-            raise ProcessExitError(
-                f"the pod {name} of job {job!r} was deleted before it ended", None
-            )
-        # Reaped: its log is copied and its outcome read, so the pod has served. A crash
-        # before the record is written runs the job again; nothing is lost or left.
-        await asyncio.shield(self._delete(job, name))
-        self._details[job] = _details(report)
-        if report.reason == "Succeeded":
-            return {}
-        status = "" if report.exit_code is None else f", exit status {report.exit_code}"
-        message = f": {report.message}" if report.message else ""
-        raise ProcessExitError(
-            f"the pod {name} of job {job!r} ended with {report.reason}{status}{message}",
-            report.exit_code,
-        )
-
-    async def _copy_log(self, job: str, report: PodReport) -> None:
-        link = self.links.get("logs")
-        if link is None:
-            return
-        assert isinstance(link.repo, BlobRepository)
-        writer = await link.repo.open(job, "wb")
-        try:
-            await self.podman.copy_log(report.name, report.containers, writer)
-        except BaseException:
-            await asyncio.shield(writer.abort())
-            raise
-        await writer.close()
+        return await super().live_jobs()
 
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
     ) -> tuple[dict[str, Any], BaseException | None]:
         """Run one attempt; the pod's outcome (reason, exit code, node, ...) joins the record."""
-        self._details.pop(job, None)
         record, error = await super().run_attempt(job, attempt, reattach)
-        record.update(self._details.pop(job, {}))
         if record.get("timeout"):
             record["reason"] = "Timeout"
         elif "reason" not in record and error is not None:
             record["reason"] = "Error"
         return record, error
-
-    async def kill(self, job: str) -> bool:
-        """Delete ``job``'s pod if it has one (``rm`` uses this); True if it had.
-
-        :raises BackendError: when the API cannot be reached.
-        """
-        return await self.podman.delete(self.podman.pod_name(self.name, job))
-
-
-def _details(report: PodReport) -> dict[str, Any]:
-    details: dict[str, Any] = {
-        "pod": report.name,
-        "reason": report.reason,
-        "exit_code": report.exit_code,
-        "node": report.node,
-        "image": report.image,
-        "pod_created": report.created,
-        "pod_started": report.started,
-        "pod_finished": report.finished,
-    }
-    if report.message:
-        details["message"] = report.message
-    return details
 
 
 class KubeFunctionTask(KubeTask):
@@ -434,7 +257,7 @@ class KubeFunctionTask(KubeTask):
     def __init__(
         self,
         name: str,
-        podman: PodManager,
+        podman: PodManager | Callable[[], PodManager],
         resources: ResourceManager | None,
         template: str,
         func: JobFunction | None = None,
@@ -522,10 +345,6 @@ class KubeFunctionTask(KubeTask):
         if self.in_pod:
             return await self.body.execute(job, attempt)
         return await super().execute(job, attempt)
-
-    async def live_jobs(self) -> dict[str, int]:
-        """Return the pods an earlier controller left (none inside a pod)."""
-        return {} if self.in_pod else await super().live_jobs()
 
 
 @functools.cache

@@ -1,16 +1,16 @@
 """Tasks whose jobs are shell scripts run as processes by a process manager.
 
-A :class:`ProcessTask` renders its jinja2 ``template`` for a job, starts it through a
-:class:`~pydatatask.executor.base.LinuxProcessManager` (local or over SSH), records the
-job in its ``pids`` repository, waits for it, copies its output streams into the
-``stdout``/``stderr`` repositories, and records ``exit_code`` in the done record.
+A :class:`ProcessTask` renders its jinja2 ``template`` for a job into a
+:class:`~pydatatask.executor.linux.ProcessSpec`, which a
+:class:`~pydatatask.executor.linux.LinuxProcessManager` (local or over SSH) runs; the
+lifecycle (follow, re-attach, timeout, kill, quota, clean-up) is
+:class:`~pydatatask.task.external.ExternalTask`'s.
 
-The ``pids`` repository is the memory of what runs: an entry is written before the
-process starts and removed only after the job's done record, so a controller that
-crashes at any point is followed by one that re-attaches to the running jobs, reaps the
-ones that ended meanwhile, and never starts a job twice.
-
-Each entry names the controller that follows the job, and is created only if absent
+The ``pids`` repository is the task's claim store, the memory of what runs: an entry is
+created before the process starts and removed only after the job's done record, so a
+controller that crashes at any point is followed by one that re-attaches to the running
+jobs, reaps the ones that ended meanwhile, and never starts a job twice. Each entry
+names the controller that follows the job, and is created only if absent
 (:meth:`~pydatatask.MetadataRepository.create`), so a second controller started on the
 same pipeline neither starts a job the first one holds nor takes over, resets or
 removes the first one's jobs while it lives: it leaves them alone and says so. Jobs of
@@ -19,40 +19,28 @@ a controller that died are taken over.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pydatatask.controller import ControllerId
-from pydatatask.errors import (
-    BackendError,
-    ConfigurationError,
-    JobClaimedError,
-    JobNotFoundError,
-    ProcessExitError,
-    PydatataskError,
-)
-from pydatatask.executor.base import JobState, LinuxProcessManager, ProcessHandle
+from pydatatask.errors import ConfigurationError, ProcessExitError
+from pydatatask.executor.linux import LinuxProcessManager, ProcessHandle, ProcessSpec
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.filesystem import YamlMetadataFileRepository
 from pydatatask.repository.filesystem.folder import FolderRepository
-from pydatatask.streams import copy_stream
+from pydatatask.streams import ByteReader
+from pydatatask.task.external import Source
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.task.script import STDOUT, OnExit, ScriptTask, StdoutSentinel
 from pydatatask.templating import render
 
 __all__ = ["STDOUT", "ProcessExitError", "ProcessTask", "StdoutSentinel"]
 
-logger = logging.getLogger(__name__)
 
-
-class ProcessTask(ScriptTask[LinuxProcessManager]):
+class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
     """Run a templated shell script per job as a process group on a Linux host.
 
     A minimal task names its manager, its script and its links::
@@ -121,10 +109,12 @@ class ProcessTask(ScriptTask[LinuxProcessManager]):
     ) -> None:
         if template is None:
             raise ConfigurationError(f"task {name!r}: a ProcessTask needs a template (a script)")
+        self._manager: Source[LinuxProcessManager] = Source(
+            name, "manager", manager, LinuxProcessManager
+        )
         super().__init__(
             name,
-            manager,
-            LinuxProcessManager,  # type: ignore[type-abstract]  # only used with isinstance
+            self._manager,
             resource_manager,
             Resources() if job_resources is None else job_resources,
             template,
@@ -139,225 +129,28 @@ class ProcessTask(ScriptTask[LinuxProcessManager]):
             retry,
             on_exit=on_exit,
             max_concurrent=max_concurrent,
+            kill_grace=kill_grace,
         )
-        self.kill_grace = kill_grace
         self.pids = pids if pids is not None else _default_pids(name, manager, self.done)
         self.link("pids", self.pids, is_status=True, inhibits_start=True)
-        self._finished: set[str] = set()
+        self.claims = self.pids
 
-    def _cleanup_after_record(self, job: str) -> Coroutine[Any, Any, None] | None:
-        if job not in self._finished:
-            return None
-        self._finished.discard(job)
-        return self._discard(job)
+    @property
+    def manager(self) -> LinuxProcessManager:
+        """The manager that runs this task's jobs (an accessor's value while its session is open).
 
-    # ---------------------------------------------------------------- running
-
-    async def _render(self, job: str) -> str:
-        return await render(self.template, self._context(job))
-
-    async def execute(self, job: str, attempt: int) -> dict[str, Any]:
-        """Render the script, start it, and wait for it; see the class documentation.
-
-        :raises ProcessExitError: when the script exits with a non-zero status.
-        :raises BackendError: when the manager cannot start or follow the job.
-        :raises JobClaimedError: when another controller holds the job.
+        :raises ConfigurationError: when an accessor returns something else.
+        :raises LifecycleError: when the accessor's session is closed.
         """
-        return await self._launch(job, attempt, claim=True)
+        return self._manager.get()
 
-    async def _launch(self, job: str, attempt: int, claim: bool) -> dict[str, Any]:
-        """Start the job (first claiming it, unless this controller holds it already)."""
-        began = asyncio.get_running_loop().time()
-        script = await self._render(job)
-        source = None
-        if "stdin" in self.links:
-            stdin = self.links["stdin"].repo
-            assert isinstance(stdin, BlobRepository)
-            source = await stdin.open(job, "rb")
-        try:
-            if claim:
-                await self._claim(job, attempt)
-            try:
-                handle = await self.manager.start(
-                    self.name,
-                    job,
-                    script,
-                    environ=self.environ,
-                    stdin=source,
-                    merge_stderr=self.merge_stderr,
-                )
-            except BaseException:
-                await asyncio.shield(self._abandon(job))
-                raise
-        finally:
-            if source is not None:
-                await source.close()
-        record = {
-            **handle.as_record(),
-            "attempt": attempt,
-            "started": time.time(),
-            "controller": ControllerId.current().as_record(),
-        }
-        await self.pids.dump(job, record)
-        return await self._follow(job, handle, began)
-
-    async def _claim(self, job: str, attempt: int) -> None:
-        """Create the job's ``pids`` entry, naming this controller, or give way.
-
-        :raises JobClaimedError: when another controller holds the job, or finished
-            this attempt of it since this controller last looked.
-        """
-        me = ControllerId.current()
-        entry = {"attempt": attempt, "state": "starting", "controller": me.as_record()}
-        if not await self.pids.create(job, entry):
-            try:
-                holder = ControllerId.from_record((await self.pids.info(job)).get("controller"))
-            except (JobNotFoundError, AttributeError):
-                holder = None
-            raise JobClaimedError(self.name, job, str(holder or "another controller"))
-        if await self._recorded(job, attempt):  # it ended under another controller
-            await self.pids.delete(job)
-            raise JobClaimedError(self.name, job, "another controller that has finished it")
-
-    async def live_jobs(self) -> dict[str, int]:
-        """Return the jobs in ``pids``: running, or ended while no controller watched.
-
-        Entries of jobs whose done record is already written are cleaned up. A job
-        whose start was interrupted is returned too: :meth:`attach` starts it if it
-        never ran. Jobs that another live controller follows are left to it, with a
-        warning.
-        """
-        live: dict[str, int] = {}
-        others: dict[str, list[str]] = {}
-        for job, entry in (await self.pids.info_all()).items():
-            if not isinstance(entry, dict):
-                continue
-            holder = ControllerId.from_record(entry.get("controller"))
-            if holder is not None and not holder.is_current() and holder.is_alive():
-                others.setdefault(str(holder), []).append(job)
-                continue
-            attempt = int(entry.get("attempt", 1))
-            if "exit_code" in entry and await self._recorded(job, attempt):
-                await self._discard(job)
-                continue
-            live[job] = attempt
-            self._reattaching.add(job)
-        for other, jobs in others.items():
-            logger.warning(
-                "another controller is running this pipeline: %s holds %d %s jobs (%s); "
-                "they are left to it (without leases, one controller per pipeline is assumed)",
-                other,
-                len(jobs),
-                self.name,
-                ", ".join(repr(job) for job in sorted(jobs)[:3])
-                + (", ..." if len(jobs) > 3 else ""),
-            )
-        return live
-
-    async def attach(self, job: str, attempt: int) -> dict[str, Any]:
-        """Wait for a job an earlier controller started, then reap it like :meth:`execute`.
-
-        :raises ProcessExitError: when the script exited with a non-zero status.
-        """
-        began = asyncio.get_running_loop().time()
-        entry = {
-            **await self.pids.info(job),
-            "controller": ControllerId.current().as_record(),
-        }
-        await self.pids.dump(job, entry)  # this controller follows it now
-        if "exit_code" in entry:  # ended and reaped; only the done record was missing
-            self._finished.add(job)
-            return self._outcome(job, entry.get("exit_code"))
-        if "pid" not in entry:  # the earlier controller stopped while starting it
-            found = await self.manager.find(self.name, job)
-            if found is None:
-                return await self._launch(job, attempt, claim=False)
-            await self.pids.dump(job, {**entry, **found.as_record()})
-            entry = {**entry, **found.as_record()}
-        return await self._follow(job, _handle(entry), began)
-
-    async def _follow(self, job: str, handle: ProcessHandle, began: float) -> dict[str, Any]:
-        try:
-            state = await self.manager.wait(self.name, job, handle)
-        except asyncio.CancelledError:
-            if self._should_stop(began):
-                await asyncio.shield(self._terminate(job, handle))
-            raise
-        await self._reap(job, state)
-        return self._outcome(job, state.exit_code)
-
-    async def _reap(self, job: str, state: JobState) -> None:
-        """Copy the output streams, then mark the pids entry as ended."""
-        targets = [("stdout", "stdout")]
-        if not self.merge_stderr:
-            targets.append(("stderr", "stderr"))
-        for link_name, stream in targets:
-            link = self.links.get(link_name)
-            if link is None:
-                continue
-            repo = link.repo
-            assert isinstance(repo, BlobRepository)
-            try:
-                reader = await self.manager.open_output(self.name, job, stream)  # type: ignore[arg-type]
-            except FileNotFoundError:
-                continue  # the job was killed before it could open its streams
-            async with reader, await repo.open(job, "wb") as writer:
-                await copy_stream(reader, writer)
-        entry = await self.pids.info(job)
-        await self.pids.dump(job, {**entry, "exit_code": state.exit_code})
-        self._finished.add(job)
-
-    # ---------------------------------------------------------------- stopping
-
-    async def _terminate(self, job: str, handle: ProcessHandle) -> None:
-        """Kill the job's process group, then forget the job."""
-        try:
-            await self.manager.kill(self.name, job, handle, self.kill_grace)
-        except (OSError, PydatataskError) as exc:
-            logger.warning("%s: could not kill job %r: %s", self.name, job, exc)
-            return  # keep the pids entry, so the job is not lost track of
-        await self._discard(job)
-
-    async def _abandon(self, job: str) -> None:
-        """Undo a start that failed or was interrupted: kill what did start, then forget."""
-        try:
-            handle = await self.manager.find(self.name, job)
-            if handle is not None:
-                await self.manager.kill(self.name, job, handle, self.kill_grace)
-        except (OSError, PydatataskError) as exc:
-            logger.warning("%s: could not stop the start of %r: %s", self.name, job, exc)
-            return  # keep the pids entry: the next controller resolves it
-        await self._discard(job)
-
-    async def _discard(self, job: str) -> None:
-        try:
-            await self.pids.delete(job)
-            await self.manager.cleanup(self.name, job)
-        except (OSError, PydatataskError) as exc:
-            logger.warning("%s: could not clean up job %r: %s", self.name, job, exc)
-
-    async def kill(self, job: str) -> bool:
-        """Kill ``job``'s process group if it runs (``rm`` uses this); True if there was one.
-
-        :raises BackendError: when the manager cannot reach the job's host.
-        """
-        try:
-            entry = await self.pids.info(job)
-        except JobNotFoundError:
-            return False
-        if not isinstance(entry, dict) or "pid" not in entry:
-            found = await self.manager.find(self.name, job)
-            if found is None:
-                await self._discard(job)
-                return False
-            entry = found.as_record()
-        handle = _handle(entry)
-        try:
-            await self.manager.kill(self.name, job, handle, self.kill_grace)
-        except PydatataskError as exc:
-            raise BackendError(f"{self.name}: could not kill job {job!r}: {exc}") from exc
-        await self._discard(job)
-        return True
+    async def _spec(self, context: dict[str, Any], stdin: ByteReader | None) -> ProcessSpec:
+        return ProcessSpec(
+            script=await render(self.template, context),
+            environ=self.environ,
+            stdin=stdin,
+            merge_stderr=self.merge_stderr,
+        )
 
 
 def _default_pids(
@@ -375,7 +168,3 @@ def _default_pids(
         f"task {name!r}: pass pids=, a metadata repository that outlives the controller "
         "(no default: done is not a folder repository and the manager is not local)"
     )
-
-
-def _handle(entry: Mapping[str, Any]) -> ProcessHandle:
-    return ProcessHandle(int(entry["pid"]), int(entry["start_time"]), str(entry.get("boot_id", "")))
