@@ -47,6 +47,10 @@ _EXTERNAL_MODULES = [
     # The standard library.
     "abc",
     "asyncio",
+    "_asyncio",
+    "enum",
+    "time",
+    "rich",
     "collections",
     "concurrent",
     "contextlib",
@@ -64,8 +68,8 @@ _EXTERNAL_MODULES = [
     "pymongo",
 ]
 nitpick_ignore_regex = [(r"py:.*", rf"{module}(\..+)?") for module in _EXTERNAL_MODULES]
-# Standard-library names that annotations use unqualified (``from datetime import timedelta``).
-nitpick_ignore = [("py:class", "timedelta")]
+# Names that annotations use unqualified (``from datetime import timedelta``, rich's Console).
+nitpick_ignore = [("py:class", "timedelta"), ("py:class", "Console")]
 # Private helpers (a leading underscore) are not documented, so a base class or a
 # parameter type named after one stays plain text.
 nitpick_ignore_regex.append(("py:class", r"pydatatask\..*\._[A-Za-z]\w*"))

@@ -113,14 +113,20 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     scheduler: Scheduler = pipeline.scheduler
     await scheduler.refresh()
     tasks = pipeline.topological_order()
-    listed = await _listing(link.repo for task in tasks for link in task.links.values())
+    rules = {task.name: _rule(pipeline, task) for task in tasks}
+    listed = await _listing(
+        [
+            *(link.repo for task in tasks for link in task.links.values()),
+            *(repo for rule in rules.values() for _, repo in rule.required),
+        ]
+    )
     records = {task.name: await read_records(task.done) for task in tasks}
     blocked: dict[str, set[str]] = {}
     facts = _ReadFacts(scheduler, listed, records, blocked)
     result: dict[str, dict[str, Any]] = {}
     for task in tasks:
         name = task.name
-        rule = _rule(pipeline, task)
+        rule = rules[name]
         kinds: dict[Known, set[str]] = {kind: set() for kind in Known}
         for job, record in records[name].items():
             kinds[_known(record)].add(job)
@@ -209,8 +215,8 @@ async def trace(pipeline: Pipeline, jobs: Iterable[str]) -> dict[str, dict[str, 
 async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
     """Explain in words why ``job`` of ``task_name`` is or is not ready to run.
 
-    Repositories are read afresh. The only line is :data:`READY` (``"ready to run"``)
-    exactly when nothing holds the job back.
+    Repositories are read afresh. The only line is :data:`~pydatatask.overview.READY`
+    (``"ready to run"``) exactly when nothing holds the job back.
 
     :raises InputError: for an unknown task.
     :raises InvalidJobIdError: for an id the task's done repository cannot hold.

@@ -85,7 +85,7 @@ class TaskProgress:
 
     @property
     def total(self) -> int:
-        """Jobs finished plus jobs remaining: all the work known so far."""
+        """Jobs finished plus jobs remaining, all the work known so far."""
         return self.finished + self.remaining
 
     @property

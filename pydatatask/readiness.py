@@ -114,7 +114,7 @@ class Reason:
 
     why: Why
     task: str
-    """The task the reason is about: the job's own, or the upstream task named."""
+    """The task the reason is about, the job's own or the upstream task named."""
     job: str
     link: str = ""
     """The link named, for a missing input or an inhibiting repository."""

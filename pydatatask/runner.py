@@ -21,20 +21,23 @@ from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded
 from pydatatask.task.base import Task, timestamp
 from pydatatask.task.stopping import StopReason
 
-__all__ = ["JobRunner"]
+__all__ = ["Finished", "JobRunner", "Stopped"]
 
 logger = logging.getLogger(__name__)
 
 Finished = Callable[[str, str, Ended], None]
+"""Called with the task name, the job and how it ended."""
 Stopped = Callable[[str, str], None]
+"""Called with the task name and the job, for a job that left without ending."""
 
 
 class JobRunner:
     """Runs jobs for a scheduler and reports each outcome to ``on_finished``.
 
     :param on_finished: called with (task name, job, how it ended) once the job's done
-        record is written (:class:`Recorded`), could not be written (:class:`Unrecorded`),
-        or the job turned out to be held by another controller (:class:`Held`).
+        record is written (:class:`~pydatatask.records.Recorded`), could not be written
+        (:class:`~pydatatask.records.Unrecorded`), or the job turned out to be held by
+        another controller (:class:`~pydatatask.records.Held`).
     :param on_stopped: called with (task name, job) for a job that leaves without ending:
         cancelled while running, withdrawn while queued, or dropped at shutdown.
     """

@@ -505,19 +505,21 @@ class Scheduler:
     async def cancel(self, task_name: str, job: str) -> bool:
         """Stop a job running in this controller without recording it; False if none was.
 
-        A task whose jobs run elsewhere is told it is not a shutdown, so it kills the job.
+        The job is cancelled with
+        :attr:`~pydatatask.task.stopping.StopReason.REMOVED`, so a job running elsewhere
+        is stopped there too.
         """
         return await self.runner.cancel(task_name, job)
 
     async def shutdown(self) -> None:
-        """Cancel running in-process jobs and wait for them; they leave no done record."""
-        for plan in self.plans.values():
-            plan.task.shutting_down = True
-        try:
-            await self.runner.shutdown()
-        finally:
-            for plan in self.plans.values():
-                plan.task.shutting_down = False
+        """Cancel the running jobs and wait for them; they leave no done record.
+
+        They are cancelled with :attr:`~pydatatask.task.stopping.StopReason.SHUTDOWN`.
+
+        Jobs that run elsewhere are stopped or left running as their task's ``on_exit``
+        says.
+        """
+        await self.runner.shutdown()
 
     def totals(self) -> tuple[int, int, int, int]:
         """Return the jobs launched, succeeded and failed so far, and the failures listed."""

@@ -151,8 +151,6 @@ class Task(abc.ABC):
         self.timeout = _seconds(timeout, f"task {name!r} timeout")
         self.retry = RetryPolicy.coerce(options.get("retry"))
         self.max_concurrent = max_concurrent
-        self.shutting_down = False
-        """True while the controller is stopping and cancels this task's running jobs."""
         self.link(DONE_LINK, self.done, is_status=True, inhibits_start=True)
 
     def __repr__(self) -> str:

@@ -17,7 +17,7 @@ from pydatatask.task.stopping import StopReason, stop_reason
 __all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask", "JobFunction"]
 
 JobFunction = Callable[..., Any]
-"""The body of a function task: ``func(job, **links)``, sync or async."""
+"""The body of a function task, ``func(job, **links)``, sync or async."""
 
 
 class FunctionTask(Task):

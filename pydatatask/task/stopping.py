@@ -24,7 +24,7 @@ class StopReason(enum.Enum):
     REMOVED = "removed"
     """``rm`` removes the job: it is stopped and leaves no record."""
     SHUTDOWN = "shutdown"
-    """The controller stops: the job leaves no record, and runs on or is stopped as the
+    """The controller stops. The job leaves no record, and runs on or is stopped as the
     task's ``on_exit`` says."""
 
 
