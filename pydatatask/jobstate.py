@@ -35,6 +35,10 @@ class State(enum.Enum):
     HELD = "held"
     """Another controller holds it (until the next full listing)."""
 
+    # Members are compared by identity; hashing them the same way keeps the scheduler's
+    # per-job lookups in C (Enum's own hash is written in Python).
+    __hash__ = object.__hash__
+
 
 _ALLOWED: dict[State | None, frozenset[State | None]] = {
     None: frozenset(
@@ -86,14 +90,12 @@ class JobStates:
         self._retry: dict[str, float] = {}
         self._next: dict[str, int] = {}
         self._notes: dict[str, str] = {}
+        self.get = self._state.get
+        """Return ``job``'s state, or None when the scheduler holds none."""
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{state.value} {len(jobs)}" for state, jobs in self._index.items())
         return f"<JobStates {self.task}: {counts}>"
-
-    def get(self, job: str) -> State | None:
-        """Return ``job``'s state, or None when the scheduler holds none."""
-        return self._state.get(job)
 
     def jobs(self, state: State) -> Set[str]:
         """Return the jobs in ``state`` (a live view for indexed states; do not change it)."""
@@ -147,9 +149,11 @@ class JobStates:
             index = self._index.get(now)
             if index is not None:
                 index.discard(job)
-            self._retry.pop(job, None)
-            self._notes.pop(job, None)
-        if to is None or to is State.RUNNING:
+            if now is State.RETRYING:
+                del self._retry[job]
+            elif now is State.UNREADABLE:
+                self._notes.pop(job, None)
+        if self._next and (to is None or to is State.RUNNING):
             self._next.pop(job, None)
         if to is None:
             del self._state[job]

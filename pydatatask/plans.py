@@ -52,26 +52,29 @@ class CachedFacts:
 
     def __init__(self, scheduler: Scheduler) -> None:
         """Answer from ``scheduler``'s listings and job states."""
-        self._scheduler = scheduler
+        # Looked up once per call of the rule, for every job: keep the paths short.
+        self._ids = scheduler.ids
+        self._states = scheduler.states
+        self._done = {name: plan.done for name, plan in scheduler.plans.items()}
 
     def holds(self, repo: Repository, job: str) -> bool:
         """Return whether ``repo`` holds ``job``."""
-        return job in self._scheduler.ids[id(repo)]
+        return job in self._ids[id(repo)]
 
     def activity(self, task: str, job: str) -> Activity | None:
         """Return what this controller does with the job now, if anything."""
-        return activity_of(self._scheduler.states[task].get(job))
+        state = self._states[task].get(job)
+        return None if state is None else activity_of(state)
 
     def known(self, task: str, job: str) -> Known:
         """Return what is known of the task's done record for the job."""
-        scheduler = self._scheduler
-        states = scheduler.states[task]
+        states = self._states[task]
         state = states.get(job)
         if state is State.RETRYING:
             when = states.retry_time(job)
             due = when is not None and when <= time.monotonic()
             return Known.RETRY_DUE if due else Known.RETRY_PENDING
-        if job not in scheduler.ids[scheduler.plans[task].done]:
+        if job not in self._ids[self._done[task]]:
             return Known.NONE
         if state is State.UNREADABLE:
             return Known.UNREADABLE
@@ -95,8 +98,12 @@ class Layout:
         for task in reversed(pipeline.topological_order()):  # downstream first
             self.plans[task.name] = self._plan(task)
         for name, plan in self.plans.items():
+            # A finished job is no longer ready for its own task (it has a record, or a
+            # retry that falls due later), so only the others that read its record and
+            # the tasks downstream of it need to look at it again.
             watching = [watcher.task.name for watcher in self.watchers[plan.done]]
-            plan.rechecks = tuple(dict.fromkeys([*watching, name, *plan.downstream]))
+            others = [other for other in [*watching, *plan.downstream] if other != name]
+            plan.rechecks = tuple(dict.fromkeys(others))
             plan.watched_outputs = tuple(
                 id(repo) for repo in plan.outputs if id(repo) in self.watchers
             )

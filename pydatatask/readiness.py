@@ -14,7 +14,7 @@ id has succeeded.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -55,6 +55,8 @@ class Known(enum.Enum):
     BLOCKED = "blocked"
     """No record, and it cannot run until something upstream of it is fixed."""
 
+    __hash__ = object.__hash__  # identity, like their equality; hashed in C
+
 
 class Activity(enum.Enum):
     """What the controller is doing with a job, if anything."""
@@ -63,6 +65,8 @@ class Activity(enum.Enum):
     ENDING = "ending"
     HELD = "held"
     UNRECORDED = "unrecorded"
+
+    __hash__ = object.__hash__  # identity, like their equality; hashed in C
 
 
 class Why(enum.Enum):
@@ -84,6 +88,8 @@ class Why(enum.Enum):
     UPSTREAM_WAITING = "upstream waiting"
     UPSTREAM_FAILED = "upstream failed"
     UPSTREAM_UNKNOWN = "upstream unknown"
+
+    __hash__ = object.__hash__  # identity, like their equality; hashed in C
 
 
 _BLOCKING = frozenset({Why.INHIBITED, Why.UPSTREAM_FAILED})
@@ -230,25 +236,52 @@ class Rule:
         return cls(task.name, tuple(required), tuple(inhibits), tuple(upstream))
 
 
-def _reasons(rule: Rule, job: str, facts: Facts, explain: bool) -> Iterator[Reason]:
-    """Yield every reason ``job`` is not ready, in the order ``why`` prints them."""
-    task = rule.task
-    activity = facts.activity(task, job)
+def _own(rule: Rule, job: str, facts: Facts, explain: bool, found: list[Reason]) -> None:
+    """Add what the controller does with the job, and what its own record says."""
+    activity = facts.activity(rule.task, job)
     if activity is not None:
-        yield Reason(_ACTIVITY_WHY[activity], task, job)
-    own = _OWN_RECORD_WHY.get(facts.known(task, job))
+        found.append(Reason(_ACTIVITY_WHY[activity], rule.task, job))
+    own = _OWN_RECORD_WHY.get(facts.known(rule.task, job))
     if own is not None:
-        yield Reason(own, task, job, record=facts.record(task, job) if explain else None)
+        record = facts.record(rule.task, job) if explain else None
+        found.append(Reason(own, rule.task, job, record=record))
+
+
+def _inputs(rule: Rule, job: str, facts: Facts, explain: bool, found: list[Reason]) -> None:
+    """Add the inputs that lack the job, and the repositories that inhibit it."""
     for link, repo in rule.required:
         if not facts.holds(repo, job):
-            yield Reason(Why.MISSING_INPUT, task, job, link)
+            found.append(Reason(Why.MISSING_INPUT, rule.task, job, link))
     for link, repo in rule.inhibits:
         if facts.holds(repo, job):
-            yield Reason(Why.INHIBITED, task, job, link)
+            found.append(Reason(Why.INHIBITED, rule.task, job, link))
+
+
+def _upstreams(rule: Rule, job: str, facts: Facts, explain: bool, found: list[Reason]) -> None:
+    """Add the upstream jobs with the same id that have not succeeded."""
     for upstream in rule.upstream:
         reason = _upstream(upstream, job, facts, explain)
         if reason is not None:
-            yield reason
+            found.append(reason)
+            if not explain:
+                return
+
+
+_STAGES = (_own, _inputs, _upstreams)
+
+
+def _reasons(rule: Rule, job: str, facts: Facts, explain: bool) -> list[Reason]:
+    """Return the reasons ``job`` is not ready, in the order ``why`` prints them.
+
+    Without ``explain`` the scheduler only asks whether there is one: the stages stop
+    at the first that finds any, and records are not fetched for the text.
+    """
+    found: list[Reason] = []
+    for stage in _STAGES:
+        stage(rule, job, facts, explain, found)
+        if found and not explain:
+            break
+    return found
 
 
 def _upstream(upstream: str, job: str, facts: Facts, explain: bool) -> Reason | None:
@@ -267,9 +300,10 @@ def _upstream(upstream: str, job: str, facts: Facts, explain: bool) -> Reason | 
 
 def readiness(rule: Rule, job: str, facts: Facts) -> Reason:
     """Return :data:`READY`, or the first reason ``job`` of ``rule.task`` is not ready."""
-    return next(_reasons(rule, job, facts, explain=False), READY)
+    found = _reasons(rule, job, facts, explain=False)
+    return found[0] if found else READY
 
 
 def reasons(rule: Rule, job: str, facts: Facts) -> list[Reason]:
     """Return every reason ``job`` is not ready, with records for the text; ``[READY]`` if none."""
-    return list(_reasons(rule, job, facts, explain=True)) or [READY]
+    return _reasons(rule, job, facts, explain=True) or [READY]

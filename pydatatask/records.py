@@ -97,6 +97,14 @@ class JobResult:
             extra=extra,
         )
 
+    def update(self, fields: Mapping[str, Any]) -> None:
+        """Set fields by their record names; names that are not fields go to :attr:`extra`."""
+        for key, value in fields.items():
+            if key in _FIELDS or key in _TIMES:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+
     @property
     def error(self) -> str:
         """The error in one line."""

@@ -145,8 +145,7 @@ class JobRunner:
             attempt,
         )
         try:
-            record, error = await task.run_attempt(job, attempt, reattach)
-            result = JobResult.from_record(record)
+            result, error = await task.run_attempt(job, attempt, reattach)
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):
                 result.retry_at = timestamp(time.time() + task.retry.delay(attempt))
             await task.done._dump(job, result.to_record())  # a listed, hence valid, id

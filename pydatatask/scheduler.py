@@ -129,7 +129,8 @@ class Scheduler:
         first = self.last_refresh is None
         keys = list(self.watchers)
         listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
-        self.ids = dict(zip(keys, listed, strict=True))
+        self.ids.clear()  # in place: the cached facts hold this very dict
+        self.ids.update(zip(keys, listed, strict=True))
         if first:
             await self._load_retry_state()
         self.last_refresh = time.monotonic()

@@ -15,6 +15,7 @@ from typing import Any, TypedDict, Unpack
 
 from pydatatask.errors import ConfigurationError, JobClaimedError
 from pydatatask.link import Link
+from pydatatask.records import JobResult
 from pydatatask.repository.base import MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.retry import RetryPolicy
@@ -56,12 +57,11 @@ class _Deadline:
     def __init__(self, seconds: float | None) -> None:
         self.fired = False
         self.claimed = False
-        self._task = asyncio.current_task()
-        self._handle = (
-            None
-            if seconds is None
-            else asyncio.get_running_loop().call_later(seconds, self._expire)
-        )
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        if seconds is not None:
+            self._task = asyncio.current_task()
+            self._handle = asyncio.get_running_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         assert self._task is not None
@@ -82,6 +82,10 @@ class _Deadline:
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
+
+
+_NO_DEADLINE = _Deadline(None)
+"""The deadline of tasks without a timeout: it never fires."""
 
 
 def _seconds(value: timedelta | float | None, what: str) -> float | None:
@@ -251,8 +255,8 @@ class Task(abc.ABC):
 
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
-        """Run one attempt within the timeout; return its done record and its error.
+    ) -> tuple[JobResult, BaseException | None]:
+        """Run one attempt within the timeout; return its result and its error.
 
         With ``reattach``, wait for a job an earlier controller started instead. The
         body's failure is returned as data, never raised; :class:`JobClaimedError` (another
@@ -263,9 +267,9 @@ class Task(abc.ABC):
         recorded as timed out, whatever error the cancellation turned into.
         """
         started = time.time()
-        record: dict[str, Any] = {"success": False, "attempt": attempt}
+        result = JobResult(success=False, attempt=attempt)
         failure: BaseException | None = None
-        timer = _Deadline(self.timeout)
+        timer = _NO_DEADLINE if self.timeout is None else _Deadline(self.timeout)
         try:
             extra = await self._begin(job, attempt, reattach)
         except JobClaimedError:
@@ -276,19 +280,20 @@ class Task(abc.ABC):
         except Exception as error:  # noqa: BLE001 - user code fails into the record
             if not timer.claim():  # else the timeout's cancellation became this error
                 failure = error
-                record.update(failure_record(error))
+                result.update(failure_record(error))
         else:
             if not timer.claim():  # else the body swallowed the timeout's cancellation
-                record.update(extra)
-                record["success"] = True
+                if extra:
+                    result.update(extra)
+                result.success = True
         finally:
             timer.close()
         if timer.claimed:
             failure = TimeoutError(f"timed out after {self.timeout:g} s")
-            record["timeout"] = True
-            record["exception"] = str(failure)
+            result.timeout = True
+            result.exception = str(failure)
         ended = time.time()
-        record["start_time"] = timestamp(started)
-        record["end_time"] = timestamp(ended)
-        record["duration"] = round(ended - started, 6)
-        return record, failure
+        result.start_time = timestamp(started)
+        result.end_time = timestamp(ended)
+        result.duration = round(ended - started, 6)
+        return result, failure

@@ -56,6 +56,7 @@ from pydatatask.errors import (
 )
 from pydatatask.executor.protocol import Executor, JobHandle, Outputs
 from pydatatask.quota import ResourceManager, Resources, TaskQuota
+from pydatatask.records import JobResult
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteWriter
 from pydatatask.task.base import Task
@@ -342,12 +343,12 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
 
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
+    ) -> tuple[JobResult, BaseException | None]:
         """Run one attempt; a failed job's ``exit_code`` goes into the done record too."""
         self._failed.pop(job, None)
-        record, error = await super().run_attempt(job, attempt, reattach)
-        record.update(self._failed.pop(job, {}))
-        return record, error
+        result, error = await super().run_attempt(job, attempt, reattach)
+        result.update(self._failed.pop(job, {}))
+        return result, error
 
     # ---------------------------------------------------------------- claims
 

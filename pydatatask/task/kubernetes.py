@@ -39,6 +39,7 @@ from pydatatask.errors import ConfigurationError, PydatataskError
 from pydatatask.executor.kubernetes import PodManager
 from pydatatask.executor.pods import PodHandle, PodSpec, pod_requests
 from pydatatask.quota import ResourceManager, Resources
+from pydatatask.records import JobResult
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.external import ExternalTask, OnExit, Source
@@ -208,14 +209,14 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
 
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
-    ) -> tuple[dict[str, Any], BaseException | None]:
+    ) -> tuple[JobResult, BaseException | None]:
         """Run one attempt; the pod's outcome (reason, exit code, node, ...) joins the record."""
-        record, error = await super().run_attempt(job, attempt, reattach)
-        if record.get("timeout"):
-            record["reason"] = "Timeout"
-        elif "reason" not in record and error is not None:
-            record["reason"] = "Error"
-        return record, error
+        result, error = await super().run_attempt(job, attempt, reattach)
+        if result.timeout:
+            result.extra["reason"] = "Timeout"
+        elif "reason" not in result.extra and error is not None:
+            result.extra["reason"] = "Error"
+        return result, error
 
 
 class KubeFunctionTask(KubeTask):
