@@ -1,3 +1,6 @@
+# Longer than 400 lines on purpose: one class holds one open pipeline's scheduling state,
+# and its rounds, launching and reaping all change that state; split apart, they would
+# pass it around. run(), the loop over rounds, sits beside it.
 """The scheduler: one round reaps finished jobs, computes ready jobs and launches them.
 
 What the scheduler learns is kept between rounds. Every repository a task's readiness

@@ -1,3 +1,5 @@
+# Just over 400 lines: the Docker engine's executor, from creating a container to
+# removing it, kept together as the other engines are.
 """Run jobs as Docker containers through the Engine API (aiodocker), and find them again.
 
 :class:`DockerContainerManager` is the :class:`~pydatatask.executor.protocol.Executor`

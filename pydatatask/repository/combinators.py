@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: every combinator is here, because they share the
+# rules for narrowing ids and for what a view may write or delete.
 """Repositories built from other repositories: intersections, unions, exclusions and views.
 
 Every combinator here but :class:`RelatedItemRepository` is a read view, offering no

@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the blob and YAML repositories over S3 share one
+# client wrapper, one translation of the client's errors, and the multipart writer.
 """Repositories stored as objects in an S3 bucket, through an aiobotocore client.
 
 Job ``k`` is the object ``prefix + k + suffix``. The client comes from a session

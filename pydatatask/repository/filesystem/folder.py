@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: what file and directory repositories share (naming,
+# listing in batches, lookups, deletion, tidying) and the thread-hop helpers they use.
 """The shared base of folder repositories: id rules, listing, lookups and deletion."""
 
 from __future__ import annotations
