@@ -38,7 +38,7 @@ _FIELDS = ("success", "attempt", "exception", "traceback", "timeout", "exit_code
 _TIMES = ("start_time", "end_time", "duration", "retry_at")
 
 
-@dataclass
+@dataclass(slots=True)
 class JobResult:
     """One finished attempt of a job: what its done record says.
 

@@ -136,14 +136,11 @@ class JobRunner:
             self._on_finished(task.name, job, ended)
 
     async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> Ended:
-        result = JobResult(success=False, attempt=attempt)
-        logger.info(
-            "%s %s job %r (attempt %d)",
-            "re-attaching to" if reattach else "launching",
-            task.name,
-            job,
-            attempt,
-        )
+        logging_info = logger.isEnabledFor(logging.INFO)
+        if logging_info:
+            verb = "re-attaching to" if reattach else "launching"
+            logger.info("%s %s job %r (attempt %d)", verb, task.name, job, attempt)
+        result: JobResult | None = None
         try:
             result, error = await task.run_attempt(job, attempt, reattach)
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):
@@ -155,8 +152,9 @@ class JobRunner:
         except Exception as exc:  # one job's bookkeeping must not stop the rest
             logger.exception("could not record the result of %s job %r", task.name, job)
             problem = " ".join(f"its done record could not be written: {exc}".split())
-            return Unrecorded(result, problem)
-        _log_outcome(task.name, job, result)
+            return Unrecorded(result or JobResult(success=False, attempt=attempt), problem)
+        if logging_info:
+            _log_outcome(task.name, job, result)
         return Recorded(result)
 
 
