@@ -284,7 +284,7 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
         handles = []
         for container in found:
             labels = container["Labels"] or {}
-            if LABEL_JOB in labels and container["State"] != "created":
+            if LABEL_JOB in labels and container["State"] not in ("created", "removing"):
                 handles.append(
                     ContainerHandle(
                         task,
@@ -306,10 +306,11 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
             if _status(error) == 404:
                 return None
             raise
+        state = container["State"]["Status"]
+        if state == "removing":  # being removed already: the job is gone
+            return None
         labels = container["Config"]["Labels"] or {}
-        return ContainerHandle(
-            task, job, _attempt(labels), container.id, container["State"]["Status"]
-        )
+        return ContainerHandle(task, job, _attempt(labels), container.id, state)
 
     def restore(
         self, task: str, job: str, attempt: int, record: Mapping[str, Any]
@@ -380,12 +381,16 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
         await self.remove(handle.id)
 
     async def remove(self, container_id: str) -> None:
-        """Remove a container, killing it if it runs; a missing one is fine."""
+        """Remove a container, killing it if it runs.
+
+        A missing container is fine, and so is one whose removal is already under way
+        (the engine answers 409 to a second, forced removal).
+        """
         try:
             with _translate(self, f"removing the container {container_id[:12]}"):
                 await self.docker.containers.container(container_id).delete(force=True)
         except BackendError as error:
-            if _status(error) != 404:
+            if _status(error) not in (404, 409):
                 raise
 
 
