@@ -18,7 +18,7 @@ import yaml
 from pydatatask import setexpr, yamltext
 from pydatatask.errors import InputError, JobNotFoundError, JobNotReadyError
 from pydatatask.graph import graph
-from pydatatask.overview import READY, failures, status, trace, why
+from pydatatask.overview import READY, Listing, failures, status, trace, why
 from pydatatask.overview import task_of as _task
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.task.base import DONE_LINK, Task
@@ -75,18 +75,6 @@ def _scheduler(pipeline: Pipeline) -> Scheduler:
     return scheduler
 
 
-class _Listing:
-    """Repository id sets, each listed at most once per command."""
-
-    def __init__(self) -> None:
-        self._ids: dict[int, set[str]] = {}
-
-    async def ids(self, repo: Repository) -> set[str]:
-        if id(repo) not in self._ids:
-            self._ids[id(repo)] = await repo.ids()
-        return self._ids[id(repo)]
-
-
 # ----------------------------------------------------------------------- ls
 
 
@@ -102,7 +90,7 @@ async def ls(pipeline: Pipeline, expr: str) -> list[str]:
     tokens = setexpr.tokenize(expr)
     if not tokens:
         raise InputError("the expression is empty: name at least one TASK.LINK")
-    listing = _Listing()
+    listing = Listing()
     values = {text: await listing.ids(_link(pipeline, text)[2]) for text in setexpr.names(tokens)}
     return sorted(setexpr.evaluate(expr, tokens, values))
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pydatatask.scheduler import Scheduler
     from pydatatask.task.base import Task
 
-__all__ = ["READY", "failures", "status", "trace", "why"]
+__all__ = ["READY", "Listing", "failures", "status", "trace", "why"]
 
 READY = "ready to run"
 """The one line :func:`why` returns for a job that nothing holds back."""
@@ -93,12 +93,18 @@ class _ReadFacts:
         return self._records.get(task, {}).get(job)
 
 
-async def _listing(repos: Iterable[Repository]) -> dict[int, set[str]]:
-    listed: dict[int, set[str]] = {}
-    for repo in repos:
-        if id(repo) not in listed:
-            listed[id(repo)] = await repo.ids()
-    return listed
+class Listing:
+    """Repository id sets, each listed at most once per command."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[int, set[str]] = {}
+        """The ids listed so far, keyed by the repository's ``id``."""
+
+    async def ids(self, repo: Repository) -> set[str]:
+        """Return the ids of ``repo``, listing it the first time only."""
+        if id(repo) not in self.by_key:
+            self.by_key[id(repo)] = await repo.ids()
+        return self.by_key[id(repo)]
 
 
 async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -114,12 +120,13 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     await scheduler.refresh()
     tasks = pipeline.topological_order()
     rules = {task.name: _rule(pipeline, task) for task in tasks}
-    listed = await _listing(
-        [
-            *(link.repo for task in tasks for link in task.links.values()),
-            *(repo for rule in rules.values() for _, repo in rule.required),
-        ]
-    )
+    listing = Listing()
+    for repo in [
+        *(link.repo for task in tasks for link in task.links.values()),
+        *(repo for rule in rules.values() for _, repo in rule.required),
+    ]:
+        await listing.ids(repo)
+    listed = listing.by_key
     records = {task.name: await read_records(task.done) for task in tasks}
     blocked: dict[str, set[str]] = {}
     facts = _ReadFacts(scheduler, listed, records, blocked)

@@ -216,13 +216,7 @@ class Scheduler:
                 "%s job %r: %s; it is left as it is (rm it to run the job again)", name, job, reason
             )
         elif kind is Outcome.FAILED and record.get("retry_at"):
-            when = datetime.fromisoformat(str(record["retry_at"])).timestamp()
-            states.move(
-                job,
-                State.RETRYING,
-                retry_at=time.monotonic() + max(0.0, when - time.time()),
-                attempt=int(record.get("attempt", 1)) + 1,
-            )
+            _plan_retry(states, job, JobResult.from_record(record))
         else:
             states.move(job, State.SUCCEEDED if kind is Outcome.SUCCEEDED else State.FAILED)
 
@@ -453,13 +447,7 @@ class Scheduler:
             states.move(job, State.SUCCEEDED)
             counters.succeeded += 1
         elif result.retry_at is not None:
-            when = datetime.fromisoformat(result.retry_at).timestamp()
-            states.move(
-                job,
-                State.RETRYING,
-                retry_at=time.monotonic() + max(0.0, when - time.time()),
-                attempt=result.attempt + 1,
-            )
+            _plan_retry(states, job, result)
             counters.retried += 1
         else:
             states.move(job, State.FAILED)
@@ -558,6 +546,18 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()
+
+
+def _plan_retry(states: JobStates, job: str, result: JobResult) -> None:
+    """Move a failed job to RETRYING, due when its record's ``retry_at`` says."""
+    assert result.retry_at is not None
+    when = datetime.fromisoformat(str(result.retry_at)).timestamp()
+    states.move(
+        job,
+        State.RETRYING,
+        retry_at=time.monotonic() + max(0.0, when - time.time()),
+        attempt=result.attempt + 1,
+    )
 
 
 async def run(

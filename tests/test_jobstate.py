@@ -216,3 +216,25 @@ def test_why_lists_every_reason_in_order() -> None:
         Why.INHIBITED,
         Why.UPSTREAM_WAITING,
     ]
+
+
+def test_a_job_result_reads_back_the_record_it_writes() -> None:
+    from pydatatask.records import JobResult
+
+    result = JobResult(success=False, attempt=2, start_time="T0", end_time="T1", duration=1.5)
+    result.update({"exception": "OSError: gone", "exit_code": 3, "reason": "Evicted"})
+    result.retry_at = "T2"
+    record = result.to_record()
+    assert list(record) == [
+        "success",
+        "attempt",
+        "exception",
+        "exit_code",
+        "reason",
+        "start_time",
+        "end_time",
+        "duration",
+        "retry_at",
+    ]
+    assert JobResult.from_record(record) == result
+    assert JobResult.from_record({}).success  # a record without the flag counts as done
