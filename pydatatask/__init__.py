@@ -30,6 +30,7 @@ from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.link import Link
 from pydatatask.pipeline import Pipeline
 from pydatatask.quota import Quota, ResourceManager, Resources
+from pydatatask.report import RunReport
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.combinators import (
     AggregateAndRepository,
@@ -44,7 +45,7 @@ from pydatatask.repository.filesystem import (
     YamlMetadataFileRepository,
 )
 from pydatatask.repository.memory import InProcessBlobRepository, InProcessMetadataRepository
-from pydatatask.scheduler import RunReport, run
+from pydatatask.running import run
 from pydatatask.session import Resource, Session
 from pydatatask.task.base import Task
 from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTask
@@ -114,7 +115,7 @@ _PUBLIC: dict[str, str] = {
     "ResourceManager": "pydatatask.quota",
     "Resources": "pydatatask.quota",
     "RetryPolicy": "pydatatask.task.retry",
-    "RunReport": "pydatatask.scheduler",
+    "RunReport": "pydatatask.report",
     "S3BucketRepository": "pydatatask.repository.s3",
     "SSHLinuxManager": "pydatatask.executor.ssh",
     "STDOUT": "pydatatask.task.process",
@@ -123,7 +124,7 @@ _PUBLIC: dict[str, str] = {
     "YamlMetadataFileRepository": "pydatatask.repository.filesystem",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
     "main": "pydatatask.cli",
-    "run": "pydatatask.scheduler",
+    "run": "pydatatask.running",
 }
 
 __all__ = sorted(_PUBLIC)

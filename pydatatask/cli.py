@@ -24,7 +24,8 @@ from rich.table import Table
 
 from pydatatask import admin, arguments, progress
 from pydatatask.errors import ConfigurationError, InvalidJobIdError, PydatataskError
-from pydatatask.scheduler import RunReport, run
+from pydatatask.report import RunReport
+from pydatatask.running import run
 
 if TYPE_CHECKING:
     from pydatatask.pipeline import Pipeline

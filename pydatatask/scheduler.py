@@ -1,6 +1,6 @@
 # Longer than 400 lines on purpose: one class holds one open pipeline's scheduling state,
 # and its rounds, launching and reaping all change that state; split apart, they would
-# pass it around. run(), the loop over rounds, sits beside it.
+# pass it around.
 """The scheduler: one round reaps finished jobs, computes ready jobs and launches them.
 
 What the scheduler learns is kept between rounds. Every repository a task's readiness
@@ -50,12 +50,11 @@ if TYPE_CHECKING:
 
     from pydatatask.pipeline import Pipeline
 
-__all__ = ["Failure", "RunReport", "Scheduler", "TaskCounters", "run"]
+__all__ = ["Scheduler"]
 
 logger = logging.getLogger(__name__)
 
 _OUTCOME_LOOKUP_CONCURRENCY = 64
-_QUOTA_RECHECK_SECONDS = 0.25
 
 
 class Scheduler:
@@ -558,53 +557,3 @@ def _plan_retry(states: JobStates, job: str, result: JobResult) -> None:
         retry_at=time.monotonic() + max(0.0, when - time.time()),
         attempt=result.attempt + 1,
     )
-
-
-async def run(
-    pipeline: Pipeline,
-    forever: bool = False,
-    launch_once: bool = False,
-    timeout: float | None = None,  # noqa: ASYNC109 - part of the public API
-) -> RunReport:
-    """Run rounds until no work remains (or forever), waking as soon as a job finishes.
-
-    :param pipeline: an open pipeline.
-    :param forever: keep going when idle, re-reading repositories every
-        ``pipeline.poll_interval`` seconds to pick up changes made from outside.
-    :param launch_once: launch only in the first round, then wait for those jobs.
-    :param timeout: stop after this many seconds; jobs still running are cancelled and
-        run again next time.
-    """
-    scheduler: Scheduler = pipeline.scheduler
-    before = scheduler.totals()
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    timed_out = False
-    first = True
-    while True:
-        more = await scheduler.round(launch=first or not launch_once)
-        first = False
-        if launch_once and scheduler.running_count == 0 and not scheduler.completions:
-            break
-        if not more and not forever:
-            break
-        waits = [pipeline.poll_interval] if forever else []
-        if scheduler.running_count == 0 and any(
-            states.count(State.READY) for states in scheduler.states.values()
-        ):
-            # Ready jobs that could not launch wait for a quota's launch window to pass.
-            waits.append(min(pipeline.poll_interval, _QUOTA_RECHECK_SECONDS))
-        retry = scheduler.next_deadline()
-        if retry is not None:
-            waits.append(max(0.0, retry - time.monotonic()))
-        if deadline is not None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                timed_out = True
-                break
-            waits.append(remaining)
-        await scheduler.wait(min(waits) if waits else None)
-    if timed_out:
-        await scheduler.shutdown()
-        await scheduler.round(launch=False)
-    return scheduler.report_since(before, timed_out)

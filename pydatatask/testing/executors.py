@@ -35,7 +35,7 @@ from pydatatask.executor.protocol import Executor, JobHandle, Outputs
 from pydatatask.pipeline import Pipeline
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.memory import InProcessBlobRepository, InProcessMetadataRepository
-from pydatatask.scheduler import run
+from pydatatask.running import run
 from pydatatask.streams import ByteWriter
 from pydatatask.task.external import ExternalTask, OnExit
 
