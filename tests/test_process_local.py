@@ -10,6 +10,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import pydatatask as pdt
 from pydatatask import admin
 from pydatatask.executor.linux import LinuxProcessManager, ProcessHandle
@@ -80,6 +82,18 @@ async def run_fifty(manager: LinuxProcessManager, count: int = 50) -> None:
         assert record["exit_code"] == 0
     assert await task.pids.ids() == set()
     assert await manager.live("proc") == []
+
+
+def test_the_shared_options_and_an_unknown_one(tmp_path: Path) -> None:
+    manager = LocalLinuxManager("app", tmp_path)
+    task = process_task(manager, "true\n", timeout=5, retry=2, max_concurrent=3)
+    assert (task.timeout, task.retry.max_attempts, task.max_concurrent) == (5.0, 2, 3)
+    positional = ProcessTask(
+        "proc", manager, None, None, Memory(), "true\n", 60, None, None, None, None, None, None, 7
+    )
+    assert positional.timeout == 7.0  # the 0.4 position of timeout
+    with pytest.raises(TypeError, match="tiemout"):
+        process_task(manager, "true\n", tiemout=5)
 
 
 async def test_fifty_jobs_with_streams(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
         ``"kill"`` removes them, and their jobs run again next time.
     :param log_config: the engine's ``LogConfig`` for the containers; the default
         ``local`` driver keeps the output byte-exact, whoever reads it.
+    :param max_concurrent: the most jobs of this task running at once.
+    :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind.
     """
 
@@ -102,20 +104,20 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
         )
         super().__init__(
             name,
-            self._manager,
-            resource_manager,
-            job_resources,
             template,
-            window,
-            environ,
-            done,
-            stdin,
-            stdout,
-            stderr,
-            ready,
-            timeout,
-            retry,
+            manager=self._manager,
+            resource_manager=resource_manager,
+            job_resources=job_resources,
+            window=window,
+            environ=environ,
+            done=done,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            ready=ready,
             on_exit=on_exit,
+            timeout=timeout,
+            retry=retry,
             max_concurrent=max_concurrent,
         )
         self.image = image

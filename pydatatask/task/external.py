@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, suppress
 from datetime import timedelta
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, Unpack
 
 from pydatatask.controller import ControllerId
 from pydatatask.errors import (
@@ -59,8 +59,7 @@ from pydatatask.quota import ResourceManager, Resources, TaskQuota
 from pydatatask.records import JobResult
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteWriter
-from pydatatask.task.base import Task
-from pydatatask.task.retry import RetryPolicy
+from pydatatask.task.base import Task, TaskOptions
 from pydatatask.task.stopping import StopReason, stop_reason
 from pydatatask.templating import Lazy, environment, referenced_names, required_names
 
@@ -115,6 +114,8 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
     Subclasses render the spec (:meth:`rendered`) and name the output streams they
     keep (:attr:`streams`); this class does the rest (see the module documentation).
 
+    :param template: the jinja2 template of a job's spec.
+    :param window: the period over which the quota's ``launches`` are counted.
     :param executor: the executor, given as itself or as a session accessor.
     :param quota: the quota the jobs draw from (None: no quota).
     :param estimate: what one job holds from the quota until its spec says otherwise
@@ -124,6 +125,10 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         they run again next time.
     :param kill_grace: seconds between a polite stop and a forced one (None: the
         executor's default).
+    :param options: the options of every task (:class:`~pydatatask.task.base.TaskOptions`:
+        ``timeout``, ``retry``, ``max_concurrent``); ``name``, ``done`` and ``ready`` are
+        also those of every task (see :class:`~pydatatask.Task`).
+    :raises TypeError: for an option that is not one of every task's.
     :raises ConfigurationError: for a template that is not a str or does not parse, or
         an unknown ``on_exit``.
     """
@@ -135,22 +140,18 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         self,
         name: str,
         template: str,
+        *,
         window: timedelta | float,
         done: MetadataRepository | None,
         ready: Repository | None,
-        timeout: timedelta | float | None,
-        retry: RetryPolicy | int | None,
-        *,
         executor: Source[Executor[SpecT, HandleT]],
         quota: ResourceManager | None,
         estimate: Resources | None,
         on_exit: OnExit,
-        max_concurrent: int | None,
         kill_grace: float | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
-        super().__init__(
-            name, done, ready, timeout=timeout, retry=retry, max_concurrent=max_concurrent
-        )
+        super().__init__(name, done, ready, **options)
         if not isinstance(template, str):
             raise ConfigurationError(f"task {name!r}: template must be a str")
         if on_exit not in ("detach", "kill"):

@@ -97,6 +97,8 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
     :param on_exit: what a stopping controller does with running pods: ``"detach"`` (the
         default) leaves them for the next controller; ``"kill"`` deletes them, and their
         jobs run again next time.
+    :param max_concurrent: the most jobs of this task running at once.
+    :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind or a template that does
         not parse.
     """
@@ -124,15 +126,15 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
         super().__init__(
             name,
             template,
-            window,
-            done,
-            ready,
-            timeout,
-            retry,
+            window=window,
+            done=done,
+            ready=ready,
             executor=self._podman,
             quota=resources,
             estimate=None,
             on_exit=on_exit,
+            timeout=timeout,
+            retry=retry,
             max_concurrent=max_concurrent,
         )
         self.resources = resources
@@ -280,13 +282,13 @@ class KubeFunctionTask(KubeTask):
             podman,
             resources,
             template,
-            logs,
-            done,
-            window,
-            timeout,
-            env,
-            ready,
-            retry,
+            logs=logs,
+            done=done,
+            window=window,
+            timeout=timeout,
+            env=env,
+            ready=ready,
+            retry=retry,
             on_exit=on_exit,
             max_concurrent=max_concurrent,
         )

@@ -82,6 +82,8 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
         (the default) leaves them running for the next controller to re-attach;
         ``"kill"`` kills them, and they run again next time.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a job is killed.
+    :param max_concurrent: the most jobs of this task running at once.
+    :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind.
     """
 
@@ -114,22 +116,22 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
         )
         super().__init__(
             name,
-            self._manager,
-            resource_manager,
-            Resources() if job_resources is None else job_resources,
             template,
-            window,
-            environ,
-            done,
-            stdin,
-            stdout,
-            stderr,
-            ready,
-            timeout,
-            retry,
+            manager=self._manager,
+            resource_manager=resource_manager,
+            job_resources=Resources() if job_resources is None else job_resources,
+            window=window,
+            environ=environ,
+            done=done,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            ready=ready,
             on_exit=on_exit,
-            max_concurrent=max_concurrent,
             kill_grace=kill_grace,
+            timeout=timeout,
+            retry=retry,
+            max_concurrent=max_concurrent,
         )
         self.pids = pids if pids is not None else _default_pids(name, manager, self.done)
         self.link("pids", self.pids, is_status=True, inhibits_start=True)

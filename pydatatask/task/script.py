@@ -11,15 +11,15 @@ import abc
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, Unpack
 
 from pydatatask.errors import ConfigurationError
 from pydatatask.executor.protocol import Executor
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteReader
+from pydatatask.task.base import TaskOptions
 from pydatatask.task.external import ExternalTask, HandleT, OnExit, Source, SpecT
-from pydatatask.task.retry import RetryPolicy
 
 __all__ = ["STDOUT", "OnExit", "ScriptTask", "StdoutSentinel"]
 
@@ -40,7 +40,11 @@ class ScriptTask(ExternalTask[SpecT, HandleT]):
 
     Subclasses turn the rendered script into their executor's spec (``_spec``);
     this class validates the shared options, links ``stdin``/``stdout``/``stderr``,
-    builds the template context, and charges ``job_resources`` per job.
+    builds the template context, and charges ``job_resources`` per job. Every argument
+    but ``name`` and ``template`` is passed by keyword; ``manager`` is the executor and
+    ``resource_manager`` the quota of :class:`~pydatatask.task.external.ExternalTask`,
+    and ``options`` are the options of every task (``timeout``, ``retry``,
+    ``max_concurrent``).
     """
 
     reserved_names: ClassVar[frozenset[str]] = frozenset({"task", "env", "environ"})
@@ -48,10 +52,11 @@ class ScriptTask(ExternalTask[SpecT, HandleT]):
     def __init__(
         self,
         name: str,
+        template: str,
+        *,
         manager: Source[Executor[SpecT, HandleT]],
         resource_manager: ResourceManager | None,
         job_resources: Resources,
-        template: str,
         window: timedelta | float,
         environ: Mapping[str, str] | None,
         done: MetadataRepository | None,
@@ -59,12 +64,9 @@ class ScriptTask(ExternalTask[SpecT, HandleT]):
         stdout: BlobRepository | None,
         stderr: BlobRepository | StdoutSentinel | None,
         ready: Repository | None,
-        timeout: timedelta | float | None,
-        retry: RetryPolicy | int | None,
-        *,
         on_exit: OnExit,
-        max_concurrent: int | None,
         kill_grace: float | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
         if resource_manager is not None and not isinstance(resource_manager, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resource_manager must be a ResourceManager")
@@ -73,17 +75,15 @@ class ScriptTask(ExternalTask[SpecT, HandleT]):
         super().__init__(
             name,
             template,
-            window,
-            done,
-            ready,
-            timeout,
-            retry,
+            window=window,
+            done=done,
+            ready=ready,
             executor=manager,
             quota=resource_manager,
             estimate=job_resources,
             on_exit=on_exit,
-            max_concurrent=max_concurrent,
             kill_grace=kill_grace,
+            **options,
         )
         self.resource_manager = resource_manager
         self.job_resources = job_resources

@@ -20,15 +20,15 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 from pydatatask.errors import BackendError, ConfigurationError
 from pydatatask.executor.polling import BatchPoller
 from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Outputs
 from pydatatask.quota import ResourceManager, Resources
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.task.base import TaskOptions
 from pydatatask.task.external import ExternalTask, OnExit, Source
-from pydatatask.task.retry import RetryPolicy
 from pydatatask.templating import render_manifest
 
 __all__ = ["FakeEngine", "FakeExecutor", "FakeHandle", "FakeJob", "FakeSpec", "FakeTask"]
@@ -180,6 +180,11 @@ class FakeTask(ExternalTask[FakeSpec, FakeHandle]):
     :param stdout: a blob repository receiving each job's ``stdout``.
     :param stderr: a blob repository receiving each job's ``stderr``.
     :param quota: the quota the jobs draw from, each holding ``job_resources``.
+    :param window: the period over which the quota's ``launches`` are counted.
+    :param on_exit: what a stopping controller does with running jobs (``"detach"`` or
+        ``"kill"``).
+    :param options: the options of every task (``timeout``, ``retry``, ``max_concurrent``;
+        see :class:`~pydatatask.task.base.TaskOptions`); any other raises ``TypeError``.
 
     The other parameters are those of every task (see :class:`~pydatatask.Task`).
     """
@@ -194,27 +199,23 @@ class FakeTask(ExternalTask[FakeSpec, FakeHandle]):
         ready: Repository | None = None,
         stdout: BlobRepository | None = None,
         stderr: BlobRepository | None = None,
-        timeout: timedelta | float | None = None,
-        retry: RetryPolicy | int | None = None,
         quota: ResourceManager | None = None,
         job_resources: Resources | None = None,
         window: timedelta | float = timedelta(minutes=1),
         on_exit: OnExit = "detach",
-        max_concurrent: int | None = None,
+        **options: Unpack[TaskOptions],
     ) -> None:
         super().__init__(
             name,
             template,
-            window,
-            done,
-            ready,
-            timeout,
-            retry,
+            window=window,
+            done=done,
+            ready=ready,
             executor=Source(name, "executor", executor, FakeExecutor),
             quota=quota,
             estimate=job_resources or Resources(),
             on_exit=on_exit,
-            max_concurrent=max_concurrent,
+            **options,
         )
         for stream, repo in (("stdout", stdout), ("stderr", stderr)):
             if repo is not None:
