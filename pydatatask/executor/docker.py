@@ -33,12 +33,16 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import ModuleType
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
 from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Outputs
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader, ByteWriter
+
+if TYPE_CHECKING:
+    import aiodocker
+    import aiohttp
 
 __all__ = [
     "LABEL_APP",
@@ -103,11 +107,13 @@ class ContainerHandle(JobHandle):
 @contextlib.contextmanager
 def _translate(manager: DockerContainerManager, action: str) -> Iterator[None]:
     """Turn aiodocker and aiohttp errors raised inside the block into pydatatask errors."""
-    aiodocker = _aiodocker()
-    aiohttp = import_optional("aiohttp", "docker")
+    docker_error: type[aiodocker.DockerError] = _aiodocker().DockerError
+    connection_error: type[aiohttp.ClientConnectionError] = import_optional(
+        "aiohttp", "docker"
+    ).ClientConnectionError
     try:
         yield
-    except aiodocker.DockerError as exc:
+    except docker_error as exc:
         if exc.status == _UNAVAILABLE_STATUS:
             raise BackendUnavailableError(
                 f"could not reach the Docker engine of {manager!r} while {action}: {exc.message}"
@@ -115,7 +121,7 @@ def _translate(manager: DockerContainerManager, action: str) -> Iterator[None]:
         raise BackendError(
             f"the Docker engine failed while {action} ({exc.status}): {exc.message}"
         ) from exc
-    except aiohttp.ClientConnectionError as exc:
+    except connection_error as exc:
         raise BackendUnavailableError(
             f"lost the Docker engine of {manager!r} while {action}: {exc}"
         ) from exc
@@ -141,13 +147,14 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
                 f"invalid app name {app!r}: use letters, digits, '_', '.' and '-'"
             )
         self.app = app
-        self._docker = docker
+        # Typed for the calls made here; callers' clients need no type stubs.
+        self._docker: Callable[[], aiodocker.Docker] = docker
 
     def __repr__(self) -> str:
         return f"<DockerContainerManager {self.app}>"
 
     @property
-    def docker(self) -> Any:
+    def docker(self) -> aiodocker.Docker:
         """The aiodocker client of the open session."""
         return self._docker()
 
@@ -264,7 +271,10 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
             await asyncio.to_thread(spool.seek, 0)
             container = self.docker.containers.container(handle.id)
             with _translate(self, f"copying the input into the container of {handle.job!r}"):
-                await container.put_archive("/", _tar_stream(spool, size))
+                # aiodocker leaves put_archive unannotated; aiohttp sends the async iterator.
+                await container.put_archive(  # type: ignore[no-untyped-call]
+                    "/", _tar_stream(spool, size)
+                )
         finally:
             await asyncio.to_thread(spool.close)
 

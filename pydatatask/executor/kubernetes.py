@@ -26,9 +26,9 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import (
@@ -55,6 +55,11 @@ from pydatatask.executor.polling import BatchPoller
 from pydatatask.executor.protocol import Executor, ExitStatus, Outputs
 from pydatatask.streams import DEFAULT_CHUNK, ByteWriter
 
+if TYPE_CHECKING:
+    import aiohttp
+    from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
+    from kubernetes_asyncio.client.exceptions import ApiException
+
 __all__ = ["PodManager"]
 
 logger = logging.getLogger(__name__)
@@ -66,11 +71,11 @@ def _kube() -> ModuleType:
     return import_optional("kubernetes_asyncio", "kubernetes")
 
 
-def _failure(status: int, reason: str, body: Any, action: str) -> PydatataskError:
+def _failure(status: int, reason: str, body: str | bytes | None, action: str) -> PydatataskError:
     """Choose the pydatatask error for an API server's answer, with its own message."""
     message = reason
     with contextlib.suppress(ValueError, TypeError, AttributeError):
-        message = str(json.loads(body).get("message") or reason)
+        message = str(json.loads(body or b"").get("message") or reason)
     if status == 422:
         return ConfigurationError(f"the Kubernetes API rejected {action}: {message}")
     if status in (401, 403):
@@ -84,16 +89,19 @@ def _failure(status: int, reason: str, body: Any, action: str) -> PydatataskErro
 def _translate(action: str) -> Iterator[None]:
     """Turn kubernetes-asyncio and aiohttp errors raised inside the block into ours."""
     exceptions = import_optional("kubernetes_asyncio.client.exceptions", "kubernetes")
-    aiohttp = import_optional("aiohttp", "kubernetes")
+    aiohttp_module = import_optional("aiohttp", "kubernetes")
+    api_error: type[ApiException] = exceptions.ApiException
+    connection_error: type[aiohttp.ClientConnectionError] = aiohttp_module.ClientConnectionError
+    client_error: type[aiohttp.ClientError] = aiohttp_module.ClientError
     try:
         yield
-    except exceptions.ApiException as exc:
+    except api_error as exc:
         raise _failure(int(exc.status or 0), str(exc.reason), exc.body, action) from exc
-    except (aiohttp.ClientConnectionError, TimeoutError) as exc:  # the client's own timeouts
+    except (connection_error, TimeoutError) as exc:  # the client's own timeouts
         raise BackendUnavailableError(
             f"could not reach the Kubernetes API to {action}: {exc}"
         ) from exc
-    except aiohttp.ClientError as exc:
+    except client_error as exc:
         raise BackendError(f"the Kubernetes API failed to {action}: {exc}") from exc
 
 
@@ -144,12 +152,13 @@ class PodManager(Executor[PodSpec, PodHandle]):
             raise ConfigurationError("need 0 < poll_interval <= max_poll_interval")
         self.app = app
         self.namespace = namespace
-        self._config = config
+        # Typed for the calls made here; callers' clients need no type stubs.
+        self._config: Callable[[], ApiClient] | None = config
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.request_timeout = request_timeout
         self.delete_grace_period = delete_grace_period
-        self._configuration: Any = None
+        self._configuration: Configuration | None = None
         self._poller = BatchPoller(
             self._ended, repr(self), shortest=poll_interval, longest=max_poll_interval
         )
@@ -212,14 +221,19 @@ class PodManager(Executor[PodSpec, PodHandle]):
     # ------------------------------------------------------------------ requests
 
     @contextlib.asynccontextmanager
-    async def _core(self) -> AsyncIterator[Any]:
+    async def _core(self) -> AsyncIterator[tuple[ApiClient, CoreV1Api]]:
+        """Yield an API client and its ``CoreV1Api``."""
         kube = _kube()
+        core_api: type[CoreV1Api] = kube.client.CoreV1Api
         if self._config is not None:
-            yield kube.client.CoreV1Api(self._config())
+            given = self._config()
+            yield given, core_api(given)
             return
         if self._configuration is None:
-            configuration = kube.client.Configuration()
+            configuration: Configuration = kube.client.Configuration()
             with _translate("load the cluster configuration"):
+                # The configuration loaders are the only calls left unchecked: the
+                # package's stubs do not cover kubernetes_asyncio.config.
                 if os.environ.get("KUBERNETES_SERVICE_HOST"):
                     kube.config.load_incluster_config(client_configuration=configuration)
                 else:
@@ -228,23 +242,30 @@ class PodManager(Executor[PodSpec, PodHandle]):
                         client_configuration=configuration,
                     )
             self._configuration = configuration
-        async with kube.client.ApiClient(self._configuration) as client:
-            yield kube.client.CoreV1Api(client)
+        api_client: type[ApiClient] = kube.client.ApiClient
+        # Entered without ``as``: the stubs leave ApiClient.__aenter__ (which returns the
+        # client itself) unannotated.
+        client = api_client(self._configuration)
+        async with client:
+            yield client, core_api(client)
 
     async def _call(
-        self, action: str, method: str, *args: Any, absent: int = 0, **options: Any
-    ) -> Any:
-        """Call ``CoreV1Api.method`` and return the answer as JSON data.
+        self,
+        action: str,
+        request: Callable[[CoreV1Api], Awaitable[object]],
+        *,
+        absent: int = 0,
+    ) -> dict[str, Any] | None:
+        """Make ``request`` of the API and return the answer as JSON data.
 
         Returns :data:`None` when the server answers with the status ``absent``.
         """
         try:
-            async with self._core() as core:
+            async with self._core() as (client, core):
                 with _translate(action):
-                    answer = await getattr(core, method)(
-                        *args, _request_timeout=self.request_timeout, **options
-                    )
-                    return core.api_client.sanitize_for_serialization(answer)
+                    answer = await request(core)
+                    data: dict[str, Any] = client.sanitize_for_serialization(answer)
+                    return data
         except BackendError as error:
             if absent and status_of(error) == absent:
                 return None
@@ -258,7 +279,16 @@ class PodManager(Executor[PodSpec, PodHandle]):
             when it cannot be reached.
         """
         action = f"create the pod {pod['metadata']['name']}"
-        created = await self._call(action, "create_namespaced_pod", self.namespace, pod, absent=409)
+        created = await self._call(
+            action,
+            lambda core: core.create_namespaced_pod(
+                self.namespace,
+                # The stubs ask for a V1Pod; the client serializes a plain manifest alike.
+                pod,  # type: ignore[arg-type]
+                _request_timeout=self.request_timeout,
+            ),
+            absent=409,
+        )
         return None if created is None else dict(created)
 
     async def get(self, name: str) -> dict[str, Any] | None:
@@ -267,7 +297,11 @@ class PodManager(Executor[PodSpec, PodHandle]):
         :raises BackendError: when the API fails.
         """
         pod = await self._call(
-            f"read the pod {name}", "read_namespaced_pod", name, self.namespace, absent=404
+            f"read the pod {name}",
+            lambda core: core.read_namespaced_pod(
+                name, self.namespace, _request_timeout=self.request_timeout
+            ),
+            absent=404,
         )
         return None if pod is None else dict(pod)
 
@@ -278,10 +312,13 @@ class PodManager(Executor[PodSpec, PodHandle]):
         """
         found = await self._call(
             f"list the pods of task {task!r}",
-            "list_namespaced_pod",
-            self.namespace,
-            label_selector=self.selector(task),
+            lambda core: core.list_namespaced_pod(
+                self.namespace,
+                label_selector=self.selector(task),
+                _request_timeout=self.request_timeout,
+            ),
         )
+        assert found is not None  # only an ``absent`` status answers None
         return [dict(pod) for pod in found.get("items") or []]
 
     async def delete(self, name: str, grace_period: int | None = None) -> bool:
@@ -293,11 +330,13 @@ class PodManager(Executor[PodSpec, PodHandle]):
         action = f"delete the pod {name}"
         answer = await self._call(
             action,
-            "delete_namespaced_pod",
-            name,
-            self.namespace,
+            lambda core: core.delete_namespaced_pod(
+                name,
+                self.namespace,
+                grace_period_seconds=grace,
+                _request_timeout=self.request_timeout,
+            ),
             absent=404,
-            grace_period_seconds=grace,
         )
         return answer is not None
 
@@ -319,14 +358,19 @@ class PodManager(Executor[PodSpec, PodHandle]):
         A container that never started has no log and adds nothing.
         """
         for container in containers:
-            async with self._core() as core:
+            async with self._core() as (_, core):
                 with _translate(f"read the log of the pod {name}"):
-                    response = await core.read_namespaced_pod_log(
-                        name,
-                        self.namespace,
-                        container=container,
-                        _preload_content=False,
-                        _request_timeout=(self.request_timeout, self.request_timeout),
+                    # The stubs give the preloaded answer's type (str); without preloading
+                    # the client returns the aiohttp response itself.
+                    response = cast(
+                        "aiohttp.ClientResponse",
+                        await core.read_namespaced_pod_log(
+                            name,
+                            self.namespace,
+                            container=container,
+                            _preload_content=False,
+                            _request_timeout=(self.request_timeout, self.request_timeout),
+                        ),
                     )
                     try:
                         if response.status in (400, 404):  # never started, or gone

@@ -25,39 +25,49 @@ import asyncio
 import contextlib
 import inspect
 import shlex
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
 from pydatatask.executor.linux import LinuxProcessManager
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader
 
+if TYPE_CHECKING:
+    import asyncssh
+
 __all__ = ["SSHLinuxManager", "ssh_connection"]
 
 
-def _asyncssh() -> Any:
+def _asyncssh() -> ModuleType:
     return import_optional("asyncssh", "ssh")
 
 
 @contextlib.contextmanager
 def _translated(where: str) -> Iterator[None]:
     """Turn asyncssh and socket failures into pydatatask errors naming ``where``."""
-    asyncssh = _asyncssh()
+    module = _asyncssh()
+    no_such_file: type[asyncssh.SFTPNoSuchFile] = module.SFTPNoSuchFile
+    permission_denied: type[asyncssh.PermissionDenied] = module.PermissionDenied
+    not_verifiable: type[asyncssh.HostKeyNotVerifiable] = module.HostKeyNotVerifiable
+    disconnected: type[asyncssh.DisconnectError] = module.DisconnectError
+    not_opened: type[asyncssh.ChannelOpenError] = module.ChannelOpenError
+    ssh_error: type[asyncssh.Error] = module.Error
     try:
         yield
-    except asyncssh.SFTPNoSuchFile as exc:
+    except no_such_file as exc:
         raise FileNotFoundError(f"{where}: {exc.reason}") from exc
-    except asyncssh.PermissionDenied as exc:
+    except permission_denied as exc:
         raise BackendError(f"{where}: SSH authentication failed: {exc.reason}") from exc
-    except asyncssh.HostKeyNotVerifiable as exc:
+    except not_verifiable as exc:
         raise BackendError(
             f"{where}: the server's host key is not trusted ({exc.reason}); "
             "check the known_hosts given to asyncssh.connect"
         ) from exc
-    except (asyncssh.DisconnectError, asyncssh.ChannelOpenError) as exc:
+    except (disconnected, not_opened) as exc:
         raise BackendUnavailableError(f"{where}: SSH connection failed: {exc.reason}") from exc
-    except asyncssh.Error as exc:
+    except ssh_error as exc:
         raise BackendError(f"{where}: {exc}") from exc
     except (OSError, TimeoutError) as exc:
         if isinstance(exc, BackendError | FileNotFoundError):
@@ -68,7 +78,7 @@ def _translated(where: str) -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def ssh_connection(
     host: str, port: int = 22, *, connect_timeout: float = 10.0, **options: Any
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[asyncssh.SSHClientConnection]:
     """Open an asyncssh connection for a session resource, with clear errors.
 
     ``options`` go to :func:`asyncssh.connect` (``username``, ``client_keys``,
@@ -79,12 +89,12 @@ async def ssh_connection(
         ``connect_timeout`` seconds, or refuses the connection.
     :raises BackendError: when authentication fails or the host key is not trusted.
     """
-    asyncssh = _asyncssh()
+    connect: Callable[..., Awaitable[asyncssh.SSHClientConnection]] = _asyncssh().connect
     where = (
         f"ssh://{options.get('username', '')}{'@' if 'username' in options else ''}{host}:{port}"
     )
     with _translated(where):
-        connection = await asyncssh.connect(host, port, connect_timeout=connect_timeout, **options)
+        connection = await connect(host, port, connect_timeout=connect_timeout, **options)
     try:
         yield connection
     finally:
@@ -94,7 +104,7 @@ async def ssh_connection(
 
 
 class _SFTPReader(ByteReader):
-    def __init__(self, file: Any, where: str) -> None:
+    def __init__(self, file: asyncssh.SFTPClientFile, where: str) -> None:
         self._file = file
         self._where = where
 
@@ -135,10 +145,13 @@ class SSHLinuxManager(LinuxProcessManager):
         if max_sessions < 1:
             raise ConfigurationError("max_sessions must be at least 1")
         super().__init__(app, remote_path)
-        self._ssh = ssh
+        # Typed for the calls made here; callers' connections need no type stubs.
+        self._ssh: Callable[
+            [], asyncssh.SSHClientConnection | Awaitable[asyncssh.SSHClientConnection]
+        ] = ssh
         self._max_sessions = max_sessions
         self.command_timeout = command_timeout
-        self._sftp: tuple[Any, Any] | None = None
+        self._sftp: tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channels = asyncio.Semaphore(max_sessions)
         self._sftp_lock = asyncio.Lock()
@@ -151,7 +164,7 @@ class SSHLinuxManager(LinuxProcessManager):
             self._sftp_lock = asyncio.Lock()
             self._sftp = None
 
-    async def connection(self) -> Any:
+    async def connection(self) -> asyncssh.SSHClientConnection:
         """Return the accessor's current connection.
 
         :raises BackendUnavailableError: when it is closed.
@@ -163,7 +176,7 @@ class SSHLinuxManager(LinuxProcessManager):
             raise BackendUnavailableError(f"{self!r}: the SSH connection is closed")
         return connection
 
-    async def _sftp_client(self) -> Any:
+    async def _sftp_client(self) -> asyncssh.SFTPClient:
         self._for_this_loop()
         connection = await self.connection()
         async with self._sftp_lock:
@@ -183,20 +196,25 @@ class SSHLinuxManager(LinuxProcessManager):
         self._for_this_loop()
         connection = await self.connection()
         command = shlex.join(["sh", "-c", script, "sh", *args])
+        timeout_error: type[asyncssh.TimeoutError] = _asyncssh().TimeoutError
         async with self._channels:
             with _translated(repr(self)):
                 try:
                     result = await connection.run(
                         command, check=False, encoding=None, timeout=self.command_timeout
                     )
-                except _asyncssh().TimeoutError as exc:
+                except timeout_error as exc:
                     raise BackendUnavailableError(
                         f"{self!r}: a remote command took over {self.command_timeout:g} s"
                     ) from exc
         if result.exit_status is None and connection.is_closed():
             raise BackendUnavailableError(f"{self!r}: the SSH connection closed during a command")
         status = result.exit_status if result.exit_status is not None else 255
-        return status, bytes(result.stdout or b""), bytes(result.stderr or b"")
+        # Run with encoding=None, the output is bytes; the type allows str for other encodings.
+        stdout, stderr = result.stdout or b"", result.stderr or b""
+        if isinstance(stdout, str) or isinstance(stderr, str):
+            raise TypeError("asyncssh returned text for a command run with encoding=None")
+        return status, stdout, stderr
 
     async def write_file(self, path: str, data: bytes | ByteReader) -> None:
         """Write ``data`` to ``path`` on the host over SFTP, in bounded chunks."""

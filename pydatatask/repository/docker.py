@@ -143,9 +143,11 @@ class DockerRegistryClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            aiohttp = _aiohttp()
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self._timeout, connect=min(10, self._timeout))
+            module = _aiohttp()
+            session: type[aiohttp.ClientSession] = module.ClientSession
+            client_timeout: type[aiohttp.ClientTimeout] = module.ClientTimeout
+            self._session = session(
+                timeout=client_timeout(total=self._timeout, connect=min(10, self._timeout))
             )
         return self._session
 
@@ -238,19 +240,21 @@ class DockerRegistryClient:
                 token = self._cached_token(registry)
                 if token is not None:
                     sent["Authorization"] = f"Bearer {token}"
-        aiohttp = _aiohttp()
+        module = _aiohttp()
+        connection_error: type[aiohttp.ClientConnectionError] = module.ClientConnectionError
+        client_error: type[aiohttp.ClientError] = module.ClientError
         try:
             async with self._http().request(
                 method, url, headers=sent, params=params, data=data, allow_redirects=True
             ) as response:
                 body = b"" if method == "HEAD" else await response.read()
                 return RegistryResponse(response.status, dict(response.headers), body)
-        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        except (connection_error, TimeoutError) as exc:
             raise BackendUnavailableError(
                 f"could not reach the Docker registry {registry} ({method} {url}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        except aiohttp.ClientError as exc:
+        except client_error as exc:
             raise BackendError(
                 f"the Docker registry {registry} failed ({method} {url}): {exc}"
             ) from exc
