@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import inspect
@@ -259,6 +260,68 @@ async def test_subcollection(mongo: Mongo) -> None:
     }
     assert await mongo.raw().find_one({"_id": "job"}) is None
     assert "results" in repr(sub)
+
+
+RACERS = 20
+
+
+async def test_concurrent_creates_from_separate_clients_have_one_winner(
+    mongo: Mongo, mongo_server: MongoServer
+) -> None:
+    assert MongoMetadataRepository.atomic_create is True
+    # One client per racer, each with its own connections: as if they were separate hosts.
+    clients = [
+        make_client(mongo.driver, mongo_server.uri, **CLIENT_TIMEOUTS) for _ in range(RACERS)
+    ]
+
+    def accessor(client: Any) -> Callable[[], Any]:
+        return lambda: client[DATABASE][mongo.name]
+
+    try:
+        repos = [MongoMetadataRepository(accessor(client)) for client in clients]
+        results = await asyncio.gather(
+            *(repo.create("claim", {"owner": index}) for index, repo in enumerate(repos))
+        )
+    finally:
+        for client in clients:
+            await close_client(client)
+    assert results.count(True) == 1, results
+    winner = results.index(True)
+    assert await MongoMetadataRepository(mongo.collection).info("claim") == {"owner": winner}
+    assert await mongo.raw().find_one({"_id": "claim"}) == {
+        "_id": "claim",
+        "value": {"owner": winner},
+    }
+
+
+async def test_create_on_an_existing_id_keeps_the_value(mongo: Mongo) -> None:
+    repo = MongoMetadataRepository(mongo.collection)
+    await repo.dump("job", {"first": 1})
+    mongo.recorder.clear()
+    assert await repo.create("job", {"second": 2}) is False
+    assert [r.name for r in mongo.recorder.records] == ["insert"]  # one round trip
+    assert await repo.info("job") == {"first": 1}
+    assert await repo.create("new", 2**40) is True
+    assert await mongo.raw().find_one({"_id": "new"}) == {"_id": "new", "value": 2**40}
+    assert type(await repo.info("new")) is int
+
+
+async def test_create_in_a_subcollection_and_errors_are_translated(mongo: Mongo) -> None:
+    top = MongoMetadataRepository(mongo.collection)
+    sub = MongoMetadataRepository(mongo.collection, "results")
+    assert await sub.create("job", {"in": "sub"}) is True
+    assert await top.create("job", {"in": "top"}) is True  # another collection
+    assert await sub.create("job", {"in": "again"}) is False
+    assert await mongo.raw(".results").find_one({"_id": "job"}) == {
+        "_id": "job",
+        "value": {"in": "sub"},
+    }
+    assert await top.info("job") == {"in": "top"}
+    with pytest.raises(TypeError, match="'bad'"):
+        await sub.create("bad", {1: "integer keys are not BSON"})
+    with pytest.raises(BackendError, match=r"'huge'.*16777216"):
+        await sub.create("huge", "x" * MAX_DOCUMENT_SIZE)
+    assert await sub.ids() == {"job"}
 
 
 async def test_listing_fetches_ids_only_and_info_all_is_one_query(mongo: Mongo) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import pytest_asyncio
@@ -518,6 +518,68 @@ async def test_yaml_repository_is_also_a_blob_repository(
         )
         with pytest.raises(BackendError, match="not valid YAML"):
             await repo.info("bad")
+
+
+# --- atomic create ------------------------------------------------------------------------
+
+RACERS = 20
+
+
+async def test_concurrent_creates_from_separate_clients_have_one_winner(
+    s3_server: S3Server, s3_shared_bucket: str, s3_prefix: str, s3_client: Any
+) -> None:
+    def make(client: Callable[[], Any]) -> YamlMetadataS3Repository:
+        return YamlMetadataS3Repository(client, s3_shared_bucket, prefix=s3_prefix)
+
+    assert YamlMetadataS3Repository.atomic_create is True
+    async with contextlib.AsyncExitStack() as stack:
+        # One session, and so one client, per racer: as if they were separate hosts.
+        repos = [
+            await stack.enter_async_context(opened(s3_server, make, validate=index == 0))
+            for index in range(RACERS)
+        ]
+        results = await asyncio.gather(
+            *(
+                cast(YamlMetadataS3Repository, repo).create("claim", {"owner": index})
+                for index, repo in enumerate(repos)
+            )
+        )
+        assert results.count(True) == 1, results
+        winner = results.index(True)
+        assert await repos[0].info("claim") == {"owner": winner}
+    raw = await s3_client.get_object(Bucket=s3_shared_bucket, Key=f"{s3_prefix}claim.yaml")
+    assert "owner: " + str(winner) in (await raw["Body"].read()).decode()
+
+
+async def test_create_on_an_existing_id_keeps_the_value(
+    s3_server: S3Server, s3_shared_bucket: str, s3_prefix: str, s3_client: Any
+) -> None:
+    def make(client: Callable[[], Any]) -> YamlMetadataS3Repository:
+        return YamlMetadataS3Repository(client, s3_shared_bucket, prefix=s3_prefix)
+
+    async with opened(s3_server, make, shared=s3_client) as repo:
+        assert isinstance(repo, YamlMetadataS3Repository)
+        await repo.dump("job", {"first": 1})
+        head = await s3_client.head_object(Bucket=s3_shared_bucket, Key=f"{s3_prefix}job.yaml")
+        assert await repo.create("job", {"second": 2}) is False
+        assert await repo.info("job") == {"first": 1}
+        after = await s3_client.head_object(Bucket=s3_shared_bucket, Key=f"{s3_prefix}job.yaml")
+        assert after["ETag"] == head["ETag"]
+        assert await repo.create("new", [1, 2]) is True
+        new = await s3_client.head_object(Bucket=s3_shared_bucket, Key=f"{s3_prefix}new.yaml")
+        assert new["ContentType"] == "text/yaml"
+        assert await repo.info("new") == [1, 2]
+
+
+async def test_create_in_a_missing_bucket_is_a_clear_error(
+    s3_server: S3Server, s3_bucket: str, s3_client: Any
+) -> None:
+    make: Factory = lambda client: YamlMetadataS3Repository(client, s3_bucket)  # noqa: E731
+    async with opened(s3_server, make, validate=False, shared=s3_client) as repo:
+        assert isinstance(repo, YamlMetadataS3Repository)
+        with pytest.raises(BackendError, match="does not exist") as caught:
+            await repo.create("job", 1)
+        assert s3_bucket in str(caught.value)
 
 
 def test_bucket_argument_may_carry_a_prefix() -> None:

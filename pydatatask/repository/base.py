@@ -199,6 +199,10 @@ class Repository(abc.ABC):
 class MetadataRepository(Repository, abc.ABC):
     """A repository of structured values: ``info`` returns what ``dump`` stored."""
 
+    atomic_create: ClassVar[bool] = False
+    """Whether :meth:`create` is atomic among processes and hosts: exactly one of several
+    concurrent callers stores its value."""
+
     async def dump(self, job: str, value: Any) -> None:
         """Store ``value`` for ``job``, replacing any previous value atomically."""
         await self._dump(self.check_job_id(job), value)
@@ -209,7 +213,9 @@ class MetadataRepository(Repository, abc.ABC):
         This default checks ``contains`` and then dumps, which is not atomic: two callers,
         in one process or in several, may both find the id absent and both store (the
         later value wins, and both return True). Repositories that can claim an id
-        atomically override it and say so in their documentation.
+        atomically override it, say so in their documentation and set
+        :attr:`atomic_create` to True; code that relies on exactly one caller winning
+        (claims, locks) should check that attribute.
         """
         return await self._create(self.check_job_id(job), value)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 from pydatatask.errors import JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
@@ -52,6 +52,11 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
 
     :param data: the dict to use (not copied), or None for a new empty one.
     """
+
+    atomic_create: ClassVar[bool] = True
+    """True, within one process's event loop: ``create`` checks and stores without
+    yielding, and no other process or host can see the dict. Callers on other threads'
+    event loops sharing one repository are not covered."""
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         self.data = {} if data is None else data

@@ -10,7 +10,7 @@ belong to either of the two asyncio drivers:
   and reaches end of life on 14 May 2026; it keeps working here for existing code.
 
 Only the operations both drivers share are used: ``find``, ``find_one``,
-``replace_one``, ``delete_one`` and ``database.command``.
+``insert_one``, ``replace_one``, ``delete_one`` and ``database.command``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import (
@@ -80,7 +80,9 @@ class MongoMetadataRepository(MetadataRepository):
     lists), strings, ints up to 64 bits, floats, booleans, ``None``, bytes and
     datetimes (stored with millisecond precision, returned naive in UTC unless the
     client is ``tz_aware``). ``dump`` replaces a job's document in one atomic
-    ``replace_one`` with ``upsert``.
+    ``replace_one`` with ``upsert``. ``create`` is one ``insert_one``, which the server
+    refuses with a duplicate key error when the job's ``_id`` exists, so it is atomic
+    among processes and hosts.
 
     ``validate`` runs a ``ping`` on the collection's database and fails after
     ``validate_timeout`` seconds. Every other operation is bounded only by the client's
@@ -96,6 +98,9 @@ class MongoMetadataRepository(MetadataRepository):
     :raises BackendUnavailableError: when the server cannot be reached in time.
     :raises ConfigurationError: when ``subcollection`` is not a valid collection name.
     """
+
+    atomic_create: ClassVar[bool] = True
+    """True: ``create`` is one ``insert_one``, refused when the ``_id`` exists."""
 
     def __init__(
         self,
@@ -226,6 +231,16 @@ class MongoMetadataRepository(MetadataRepository):
         raw_document = self._encode(collection, job, value)
         with self._translated(collection, "store", job):
             await collection.replace_one({"_id": job}, raw_document, upsert=True)
+
+    async def _create(self, job: str, value: Any) -> bool:
+        collection = self._target()
+        raw_document = self._encode(collection, job, value)
+        with self._translated(collection, "create", job):
+            try:
+                await collection.insert_one(raw_document)
+            except pymongo_errors.DuplicateKeyError:
+                return False
+        return True
 
     async def validate(self) -> None:
         """Ping the server so connection problems show when the pipeline opens.

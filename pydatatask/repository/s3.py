@@ -29,7 +29,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
 import yaml
@@ -90,6 +90,9 @@ _AUTH_CODES = frozenset(
     }
 )
 _BUSY_CODES = frozenset({"503", "RequestTimeout", "ServiceUnavailable", "SlowDown"})
+# A conditional PutObject (If-None-Match: *) lost to an existing key (412), or to a
+# concurrent conditional write of the same key (409).
+_CREATE_LOST_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict"})
 
 
 def _botocore_errors() -> ModuleType:
@@ -525,7 +528,16 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
     ``info(job)`` is the parsed object and ``dump(job, value)`` writes it with one
     ``PutObject``. Being a blob repository too, ``open(job, "r")`` reads the raw YAML.
     Arguments are as for :class:`S3BucketRepository`.
+
+    ``create(job, value)`` is atomic among processes and hosts: it is one conditional
+    ``PutObject`` with ``If-None-Match: *``, which the server refuses (412
+    ``PreconditionFailed``, or 409 ``ConditionalRequestConflict`` while another
+    conditional write of the key is in progress) when the key exists. The store must
+    support conditional writes, as AWS S3 and current S3-compatible stores do.
     """
+
+    atomic_create: ClassVar[bool] = True
+    """True: ``create`` is one conditional ``PutObject`` (``If-None-Match: *``)."""
 
     def __init__(
         self,
@@ -561,6 +573,27 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
             await client.put_object(
                 Bucket=self.bucket, Key=key, Body=body.encode("utf-8"), ContentType=self.mimetype
             )
+
+    async def _create(self, job: str, value: Any) -> bool:
+        body = yamltext.dump(value)
+        errors = _botocore_errors()
+        client = self._client()
+        key = self._key(job)
+        with self._errors(client, f"creating {key!r}"):
+            try:
+                await client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body.encode("utf-8"),
+                    ContentType=self.mimetype,
+                    IfNoneMatch="*",
+                )
+            except errors.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if _error_code(exc) in _CREATE_LOST_CODES or status == 412:
+                    return False
+                raise
+        return True
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}`` for every id, fetching up to 32 objects at once."""

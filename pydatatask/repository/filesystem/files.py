@@ -8,7 +8,7 @@ import logging
 import os
 import stat
 import threading
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import yaml
 
@@ -324,6 +324,8 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     """
 
     _durable = True
+    atomic_create: ClassVar[bool] = True
+    """True: ``create`` claims the job's name with a hard link, which only one caller can make."""
 
     def __init__(self, basedir: str | os.PathLike[str], extension: str = ".yaml") -> None:
         super().__init__(basedir, extension)
