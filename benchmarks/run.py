@@ -32,15 +32,16 @@ _RESULT_PREFIX = "BENCHMARK-RESULT "
 GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
     "w1-files": ["w1-files"],
+    "w1-files-leases": ["w1-files", "w1-files-leases"],
     "w1-yaml": ["w1-yaml"],
     "w1-s3": ["w1-s3"],
-    "w1": ["w1-memory", "w1-files", "w1-yaml", "w1-s3"],
+    "w1": ["w1-memory", "w1-files", "w1-files-leases", "w1-yaml", "w1-s3"],
     "noop": ["w1-files"],
     "chain": ["chain"],
     "import": ["import"],
 }
 """What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
-ORDER = ["w1-memory", "w1-files", "w1-yaml", "w1-s3", "chain", "import"]
+ORDER = ["w1-memory", "w1-files", "w1-files-leases", "w1-yaml", "w1-s3", "chain", "import"]
 
 
 # ------------------------------------------------------------------ workers
@@ -132,6 +133,10 @@ def _mib(value: float) -> str:
 W1_TITLES = {
     "w1-memory": ("W1 in-memory", "plain asyncio, dicts"),
     "w1-files": ("W1 filesystem, plain files", "plain asyncio, to_thread files"),
+    "w1-files-leases": (
+        "W1 filesystem, plain files, with leases (files)",
+        "plain asyncio, to_thread files (no claims)",
+    ),
     "w1-yaml": ("W1 filesystem, YAML", "plain asyncio, to_thread YAML"),
     "w1-s3": ("W1 S3, SeaweedFS", "plain asyncio, one aiobotocore client"),
 }
@@ -305,6 +310,18 @@ def _s3_versus_files(results: dict[str, Any]) -> Row | None:
     )
 
 
+def _lease_overhead(results: dict[str, Any]) -> Row:
+    """What claiming every job costs, per job, next to W1 over the same files without."""
+    plain = results["w1-files"]["pydatatask"]["jobs_per_second"]
+    leased = results["w1-files-leases"]["pydatatask"]["jobs_per_second"]
+    return Row(
+        "  lease overhead per job (vs W1 filesystem without leases)",
+        f"{(1 / leased - 1 / plain) * 1e6:,.0f}",
+        "us/job",
+        f"{leased / plain:.2f}x the speed",
+    )
+
+
 def measure_all(
     kinds: list[str], count: int, s3_count: int = S3_DEFAULT_N
 ) -> tuple[dict[str, Any], list[Row]]:
@@ -334,10 +351,12 @@ def measure_all(
                 rows.append(versus)
         elif kind.startswith("w1-"):
             variant = kind.removeprefix("w1-")
-            lower = _spawn(f"lower-{variant}", count)
+            lower = _spawn(f"lower-{variant.removesuffix('-leases')}", count)
             framework = _spawn(kind, count)
             results[kind] = {"pydatatask": framework, "lower_bound": lower}
             rows.extend(_w1_rows(kind, framework, lower))
+            if kind == "w1-files-leases" and "w1-files" in results:
+                rows.append(_lease_overhead(results))
         else:
             results[kind] = _spawn(kind, count)
             rows.extend(builders[kind](results[kind]))

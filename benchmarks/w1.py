@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from benchmarks._common import (
     write_inputs,
 )
 
-VARIANTS = ("memory", "files", "yaml", "s3")
+VARIANTS = ("memory", "files", "files-leases", "yaml", "s3")
+"""``files-leases`` is ``files`` with every job claimed in a lease repository of YAML files."""
 
 
 def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
@@ -42,13 +44,14 @@ def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
     return pipeline, lengths
 
 
-def _files_pipeline(root: Path) -> tuple[pydatatask.Pipeline, Any]:
+def _files_pipeline(root: Path, leases: bool = False) -> tuple[pydatatask.Pipeline, Any]:
     return _blob_pipeline(
         pydatatask.FileRepository(root / "input"),
         pydatatask.FileRepository(root / "upper"),
         pydatatask.FileRepository(root / "lengths"),
         pydatatask.YamlMetadataFileRepository(root / "done_a"),
         pydatatask.YamlMetadataFileRepository(root / "done_b"),
+        leases=pydatatask.YamlMetadataFileRepository(root / "leases") if leases else None,
     )
 
 
@@ -85,6 +88,7 @@ def _blob_pipeline(
     done_a: Any,
     done_b: Any,
     session: pydatatask.Session | None = None,
+    leases: pydatatask.Repository | None = None,
 ) -> tuple[pydatatask.Pipeline, Any]:
     """W1 over blob repositories: read with ``open(job, "rb")``, write with ``"wb"``."""
 
@@ -104,7 +108,7 @@ def _blob_pipeline(
 
     _wire(stage_a, stage_b, source, upper, lengths)
     pipeline = pydatatask.Pipeline(
-        [stage_a, stage_b], session=session, max_concurrent_jobs=CONCURRENCY
+        [stage_a, stage_b], session=session, max_concurrent_jobs=CONCURRENCY, leases=leases
     )
     return pipeline, lengths
 
@@ -195,7 +199,12 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
             async with pipeline.session:  # the check reads through the same kind of client
                 extra = await _check(lengths, names, report)
     else:
-        maker = _files_pipeline if variant == "files" else _yaml_pipeline
+        makers: dict[str, Callable[[Path], tuple[pydatatask.Pipeline, Any]]] = {
+            "files": _files_pipeline,
+            "files-leases": functools.partial(_files_pipeline, leases=True),
+            "yaml": _yaml_pipeline,
+        }
+        maker = makers[variant]
         with scratch(f"w1-{variant}") as root:
             write_inputs(root / "input", names, as_yaml=variant == "yaml")
             pipeline, lengths = maker(root)

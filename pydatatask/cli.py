@@ -248,11 +248,17 @@ async def _status(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int
     links = Table(title="ids per link")
     links.add_column("TASK.LINK")
     links.add_column("ids", justify="right")
+    holders = Table(title="running in other controllers")
+    holders.add_column("task")
+    holders.add_column("controller (host:pid)")
+    holders.add_column("jobs", justify="right")
     for name, counts in result.items():
         grid.add_row(name, *(str(counts[state]) for state in states))
         for link, count in counts["links"].items():
             links.add_row(f"{name}.{link}", str(count))
-    _console().print(grid, links)
+        for holder, count in counts.get("holders", {}).items():
+            holders.add_row(name, holder, str(count))
+    _console().print(grid, links, *([holders] if holders.row_count else []))
     return EXIT_OK
 
 

@@ -33,7 +33,8 @@ class State(enum.Enum):
     UNRECORDED = "unrecorded"
     """It ended, but its done record could not be written; not run again here."""
     HELD = "held"
-    """Another controller holds it (until the next full listing)."""
+    """Another controller holds it, or its claim could not be made (looked at again at
+    the next full listing, and with leases every renewal interval)."""
 
     # Members are compared by identity; hashing them the same way keeps the scheduler's
     # per-job lookups in C (Enum's own hash is written in Python).
@@ -52,7 +53,7 @@ _ALLOWED: dict[State | None, frozenset[State | None]] = {
         }
     ),
     State.READY: frozenset({None, State.RUNNING, State.READY}),
-    State.RUNNING: frozenset({None, State.ENDING}),
+    State.RUNNING: frozenset({None, State.ENDING, State.HELD}),
     State.ENDING: frozenset(
         {State.SUCCEEDED, State.FAILED, State.RETRYING, State.UNRECORDED, State.HELD}
     ),

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydatatask.controller import ControllerId
 from pydatatask.errors import InputError, JobNotFoundError
 from pydatatask.jobstate import State
 from pydatatask.readiness import Activity, Known, Rule, activity_of, reasons
@@ -41,7 +42,8 @@ def task_of(pipeline: Pipeline, name: str) -> Task:
 
 
 def _rule(pipeline: Pipeline, task: Task) -> Rule:
-    return Rule.of(task, [upstream.name for upstream in pipeline.upstream_of(task.name)])
+    upstream = [item.name for item in pipeline.upstream_of(task.name)]
+    return Rule.of(task, upstream, leases=pipeline.leases is not None)
 
 
 def _known(record: Any) -> Known:
@@ -67,19 +69,29 @@ class _ReadFacts:
         holding: dict[int, set[str]],
         records: dict[str, dict[str, Any]],
         blocked: dict[str, set[str]] | None = None,
+        holders: dict[tuple[str, str], ControllerId] | None = None,
     ) -> None:
         self._scheduler = scheduler
         self._holding = holding
         self._records = records
         self._blocked = blocked or {}
+        self._holders = holders or {}
 
     def holds(self, repo: Repository, job: str) -> bool:
         """Return whether ``repo`` holds ``job``."""
         return job in self._holding[id(repo)]
 
     def activity(self, task: str, job: str) -> Activity | None:
-        """Return what this controller does with the job now, if anything."""
-        return activity_of(self._scheduler.states[task].get(job))
+        """Return what this controller, or another one holding a lease, does with the job."""
+        own = activity_of(self._scheduler.states[task].get(job))
+        if own is None and (task, job) in self._holders:
+            return Activity.HELD
+        return own
+
+    def holder(self, task: str, job: str) -> str | None:
+        """Return the controller that holds the job's lease, if another one does."""
+        controller = self._holders.get((task, job))
+        return None if controller is None else str(controller)
 
     def known(self, task: str, job: str) -> Known:
         """Return what is known of the task's done record for the job."""
@@ -128,8 +140,9 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
         await listing.ids(repo)
     listed = listing.by_key
     records = {task.name: await read_records(task.done) for task in tasks}
+    holders = await _holders(scheduler)
     blocked: dict[str, set[str]] = {}
-    facts = _ReadFacts(scheduler, listed, records, blocked)
+    facts = _ReadFacts(scheduler, listed, records, blocked, holders)
     result: dict[str, dict[str, Any]] = {}
     for task in tasks:
         name = task.name
@@ -139,6 +152,8 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             kinds[_known(record)].add(job)
         ready = set(scheduler.jobs(name, State.READY))
         running = set(scheduler.jobs(name, State.RUNNING)) | set(scheduler.jobs(name, State.ENDING))
+        elsewhere = {job: held for (task_name, job), held in holders.items() if task_name == name}
+        running |= set(elsewhere) - set(records[name])
         sets = [listed[id(repo)] for _, repo in rule.required]
         eligible = set(sets[0]).intersection(*sets[1:]) if sets else set()
         eligible -= set(records[name]) | running | ready
@@ -162,7 +177,27 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
             "blocked": len(blocked.get(name, ())),
             "links": {link: len(listed[id(item.repo)]) for link, item in task.links.items()},
         }
+        if scheduler.leases is not None:
+            result[name]["holders"] = _count_holders(elsewhere, set(records[name]))
     return {name: result[name] for name in pipeline.tasks}
+
+
+async def _holders(scheduler: Scheduler) -> dict[tuple[str, str], ControllerId]:
+    """Return the jobs whose leases other controllers hold now (none without leases)."""
+    if scheduler.leases is None:
+        return {}
+    me = ControllerId.current()
+    return {pair: held for pair, held in (await scheduler.leases.standing()).items() if held != me}
+
+
+def _count_holders(held: dict[str, ControllerId], recorded: set[str]) -> dict[str, int]:
+    """Count running jobs by the controller (``HOST:PID``) that holds them."""
+    counts: dict[str, int] = {}
+    for job, controller in held.items():
+        if job not in recorded:
+            name = f"{controller.host}:{controller.pid}"
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 async def failures(pipeline: Pipeline) -> list[tuple[str, str, str]]:
@@ -239,5 +274,6 @@ async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
     for name in (task.name, *rule.upstream):
         record = await _record(pipeline.tasks[name], job)
         records[name] = {} if record is None else {job: record}
-    facts = _ReadFacts(pipeline.scheduler, holding, records)
+    holders = await _holders(pipeline.scheduler)
+    facts = _ReadFacts(pipeline.scheduler, holding, records, holders=holders)
     return [str(reason) for reason in reasons(rule, job, facts)]

@@ -48,6 +48,14 @@ class Pipeline:
     :param max_concurrent_jobs: the most jobs running at once across all tasks.
     :param poll_interval: seconds between re-reading every repository from scratch, to
         notice changes made from outside (``run(forever=True)`` and repeated ``update``).
+    :param leases: a metadata repository whose ``create`` is atomic
+        (``YamlMetadataFileRepository``, ``YamlMetadataS3Repository``,
+        ``MongoMetadataRepository``, or for one process ``InProcessMetadataRepository``)
+        where controllers claim jobs, so that any number of them may run the pipeline at
+        once, each job exactly once (see :mod:`pydatatask.leases`). Without it, one
+        controller per pipeline is assumed.
+    :param lease_seconds: how long a controller's claims stand without renewal; a
+        controller that dies leaves its jobs to others after this long.
     """
 
     def __init__(
@@ -59,6 +67,8 @@ class Pipeline:
         *,
         max_concurrent_jobs: int = 256,
         poll_interval: float = 10.0,
+        leases: Repository | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.tasks: dict[str, Task] = {}
         for task in tasks:
@@ -76,6 +86,8 @@ class Pipeline:
         self.priority = priority
         self.max_concurrent_jobs = max_concurrent_jobs
         self.poll_interval = poll_interval
+        self.leases = leases
+        self.lease_seconds = lease_seconds
         self.edges = self._find_edges()
         self._scheduler: Scheduler | None = None
 
@@ -149,7 +161,8 @@ class Pipeline:
         """
         self.topological_order()
         repositories = _unique(
-            link.repo for task in self.tasks.values() for link in task.links.values()
+            [link.repo for task in self.tasks.values() for link in task.links.values()]
+            + ([] if self.leases is None else [self.leases])
         )
         await asyncio.gather(*(repo.validate() for repo in repositories))
         for task in self.tasks.values():
@@ -176,10 +189,10 @@ class Pipeline:
         await self.session.open()
         try:
             await self.validate()
+            self._scheduler = Scheduler(self)
         except BaseException:
             await self.session.close()
             raise
-        self._scheduler = Scheduler(self)
 
     async def close(self) -> None:
         """Stop running in-process jobs (they run again next time) and close the session.
@@ -194,6 +207,7 @@ class Pipeline:
             await scheduler.shutdown()
             # Before the session closes: tasks may still need its clients to clean up.
             await asyncio.gather(*(task.finish_cleanup() for task in self.tasks.values()))
+            await scheduler.leave()
         finally:
             await self.session.close()
 

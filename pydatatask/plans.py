@@ -84,6 +84,10 @@ class CachedFacts:
         """Return the done record at hand, if any."""
         return None
 
+    def holder(self, task: str, job: str) -> str | None:
+        """Return who holds the job elsewhere: not kept in the scheduler's caches."""
+        return None
+
 
 class Layout:
     """Every task's plan, downstream first, and the repositories they watch, by key."""
@@ -113,7 +117,8 @@ class Layout:
         return id(repo)
 
     def _plan(self, task: Task) -> TaskPlan:
-        rule = Rule.of(task, [up.name for up in self.pipeline.upstream_of(task.name)])
+        upstream = [up.name for up in self.pipeline.upstream_of(task.name)]
+        rule = Rule.of(task, upstream, leases=self.pipeline.leases is not None)
         plan = TaskPlan(
             task=task,
             rule=rule,

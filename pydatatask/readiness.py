@@ -126,6 +126,8 @@ class Reason:
     """The link named, for a missing input or an inhibiting repository."""
     record: Any = None
     """The done record the reason rests on, when the facts gave one."""
+    holder: str | None = None
+    """Who holds the job elsewhere, when the facts know."""
 
     def __bool__(self) -> bool:
         return self.why is Why.READY
@@ -149,7 +151,7 @@ class Reason:
             case Why.ENDING:
                 return f"{task} job {job!r} has just ended"
             case Why.HELD:
-                return f"{task} job {job!r} is held by another controller"
+                return f"{task} job {job!r} is held by {self.holder or 'another controller'}"
             case Why.UNRECORDED:
                 return f"{task} job {job!r} ended, but its done record could not be written"
             case Why.DONE:
@@ -209,6 +211,9 @@ class Facts(Protocol):
     def record(self, task: str, job: str) -> Any:
         """Return the done record itself, for explanations (None when not at hand)."""
 
+    def holder(self, task: str, job: str) -> str | None:
+        """Return who holds the job elsewhere, for explanations (None when not known)."""
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -220,8 +225,12 @@ class Rule:
     upstream: tuple[str, ...]
 
     @classmethod
-    def of(cls, task: Task, upstream: Iterable[str]) -> Rule:
-        """Read the rule of ``task`` from its links (``ready`` replaces the inputs)."""
+    def of(cls, task: Task, upstream: Iterable[str], leases: bool = False) -> Rule:
+        """Read the rule of ``task`` from its links (``ready`` replaces the inputs).
+
+        With ``leases``, the task's own claim store does not hold jobs back: a job noted
+        there is claimed like any other, and re-adopted by whoever wins it.
+        """
         if task.ready is not None:
             required: list[tuple[str, Repository]] = [("ready", task.ready)]
         else:
@@ -231,7 +240,9 @@ class Rule:
         inhibits = [
             (name, link.repo)
             for name, link in task.links.items()
-            if link.inhibits_start and name != DONE_LINK
+            if link.inhibits_start
+            and name != DONE_LINK
+            and not (leases and task.claims is not None and link.repo is task.claims)
         ]
         return cls(task.name, tuple(required), tuple(inhibits), tuple(upstream))
 
@@ -240,7 +251,8 @@ def _own(rule: Rule, job: str, facts: Facts, explain: bool, found: list[Reason])
     """Add what the controller does with the job, and what its own record says."""
     activity = facts.activity(rule.task, job)
     if activity is not None:
-        found.append(Reason(_ACTIVITY_WHY[activity], rule.task, job))
+        holder = facts.holder(rule.task, job) if explain and activity is Activity.HELD else None
+        found.append(Reason(_ACTIVITY_WHY[activity], rule.task, job, holder=holder))
     own = _OWN_RECORD_WHY.get(facts.known(rule.task, job))
     if own is not None:
         record = facts.record(rule.task, job) if explain else None

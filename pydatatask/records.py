@@ -128,9 +128,13 @@ class Unrecorded:
 
 @dataclass(frozen=True)
 class Held:
-    """A job was not started: another controller holds it."""
+    """A job was not run here, or its result was refused: another controller holds it."""
 
     holder: str
+    finished: bool = False
+    """The holder has recorded the job: its done record is there to read."""
+    lost: bool = False
+    """It ran here, but this controller's lease on it expired first: no record was written."""
 
 
 Ended = Recorded | Unrecorded | Held

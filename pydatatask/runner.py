@@ -5,6 +5,9 @@ then wait on one queue for as long as the scheduler lives, so a stream of short 
 costs no asyncio task per job. A job's done record is written
 when its body returns, after its outputs; a job cancelled because the controller stops
 leaves no record and runs again next time.
+
+With :class:`~pydatatask.leases.Leases`, a job runs only once its claim is won, and its
+record is written only while the claim still stands.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from pydatatask.errors import JobClaimedError
-from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded
+from pydatatask.errors import BackendError, JobClaimedError
+from pydatatask.leases import Claim, Leases
+from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded, read_record
 from pydatatask.task.base import Task, timestamp
-from pydatatask.task.stopping import StopReason
+from pydatatask.task.stopping import StopReason, stop_reason
 
 __all__ = ["Finished", "JobRunner", "Stopped"]
 
@@ -40,9 +45,16 @@ class JobRunner:
         another controller (:class:`~pydatatask.records.Held`).
     :param on_stopped: called with (task name, job) for a job that leaves without ending:
         cancelled while running, withdrawn while queued, or dropped at shutdown.
+    :param leases: the claims that let several controllers share the pipeline, if any.
     """
 
-    def __init__(self, task_names: list[str], on_finished: Finished, on_stopped: Stopped) -> None:
+    def __init__(
+        self,
+        task_names: list[str],
+        on_finished: Finished,
+        on_stopped: Stopped,
+        leases: Leases | None = None,
+    ) -> None:
         self.running: dict[str, dict[str, asyncio.Task[None] | None]] = {
             name: {} for name in task_names
         }
@@ -50,17 +62,26 @@ class JobRunner:
         self.count = 0
         self._on_finished = on_finished
         self._on_stopped = on_stopped
-        self._queue: collections.deque[tuple[Task, str, int, bool]] = collections.deque()
+        self.leases = leases
+        self._queue: collections.deque[tuple[Task, str, int, bool, bool]] = collections.deque()
+        self._abandoned: set[tuple[str, str]] = set()
+        self._claims_failing = False
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._withdrawn: set[tuple[str, str]] = set()
         self._workers: set[asyncio.Task[None]] = set()
 
-    def start(self, task: Task, job: str, attempt: int, reattach: bool = False) -> None:
-        """Queue ``job`` to run now (or, with ``reattach``, to be waited for)."""
+    def start(
+        self, task: Task, job: str, attempt: int, reattach: bool = False, forced: bool = False
+    ) -> None:
+        """Queue ``job`` to run now (or, with ``reattach``, to be waited for).
+
+        With leases, a job whose claim turns out to cover an attempt already recorded
+        by another controller does not run, unless it is ``forced`` (``launch``).
+        """
         self.running[task.name][job] = None
         self.count += 1
         self._withdrawn.discard((task.name, job))
-        self._queue.append((task, job, attempt, reattach))
+        self._queue.append((task, job, attempt, reattach, forced))
         while self._idle:
             waiting = self._idle.popleft()
             if not waiting.done():
@@ -96,13 +117,23 @@ class JobRunner:
 
     async def shutdown(self) -> None:
         """Cancel every job and stop the workers; unfinished jobs leave no record."""
+        await self._stop_all(StopReason.SHUTDOWN)
+
+    async def abandon(self) -> None:
+        """Stop following every job without recording it: their leases were lost.
+
+        Jobs running elsewhere run on, for the controller that takes them over.
+        """
+        await self._stop_all(StopReason.LOST)
+
+    async def _stop_all(self, reason: StopReason) -> None:
         while self._queue:
-            task, job, _, _ = self._queue.popleft()
+            task, job, _, _, _ = self._queue.popleft()
             self._forget(task.name, job)
             self._on_stopped(task.name, job)
         workers = list(self._workers)
         for worker in workers:
-            worker.cancel(StopReason.SHUTDOWN)
+            worker.cancel(reason)
         for worker in workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
@@ -120,22 +151,80 @@ class JobRunner:
                 self._idle.append(idle)
                 await idle
                 continue
-            task, job, attempt, reattach = self._queue.popleft()
+            task, job, attempt, reattach, forced = self._queue.popleft()
             if (task.name, job) in self._withdrawn:
                 self._withdrawn.discard((task.name, job))
                 continue
             self.running[task.name][job] = current
             ended: Ended | None = None
             try:
-                ended = await self._run(task, job, attempt, reattach)
+                ended = await self._run(task, job, attempt, reattach, forced)
             finally:
-                task.release(job)
+                if (task.name, job) in self._abandoned:
+                    self._abandoned.discard((task.name, job))
+                    task.abandon(job)  # its traces belong to the job's new holder
+                else:
+                    task.release(job)
                 self._forget(task.name, job)
                 if ended is None:
                     self._on_stopped(task.name, job)
             self._on_finished(task.name, job, ended)
 
-    async def _run(self, task: Task, job: str, attempt: int, reattach: bool) -> Ended:
+    async def _run(self, task: Task, job: str, attempt: int, reattach: bool, forced: bool) -> Ended:
+        claim: Claim | None = None
+        if self.leases is not None:
+            won = await self._claim(task, job, attempt, forced)
+            if isinstance(won, Held):
+                return won
+            claim = won
+            # An earlier holder's job may still run where it was started: follow it.
+            reattach = reattach or (claim.taken_over and task.runs_elsewhere)
+        try:
+            return await self._run_claimed(task, job, attempt, reattach, claim)
+        except asyncio.CancelledError as cancelled:
+            reason = stop_reason(cancelled)
+            if reason is StopReason.LOST:
+                self._abandoned.add((task.name, job))
+            elif reason is StopReason.REMOVED and claim is not None:
+                await asyncio.shield(self._release(claim))
+            raise
+
+    async def _claim(self, task: Task, job: str, attempt: int, forced: bool) -> Claim | Held:
+        """Win the job's claim, or say why the job cannot run here now."""
+        assert self.leases is not None
+        try:
+            won = await self.leases.claim(task.name, job)
+        except (BackendError, OSError) as exc:
+            level = logging.INFO if self._claims_failing else logging.WARNING
+            self._claims_failing = True  # said once until claims work again
+            logger.log(level, "%s job %r: not started: no claim: %s", task.name, job, exc)
+            return Held(f"no controller: its claim cannot be made ({exc})")
+        self._claims_failing = False
+        if not isinstance(won, Claim):
+            logger.info("%s job %r: not started: %s holds it", task.name, job, won)
+            return Held(str(won))
+        try:
+            record = None if forced else await read_record(task.done, job)
+        except (BackendError, OSError) as exc:
+            await self._release(won)
+            return Held(f"no controller: its done record cannot be read ({exc})")
+        if record is not None and _covers(record, attempt):  # recorded since we looked
+            await self._release(won)
+            return Held("another controller, which has finished it", finished=True)
+        return won
+
+    async def _release(self, claim: Claim) -> None:
+        assert self.leases is not None
+        try:
+            await self.leases.release(claim)
+        except (BackendError, OSError) as exc:  # it expires with this controller's lease
+            logger.warning(
+                "could not give up the claim on %s job %r: %s", claim.task, claim.job, exc
+            )
+
+    async def _run_claimed(
+        self, task: Task, job: str, attempt: int, reattach: bool, claim: Claim | None
+    ) -> Ended:
         logging_info = logger.isEnabledFor(logging.INFO)
         if logging_info:
             verb = "re-attaching to" if reattach else "launching"
@@ -145,17 +234,42 @@ class JobRunner:
             result, error = await task.run_attempt(job, attempt, reattach)
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):
                 result.retry_at = timestamp(time.time() + task.retry.delay(attempt))
+            if claim is not None and self.leases is not None and not self.leases.holds(claim):
+                logger.warning(
+                    "%s job %r: its result is not recorded: this controller's lease on it "
+                    "expired, and another controller may have taken it over",
+                    task.name,
+                    job,
+                )
+                self._abandoned.add((task.name, job))
+                return Held("another controller (this one's lease expired)", lost=True)
             await task.done._dump(job, result.to_record())  # a listed, hence valid, id
         except JobClaimedError as claimed:
             logger.info("%s job %r: not started: %s", task.name, job, claimed)
+            if claim is not None:
+                await self._release(claim)
             return Held(claimed.holder)
         except Exception as exc:  # one job's bookkeeping must not stop the rest
             logger.exception("could not record the result of %s job %r", task.name, job)
             problem = " ".join(f"its done record could not be written: {exc}".split())
+            if claim is not None:
+                await self._release(claim)
             return Unrecorded(result or JobResult(success=False, attempt=attempt), problem)
+        if claim is not None:
+            await self._release(claim)
         if logging_info:
             _log_outcome(task.name, job, result)
         return Recorded(result)
+
+
+def _covers(record: Any, attempt: int) -> bool:
+    """Whether a stored done record already covers ``attempt`` of its job."""
+    if not isinstance(record, dict):
+        return True  # something was recorded: leave it to be looked at
+    try:
+        return int(record.get("attempt", attempt)) >= attempt
+    except (TypeError, ValueError):
+        return True
 
 
 def _log_outcome(name: str, job: str, result: JobResult) -> None:

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import BackendError, JobClaimedError, JobNotReadyError, QuotaExceededError
 from pydatatask.jobstate import JobStates, State
+from pydatatask.leases import Leases
 from pydatatask.plans import CachedFacts, Layout, TaskPlan
+from pydatatask.presence import Presence
 from pydatatask.readiness import Why, readiness
 from pydatatask.records import (
     Ended,
@@ -70,7 +72,15 @@ class Scheduler:
         self.ids: dict[int, set[str]] = {}
         self.states: dict[str, JobStates] = {name: JobStates(name) for name in self.plans}
         """Each task's jobs by state."""
-        self.runner = JobRunner(list(self.plans), self._finished, self._stopped)
+        self.leases = (
+            None
+            if pipeline.leases is None
+            else Leases(pipeline.leases, pipeline.lease_seconds, on_lost=self._leases_lost)
+        )
+        """The claims that let several controllers share the pipeline, if it has leases."""
+        self.presence = Presence(pipeline) if self.leases is None else None
+        """Without leases: this controller's note, to notice a second one."""
+        self.runner = JobRunner(list(self.plans), self._finished, self._stopped, self.leases)
         self.counters: dict[str, TaskCounters] = {name: TaskCounters() for name in self.plans}
         self.failures: list[Failure] = []
         """Every job that failed for good in this scheduler, in the order they ended."""
@@ -83,6 +93,10 @@ class Scheduler:
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
         self._reattached = False
+        self._held_check = 0.0
+        self._finished_elsewhere: set[tuple[str, str]] = set()
+        self._lost: set[tuple[str, str]] = set()
+        self._abandoning: asyncio.Task[None] | None = None
 
     def jobs(self, task: str, state: State) -> Set[str]:
         """Return ``task``'s jobs in ``state`` (do not change the set)."""
@@ -99,8 +113,13 @@ class Scheduler:
             await self._reattach_live_jobs()
         now = time.monotonic()
         if self.last_refresh is None or now - self.last_refresh >= self.pipeline.poll_interval:
+            if self._reattached and self.presence is not None:
+                await self.presence.announce()
             await self.refresh()
         self._release_due_retries()
+        if self.leases is not None and now >= self._held_check:
+            self._held_check = now + min(self.leases.interval, self.pipeline.poll_interval)
+            await self._recheck_held()
         if launch:
             await self._launch()
         if logger.isEnabledFor(logging.DEBUG):
@@ -113,18 +132,43 @@ class Scheduler:
         return self.has_work()
 
     def has_work(self) -> bool:
-        """Whether jobs are running, finished but not reaped, ready, or waiting for a retry."""
+        """Whether jobs are running, finished but not reaped, ready, or waiting for a retry.
+
+        With leases, jobs that other controllers hold count too: this controller waits
+        for them, and takes them over if their holder dies.
+        """
         return (
             self.running_count > 0
             or bool(self.completions)
             or any(states.count(State.READY) for states in self.states.values())
             or any(states.count(State.RETRYING) for states in self.states.values())
+            or (self.leases is not None and self._holds_back())
         )
 
+    def _holds_back(self) -> bool:
+        return any(states.count(State.HELD) for states in self.states.values())
+
     def next_deadline(self) -> float | None:
-        """Return the monotonic time at which the next retry falls due, if any."""
+        """Return the monotonic time of the next retry, or of the next look at held jobs."""
         times = [when for states in self.states.values() for _, when in states.retries()]
+        if self.leases is not None and self._holds_back():
+            times.append(self._held_check)
         return min(times, default=None)
+
+    async def _recheck_held(self) -> None:
+        """Look again at jobs other controllers held: finished, still held, or free now."""
+        pairs = {
+            (name, job) for name, states in self.states.items() for job in states.jobs(State.HELD)
+        }
+        if not pairs:
+            return
+        for name, job in pairs:
+            self.states[name].move(job, None)
+        await self._learn_outcomes(pairs)
+        recorded = [pair for pair in pairs if pair[1] in self.ids[self.plans[pair[0]].done]]
+        await self._take_in(recorded)
+        for name, plan in self.plans.items():
+            await self._recheck(plan, {job for task, job in pairs if task == name})
 
     async def refresh(self) -> None:
         """List every watched repository and recompute the ready jobs from scratch."""
@@ -174,7 +218,7 @@ class Scheduler:
             unknown.add((reason.task, job))
         return bool(reason)
 
-    async def _recheck(self, plan: TaskPlan, jobs: Iterable[str]) -> None:
+    async def _recheck(self, plan: TaskPlan, jobs: Iterable[str], learn: bool = True) -> None:
         unknown: set[tuple[str, str]] = set()
         states = self.states[plan.task.name]
         for job in jobs:
@@ -184,9 +228,9 @@ class Scheduler:
                     states.move(job, State.READY)
             elif state is State.READY:
                 states.move(job, None)
-        if unknown:
+        if unknown and learn:  # once: a record that still reads as unknown waits its turn
             await self._learn_outcomes(unknown)
-            await self._recheck(plan, {job for _, job in unknown})
+            await self._recheck(plan, {job for _, job in unknown}, learn=False)
 
     async def _learn_outcomes(self, pairs: set[tuple[str, str]]) -> None:
         """Read the done records of upstream jobs finished before this scheduler started."""
@@ -195,9 +239,11 @@ class Scheduler:
         async def learn(name: str, job: str) -> None:
             async with limit:
                 record = await read_record(self.plans[name].task.done, job)
+            done = self.ids[self.plans[name].done]
             if record is None:
-                self.ids[self.plans[name].done].discard(job)
+                done.discard(job)
                 return
+            done.add(job)
             self._learn(name, job, record)
 
         await asyncio.gather(*(learn(name, job) for name, job in pairs))
@@ -205,7 +251,9 @@ class Scheduler:
     def _learn(self, name: str, job: str, record: Any) -> None:
         """Take in a stored done record of ``name``'s ``job``."""
         states = self.states[name]
-        if states.get(job) is not None:
+        if states.get(job) is State.HELD:
+            states.move(job, None)  # its holder has recorded it since
+        elif states.get(job) is not None:
             return  # the scheduler knows better: it ran the job itself
         kind = outcome(record)
         if kind is Outcome.UNREADABLE:
@@ -233,7 +281,8 @@ class Scheduler:
         ``rm``) must not take over, or stop, another controller's jobs.
         """
         for name, plan in self.plans.items():
-            for job, attempt in (await plan.task.live_jobs()).items():
+            shared = self.leases is not None
+            for job, attempt in (await plan.task.live_jobs(shared)).items():
                 if not self.is_running(name, job):
                     plan.task.reserve(job)  # they run already: account for them
                     self._start(plan, job, attempt=attempt, reattach=True)
@@ -346,26 +395,46 @@ class Scheduler:
         return {job for task_name, job, _ in self._impossible if task_name == name}
 
     def _start(
-        self, plan: TaskPlan, job: str, attempt: int | None = None, reattach: bool = False
+        self,
+        plan: TaskPlan,
+        job: str,
+        attempt: int | None = None,
+        reattach: bool = False,
+        forced: bool = False,
     ) -> None:
         name = plan.task.name
         states = self.states[name]
         planned = states.next_attempt(job)
         states.move(job, State.RUNNING)
-        self.runner.start(plan.task, job, planned if attempt is None else attempt, reattach)
+        attempt = planned if attempt is None else attempt
+        self.runner.start(plan.task, job, attempt, reattach, forced)
         self.counters[name].launched += 1
         for downstream in plan.downstream:
             if self.states[downstream].get(job) is State.READY:
                 self.states[downstream].move(job, None)
 
     def _stopped(self, name: str, job: str) -> None:
-        """Forget a job stopped without a record (``rm``, a stopping controller)."""
+        """Forget a job stopped without a record (``rm``, a stopping controller).
+
+        A job whose lease was lost is held by no one here now: it is looked at again
+        with the other held jobs.
+        """
         if self.states[name].get(job) is State.RUNNING:
-            self.states[name].move(job, None)
+            lost = (name, job) in self._lost
+            self._lost.discard((name, job))
+            self.states[name].move(job, State.HELD if lost else None)
+
+    def _leases_lost(self) -> None:
+        """Stop following every running job: this controller's leases expired."""
+        for name, running in self.runner.running.items():
+            self._lost.update((name, job) for job in running)
+        if self._abandoning is None or self._abandoning.done():
+            self._abandoning = asyncio.get_running_loop().create_task(self.runner.abandon())
+        self.wakeup.set()
 
     def start(self, task_name: str, job: str) -> None:
         """Launch ``job`` of ``task_name`` now, ready or not; it is recorded as usual."""
-        self._start(self.plans[task_name], job)
+        self._start(self.plans[task_name], job, forced=True)
 
     def _finished(self, name: str, job: str, ended: Ended) -> None:
         self.completions.append((name, job, ended))
@@ -407,12 +476,22 @@ class Scheduler:
 
     async def _reap(self) -> None:
         completions, self.completions = self.completions, []
+        finished = [
+            (name, job)
+            for name, job, ended in completions
+            if self._record(self.plans[name], job, ended)
+        ]
+        if self._finished_elsewhere:
+            elsewhere, self._finished_elsewhere = self._finished_elsewhere, set()
+            await self._learn_outcomes(elsewhere)
+        await self._take_in(finished)
+
+    async def _take_in(self, finished: Iterable[tuple[str, str]]) -> None:
+        """Update what is known after jobs were recorded: their outputs, what they unblock."""
         touched: dict[str, set[str]] = {}
         outputs: dict[int, set[str]] = {}
-        for name, job, ended in completions:
+        for name, job in finished:
             plan = self.plans[name]
-            if not self._record(plan, job, ended):
-                continue
             for task_name in plan.rechecks:
                 touched.setdefault(task_name, set()).add(job)
             for key in plan.watched_outputs:
@@ -431,9 +510,17 @@ class Scheduler:
         states = self.states[name]
         counters = self.counters[name]
         if isinstance(ended, Held):
-            counters.launched -= 1  # it never started here
+            if not ended.lost:
+                counters.launched -= 1  # it never started here
+            if ended.finished:  # its record is read with the others' outcomes
+                states.move(job, State.HELD)
+                states.move(job, None)
+                self.ids[plan.done].add(job)
+                self._finished_elsewhere.add((name, job))
+                return True
             states.move(job, State.HELD)
-            self._note_other_controller(ended.holder, name, job)
+            if self.leases is None:
+                self._note_other_controller(ended.holder, name, job)
             return False
         if isinstance(ended, Unrecorded):
             states.move(job, State.UNRECORDED)
@@ -511,6 +598,15 @@ class Scheduler:
         says.
         """
         await self.runner.shutdown()
+        if self._abandoning is not None:
+            await self._abandoning
+
+    async def leave(self) -> None:
+        """Give up this controller's leases (others may take its jobs at once), or its note."""
+        if self.leases is not None:
+            await self.leases.close()
+        if self.presence is not None:
+            await self.presence.withdraw()
 
     def totals(self) -> tuple[int, int, int, int]:
         """Return the jobs launched, succeeded and failed so far, and the failures listed."""

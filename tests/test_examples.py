@@ -91,3 +91,32 @@ def test_uppercase_process_pipeline(tmp_path: Path) -> None:
     assert (work / "outputs" / f"{tricky}.txt").read_text() == "QUOTED, NOT RUN\n"
     written = {path.name for path in (work / "outputs").iterdir()}
     assert written == {*sources, f"{tricky}.txt"}
+
+
+def test_shared_example_split_between_three_controllers(tmp_path: Path) -> None:
+    """Three copies of the shared example started at once write each report once."""
+    script = tmp_path / "shared.py"
+    shutil.copy(EXAMPLES / "shared.py", script)
+    run_example(script, "ls", "report.text")  # seeds the inputs once, before the race
+    controllers = [
+        subprocess.Popen(
+            [sys.executable, str(script), "run"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    launched = 0
+    for controller in controllers:
+        out, err = controller.communicate(timeout=120)
+        assert controller.returncode == 0, err
+        launched += int((out + err).rsplit("launched ", 1)[1].split()[0])
+    assert launched == 40
+    reports = sorted((tmp_path / "work" / "shared" / "reports").glob("*.txt"))
+    assert len(reports) == 40
+    assert (
+        "text07: 8 words" in (tmp_path / "work" / "shared" / "reports" / "text07.txt").read_text()
+    )
+    status = run_example(script, "status", "--json")
+    assert json.loads(status.stdout)["report"]["succeeded"] == 40

@@ -31,7 +31,18 @@ LAYERS: list[tuple[str, ...]] = [
     # 3: tasks
     ("task",),
     # 4: running a pipeline
-    ("readiness", "plans", "runner", "scheduler", "running", "session", "pipeline", "graph"),
+    (
+        "readiness",
+        "leases",
+        "presence",
+        "plans",
+        "runner",
+        "scheduler",
+        "running",
+        "session",
+        "pipeline",
+        "graph",
+    ),
     # 5: looking at a pipeline and showing it
     ("overview", "admin", "progress"),
     # 6: the command line

@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict, Unpack
+from typing import Any, ClassVar, TypedDict, Unpack
 
 from pydatatask.errors import ConfigurationError, JobClaimedError
 from pydatatask.link import Link
@@ -126,6 +126,13 @@ class Task(abc.ABC):
     :param max_concurrent: the most jobs of this task running at once.
     """
 
+    runs_elsewhere: ClassVar[bool] = False
+    """Whether jobs run outside the controller and can be re-adopted with :meth:`attach`."""
+    claims: MetadataRepository | None = None
+    """Where the task notes the jobs it runs elsewhere (a process task's ``pids``), if
+    anywhere. Its entries hold jobs back only without leases: with leases, the lease
+    decides who follows a job."""
+
     def __init__(
         self,
         name: str,
@@ -212,12 +219,14 @@ class Task(abc.ABC):
     async def bind(self) -> None:  # noqa: B027 - most tasks need no preparation
         """Check the wiring when the pipeline opens; raise :class:`ConfigurationError`."""
 
-    async def live_jobs(self) -> dict[str, int]:
+    async def live_jobs(self, shared: bool = False) -> dict[str, int]:
         """Return the jobs an earlier controller left running, with their attempt numbers.
 
         Tasks whose jobs run outside the controller (processes, containers, pods)
         rediscover them here, so a restarted controller waits for them with
-        :meth:`attach` instead of launching them twice.
+        :meth:`attach` instead of launching them twice. With ``shared`` (leases let
+        several controllers run the pipeline), jobs that live controllers follow are
+        left out without a warning.
         """
         return {}
 
@@ -245,6 +254,13 @@ class Task(abc.ABC):
 
     def release(self, job: str) -> None:  # noqa: B027 - nothing reserved by default
         """Give back what :meth:`reserve` claimed for ``job``."""
+
+    def abandon(self, job: str) -> None:
+        """Give back what :meth:`reserve` claimed, leaving the job's traces to its new holder.
+
+        Called instead of :meth:`release` when this controller lost its lease on ``job``.
+        """
+        self.release(job)
 
     @abc.abstractmethod
     async def execute(self, job: str, attempt: int) -> dict[str, Any]:

@@ -133,6 +133,8 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         an unknown ``on_exit``.
     """
 
+    runs_elsewhere: ClassVar[bool] = True
+
     reserved_names: ClassVar[frozenset[str]] = frozenset({"task", "env"})
     """Template names the task provides besides ``job``; no link may take them."""
 
@@ -165,7 +167,7 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         self.kill_grace = kill_grace
         self.streams: dict[str, str] = {}
         """Which link receives each output stream (``stdout``, ``stderr``, ``log``)."""
-        self.claims: MetadataRepository | None = None
+        self.claims = None
         """The claim store, for engines that cannot tell who follows a job."""
         self._executor = executor
         self._quota = TaskQuota(quota, name, estimate, window)
@@ -251,6 +253,12 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleaned)
 
+    def abandon(self, job: str) -> None:
+        """Give back the job's share; its traces and claim entry stay for its new holder."""
+        self._quota.release(job)
+        self._adopted.pop(job, None)
+        self._finished.pop(job, None)
+
     def _cleaned(self, cleanup: asyncio.Task[None]) -> None:
         self._cleanups.discard(cleanup)
         for job, pending in list(self._forgetting.items()):
@@ -304,7 +312,10 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
             status = await self.executor.wait(handle)
             await self._collect(job, handle)
         except asyncio.CancelledError as cancelled:
-            if stop_reason(cancelled) is not StopReason.SHUTDOWN or self.on_exit == "kill":
+            reason = stop_reason(cancelled)
+            if reason in (StopReason.TIMEOUT, StopReason.REMOVED) or (
+                reason is StopReason.SHUTDOWN and self.on_exit == "kill"
+            ):
                 await asyncio.shield(self._stop(handle))
             raise
         except Exception:
@@ -400,7 +411,7 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
             logger.warning("%s: job %r has an unreadable handle: %s", self.name, job, exc)
             return None
 
-    async def _claimed(self) -> dict[str, tuple[int, HandleT | None]]:
+    async def _claimed(self, shared: bool) -> dict[str, tuple[int, HandleT | None]]:
         """Return the jobs of the claim store that no other live controller follows."""
         assert self.claims is not None
         found: dict[str, tuple[int, HandleT | None]] = {}
@@ -413,7 +424,7 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
                 others.setdefault(str(holder), []).append(job)
                 continue
             found[job] = (int(entry.get("attempt", 1)), self._restored(job, entry))
-        for other, jobs in others.items():
+        for other, jobs in ({} if shared else others).items():
             logger.warning(
                 "another controller is running this pipeline: %s holds %d %s jobs (%s); "
                 "they are left to it (without leases, one controller per pipeline is assumed)",
@@ -427,14 +438,14 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
 
     # ---------------------------------------------------------------- restarts
 
-    async def live_jobs(self) -> dict[str, int]:
+    async def live_jobs(self, shared: bool = False) -> dict[str, int]:
         """Return the jobs an earlier controller left, running or ended, with their attempts.
 
         The traces of jobs whose done record is already written are removed instead.
         Jobs that another live controller follows are left to it, with a warning.
         """
         if self.claims is not None:
-            found = await self._claimed()
+            found = await self._claimed(shared)
         else:
             found = {
                 handle.job: (handle.attempt, handle)
@@ -463,9 +474,14 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         """
         handle = self._adopted.pop(job, None)
         if self.claims is not None:  # this controller follows it now
-            entry = await self.claims.info(job)
-            await self.claims.dump(job, {**entry, "controller": ControllerId.current().as_record()})
-            handle = self._restored(job, entry)
+            try:
+                entry = await self.claims.info(job)
+            except JobNotFoundError:  # taken over before its start was noted
+                entry = None
+            if isinstance(entry, dict):
+                me = ControllerId.current().as_record()
+                await self.claims.dump(job, {**entry, "controller": me})
+                handle = self._restored(job, entry)
         noted = handle is not None
         if handle is None:
             handle = await self.executor.find(self.name, job)

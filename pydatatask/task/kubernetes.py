@@ -199,7 +199,7 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
     def _holds(self, handle: PodHandle) -> Resources:
         return handle.requests
 
-    async def live_jobs(self) -> dict[str, int]:
+    async def live_jobs(self, shared: bool = False) -> dict[str, int]:
         """Return the jobs whose pods an earlier controller left, running or ended.
 
         Inside a pod started by a :class:`KubeFunctionTask`, nothing is listed: that
@@ -207,7 +207,7 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
         """
         if os.environ.get(IN_POD_VARIABLE):
             return {}
-        return await super().live_jobs()
+        return await super().live_jobs(shared)
 
     async def run_attempt(
         self, job: str, attempt: int, reattach: bool = False
