@@ -61,6 +61,7 @@ _EXTERNAL_MODULES = [
     "re",
     # Third-party packages.
     "_pytest",
+    "aiodocker",
     "aiohttp",
     "asyncssh",
     "jinja2",

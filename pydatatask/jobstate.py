@@ -41,6 +41,10 @@ class State(enum.Enum):
     __hash__ = object.__hash__
 
 
+# Looking a member up on its Enum class costs tens of nanoseconds on Python 3.11; the
+# per-job paths read these module names instead.
+_RUNNING, _RETRYING, _UNREADABLE = State.RUNNING, State.RETRYING, State.UNREADABLE
+
 _ALLOWED: dict[State | None, frozenset[State | None]] = {
     None: frozenset(
         {
@@ -142,7 +146,7 @@ class JobStates:
         :raises TransitionError: when the state table does not allow the move.
         """
         now = self._state.get(job)
-        if to not in _ALLOWED[now] or (to is State.RETRYING) != (retry_at is not None):
+        if to not in _ALLOWED[now] or (to is _RETRYING) != (retry_at is not None):
             raise TransitionError(
                 f"{self.task} job {job!r}: no move from {_name(now)} to {_name(to)}"
             )
@@ -150,11 +154,11 @@ class JobStates:
             index = self._index.get(now)
             if index is not None:
                 index.discard(job)
-            if now is State.RETRYING:
+            if now is _RETRYING:
                 del self._retry[job]
-            elif now is State.UNREADABLE:
+            elif now is _UNREADABLE:
                 self._notes.pop(job, None)
-        if self._next and (to is None or to is State.RUNNING):
+        if self._next and (to is None or to is _RUNNING):
             self._next.pop(job, None)
         if to is None:
             del self._state[job]
@@ -181,8 +185,10 @@ class JobStates:
             raise TransitionError(f"{self.task}: no job can leave {state.value} unset")
         job = index.pop()
         del self._state[job]
-        self._retry.pop(job, None)
-        self._notes.pop(job, None)
+        if self._retry:
+            self._retry.pop(job, None)
+        if self._notes:
+            self._notes.pop(job, None)
         return job  # its next attempt number is kept: it is about to start
 
     def forget_settled(self, recorded: Set[str]) -> None:

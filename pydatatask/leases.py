@@ -45,6 +45,7 @@ from pydatatask.errors import (
 )
 from pydatatask.records import read_records
 from pydatatask.repository.base import MAX_JOB_ID_LENGTH, MetadataRepository, Repository
+from pydatatask.repository.filesystem import YamlMetadataFileRepository
 
 __all__ = ["SUPPORTED", "Claim", "Holder", "Leases"]
 
@@ -60,6 +61,17 @@ _OWN_SHARE = 0.8
 """The part of a lease for which its controller trusts its own claims."""
 _RENEWALS_PER_LEASE = 3
 _HEARTBEAT_PREFIX = "~controller."
+
+
+def _unsynced(repo: MetadataRepository) -> MetadataRepository:
+    """Return the lease repository, writing without disk syncs where it can.
+
+    Claims and heartbeats need not survive a crash of the machine: every controller on
+    it dies too, and a claim lost or cut short stands for no one.
+    """
+    if isinstance(repo, YamlMetadataFileRepository) and repo.durable:
+        return YamlMetadataFileRepository(repo.basedir, repo.extension, durable=False)
+    return repo
 
 
 def _boot_clock() -> float:
@@ -78,9 +90,9 @@ class Claim:
     job: str
     generation: int
     heartbeat: str
-    """The key of the heartbeat the claim hangs on: the claim stands while it does."""
+    """The key of the heartbeat the claim hangs on; the claim stands while it does."""
     taken_over: bool
-    """An earlier holder's claim expired: what it left running should be re-adopted."""
+    """Whether an earlier holder's claim expired, so what it left running is re-adopted."""
 
 
 @dataclass(frozen=True)
@@ -119,7 +131,7 @@ class Leases:
             )
         if not lease_seconds >= 1:
             raise ConfigurationError(f"lease_seconds must be at least 1, not {lease_seconds!r}")
-        self.repo: MetadataRepository = repo
+        self.repo: MetadataRepository = _unsynced(repo)
         self.lease_seconds = float(lease_seconds)
         self.on_lost = on_lost
         self._clock = clock

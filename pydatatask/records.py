@@ -132,9 +132,9 @@ class Held:
 
     holder: str
     finished: bool = False
-    """The holder has recorded the job: its done record is there to read."""
+    """Whether the holder has recorded the job, so its done record is there to read."""
     lost: bool = False
-    """It ran here, but this controller's lease on it expired first: no record was written."""
+    """Whether it ran here but this controller's lease on it expired first (no record)."""
 
 
 Ended = Recorded | Unrecorded | Held

@@ -158,7 +158,10 @@ class JobRunner:
             self.running[task.name][job] = current
             ended: Ended | None = None
             try:
-                ended = await self._run(task, job, attempt, reattach, forced)
+                if self.leases is None:  # one coroutine less per job where nothing is claimed
+                    ended = await self._run_claimed(task, job, attempt, reattach, None)
+                else:
+                    ended = await self._run(task, job, attempt, reattach, forced)
             finally:
                 if (task.name, job) in self._abandoned:
                     self._abandoned.discard((task.name, job))

@@ -147,7 +147,12 @@ def _start(env: dict[str, str], *command: str) -> subprocess.Popen[str]:
 
 
 def _finish(controller: subprocess.Popen[str]) -> tuple[int, str, str]:
-    out, err = controller.communicate(timeout=PATIENCE)
+    try:
+        out, err = controller.communicate(timeout=PATIENCE)
+    except subprocess.TimeoutExpired:
+        controller.kill()
+        out, err = controller.communicate()
+        raise AssertionError(f"the controller did not finish:\n{err[-6000:]}") from None
     return controller.returncode, out, err
 
 
@@ -358,7 +363,7 @@ def test_no_job_starts_while_the_lease_repository_is_unreachable(
             s3_secret=s3_server.secret_key,
             s3_bucket=unique_bucket_name(),
         )
-        controller = _start(env, "run")
+        controller = _start(env, "-v", "run")
         _wait_for(lambda: sum(_effects(tmp_path).values()) >= 4, "the first jobs to start")
         proxy.cut()
         at_cut = sum(_effects(tmp_path).values())
@@ -371,3 +376,13 @@ def test_no_job_starts_while_the_lease_repository_is_unreachable(
     assert code == 0, err
     assert "leases expired" in err, err
     assert len(_recorded(tmp_path, "second")) == 30
+
+
+def test_claims_on_files_are_not_synced_to_disk(tmp_path: Path) -> None:
+    """Claims need not survive a crash of the machine: they skip the fsync of done records."""
+    given = pydatatask.YamlMetadataFileRepository(tmp_path / "leases")
+    assert given.durable
+    leases = Leases(given, 30)
+    assert isinstance(leases.repo, pydatatask.YamlMetadataFileRepository)
+    assert not leases.repo.durable
+    assert leases.repo.basedir == given.basedir

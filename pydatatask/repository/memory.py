@@ -54,7 +54,7 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
     """
 
     atomic_create: ClassVar[bool] = True
-    """True, within one process's event loop: ``create`` checks and stores without
+    """Atomic within one process's event loop only, as ``create`` checks and stores without
     yielding, and no other process or host can see the dict. Callers on other threads'
     event loops sharing one repository are not covered."""
 

@@ -100,7 +100,7 @@ class MongoMetadataRepository(MetadataRepository):
     """
 
     atomic_create: ClassVar[bool] = True
-    """True: ``create`` is one ``insert_one``, refused when the ``_id`` exists."""
+    """Atomic, as ``create`` is one ``insert_one``, refused when the ``_id`` exists."""
 
     def __init__(
         self,

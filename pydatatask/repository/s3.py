@@ -537,7 +537,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
     """
 
     atomic_create: ClassVar[bool] = True
-    """True: ``create`` is one conditional ``PutObject`` (``If-None-Match: *``)."""
+    """Atomic, as ``create`` is one conditional ``PutObject`` with ``If-None-Match`` ``*``."""
 
     def __init__(
         self,

@@ -27,8 +27,8 @@ class StopReason(enum.Enum):
     """The controller stops. The job leaves no record, and runs on or is stopped as the
     task's ``on_exit`` says."""
     LOST = "lost"
-    """The controller's lease on the job expired: another controller may follow it now.
-    The job leaves no record here and, where it runs elsewhere, runs on."""
+    """The controller's lease on the job expired, so another controller may follow it
+    now. The job leaves no record here and, where it runs elsewhere, runs on."""
 
 
 def stop_reason(cancelled: asyncio.CancelledError) -> StopReason:

@@ -310,7 +310,8 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     booleans, null, dates); tuples are stored as lists. Writes are atomic, as for
     :class:`FileRepository`, and durable, since done records and claims live here: the
     file is fsynced before it is renamed into place and the folder after, so a value
-    that was stored survives a crash of the machine. ``info`` of an absent job raises
+    that was stored survives a crash of the machine (``durable=False`` skips the syncs,
+    for values that need not outlive the machine). ``info`` of an absent job raises
     :class:`~pydatatask.errors.JobNotFoundError`.
 
     ``create(job, value)`` is atomic across processes (on one machine, or on a shared
@@ -325,10 +326,18 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
 
     _durable = True
     atomic_create: ClassVar[bool] = True
-    """True: ``create`` claims the job's name with a hard link, which only one caller can make."""
+    """Atomic, as ``create`` claims the job's name with a hard link, which one caller makes."""
 
-    def __init__(self, basedir: str | os.PathLike[str], extension: str = ".yaml") -> None:
+    def __init__(
+        self, basedir: str | os.PathLike[str], extension: str = ".yaml", *, durable: bool = True
+    ) -> None:
         super().__init__(basedir, extension)
+        self._durable = durable
+
+    @property
+    def durable(self) -> bool:
+        """Whether a stored value is synced to disk before it counts as stored."""
+        return self._durable
 
     def _parse(self, job: str, path: str, data: bytes) -> Any:
         try:
