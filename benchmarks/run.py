@@ -33,15 +33,34 @@ GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
     "w1-files": ["w1-files"],
     "w1-files-leases": ["w1-files", "w1-files-leases"],
+    "w1-values": ["w1-memory", "w1-memory-values", "w1-files", "w1-files-values"],
     "w1-yaml": ["w1-yaml"],
     "w1-s3": ["w1-s3"],
-    "w1": ["w1-memory", "w1-files", "w1-files-leases", "w1-yaml", "w1-s3"],
+    "w1": [
+        "w1-memory",
+        "w1-memory-values",
+        "w1-files",
+        "w1-files-values",
+        "w1-files-leases",
+        "w1-yaml",
+        "w1-s3",
+    ],
     "noop": ["w1-files"],
     "chain": ["chain"],
     "import": ["import"],
 }
 """What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
-ORDER = ["w1-memory", "w1-files", "w1-files-leases", "w1-yaml", "w1-s3", "chain", "import"]
+ORDER = [
+    "w1-memory",
+    "w1-memory-values",
+    "w1-files",
+    "w1-files-values",
+    "w1-files-leases",
+    "w1-yaml",
+    "w1-s3",
+    "chain",
+    "import",
+]
 
 
 # ------------------------------------------------------------------ workers
@@ -133,6 +152,11 @@ def _mib(value: float) -> str:
 W1_TITLES = {
     "w1-memory": ("W1 in-memory", "plain asyncio, dicts"),
     "w1-files": ("W1 filesystem, plain files", "plain asyncio, to_thread files"),
+    "w1-memory-values": ("W1 in-memory, functions over values", "plain asyncio, dicts"),
+    "w1-files-values": (
+        "W1 filesystem, plain files, functions over values",
+        "plain asyncio, to_thread files",
+    ),
     "w1-files-leases": (
         "W1 filesystem, plain files, with leases (files)",
         "plain asyncio, to_thread files (no claims)",
@@ -322,6 +346,20 @@ def _lease_overhead(results: dict[str, Any]) -> Row:
     )
 
 
+def _values_cost(results: dict[str, Any], kind: str) -> Row:
+    """What writing the stages as functions over values costs, per job."""
+    plain = results[kind.removesuffix("-values")]["pydatatask"]["jobs_per_second"]
+    values = results[kind]["pydatatask"]["jobs_per_second"]
+    extra = plain / values - 1
+    return Row(
+        "  cost per job next to the repository style, same run",
+        f"{extra * 100:+.1f}",
+        "%",
+        target="<= +10 %",
+        meets=_check(extra <= 0.10),
+    )
+
+
 def measure_all(
     kinds: list[str], count: int, s3_count: int = S3_DEFAULT_N
 ) -> tuple[dict[str, Any], list[Row]]:
@@ -351,12 +389,15 @@ def measure_all(
                 rows.append(versus)
         elif kind.startswith("w1-"):
             variant = kind.removeprefix("w1-")
-            lower = _spawn(f"lower-{variant.removesuffix('-leases')}", count)
+            base = variant.removesuffix("-leases").removesuffix("-values")
+            lower = _spawn(f"lower-{base}", count)
             framework = _spawn(kind, count)
             results[kind] = {"pydatatask": framework, "lower_bound": lower}
             rows.extend(_w1_rows(kind, framework, lower))
             if kind == "w1-files-leases" and "w1-files" in results:
                 rows.append(_lease_overhead(results))
+            if kind.endswith("-values") and kind.removesuffix("-values") in results:
+                rows.append(_values_cost(results, kind))
         else:
             results[kind] = _spawn(kind, count)
             rows.extend(builders[kind](results[kind]))

@@ -20,8 +20,9 @@ from benchmarks._common import (
     write_inputs,
 )
 
-VARIANTS = ("memory", "files", "files-leases", "yaml", "s3")
-"""``files-leases`` is ``files`` with every job claimed in a lease repository of YAML files."""
+VARIANTS = ("memory", "memory-values", "files", "files-values", "files-leases", "yaml", "s3")
+"""``files-leases`` is ``files`` with every job claimed in a lease repository of YAML files;
+``-values`` variants write the same stages as functions over values (``@pydatatask.task``)."""
 
 
 def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
@@ -40,6 +41,50 @@ def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
         await lengths.dump(job, len(await upper.info(job)))
 
     _wire(stage_a, stage_b, source, upper, lengths)
+    pipeline = pydatatask.Pipeline([stage_a, stage_b], max_concurrent_jobs=CONCURRENCY)
+    return pipeline, lengths
+
+
+def _memory_values_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
+    source = pydatatask.InProcessMetadataRepository({key: value_of(key) for key in names})
+    upper = pydatatask.InProcessMetadataRepository()
+    lengths = pydatatask.InProcessMetadataRepository()
+
+    @pydatatask.task("stage_a", inputs={"source": source}, outputs={"upper": upper})
+    async def stage_a(source: str) -> str:
+        return source.upper()
+
+    @pydatatask.task("stage_b", inputs={"upper": upper}, outputs={"lengths": lengths})
+    async def stage_b(upper: str) -> int:
+        return len(upper)
+
+    pipeline = pydatatask.Pipeline([stage_a, stage_b], max_concurrent_jobs=CONCURRENCY)
+    return pipeline, lengths
+
+
+def _files_values_pipeline(root: Path) -> tuple[pydatatask.Pipeline, Any]:
+    source = pydatatask.FileRepository(root / "input")
+    upper = pydatatask.FileRepository(root / "upper")
+    lengths = pydatatask.FileRepository(root / "lengths")
+
+    @pydatatask.task(
+        "stage_a",
+        done=pydatatask.YamlMetadataFileRepository(root / "done_a"),
+        inputs={"source": source},
+        outputs={"upper": upper},
+    )
+    async def stage_a(source: bytes) -> bytes:
+        return source.upper()
+
+    @pydatatask.task(
+        "stage_b",
+        done=pydatatask.YamlMetadataFileRepository(root / "done_b"),
+        inputs={"upper": upper},
+        outputs={"lengths": lengths},
+    )
+    async def stage_b(upper: bytes) -> bytes:
+        return str(len(upper)).encode()
+
     pipeline = pydatatask.Pipeline([stage_a, stage_b], max_concurrent_jobs=CONCURRENCY)
     return pipeline, lengths
 
@@ -185,8 +230,9 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
     """Run W1 through pydatatask and return its figures."""
     names = keys(count)
     result: dict[str, Any] = {"n": count, "jobs": 2 * count}
-    if variant == "memory":
-        pipeline, lengths = _memory_pipeline(names)
+    if variant.startswith("memory"):
+        build = _memory_values_pipeline if variant == "memory-values" else _memory_pipeline
+        pipeline, lengths = build(names)
         total, running, report = await _timed_run(pipeline)
         extra = await _check(lengths, names, report)
     elif variant == "s3":
@@ -202,6 +248,7 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
         makers: dict[str, Callable[[Path], tuple[pydatatask.Pipeline, Any]]] = {
             "files": _files_pipeline,
             "files-leases": functools.partial(_files_pipeline, leases=True),
+            "files-values": _files_values_pipeline,
             "yaml": _yaml_pipeline,
         }
         maker = makers[variant]

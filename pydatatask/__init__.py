@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from pydatatask.codecs import Codec
 from pydatatask.errors import (
     BackendError,
     BackendUnavailableError,
+    CodecError,
     ConfigurationError,
     InputError,
     InvalidJobIdError,
     JobClaimedError,
+    JobFailedError,
     JobNotFoundError,
     JobNotReadyError,
     LifecycleError,
@@ -47,10 +50,14 @@ from pydatatask.repository.filesystem import (
 from pydatatask.repository.memory import InProcessBlobRepository, InProcessMetadataRepository
 from pydatatask.running import run
 from pydatatask.session import Resource, Session
+from pydatatask.target import Result, materialize
 from pydatatask.task.base import Task
 from pydatatask.task.function import ExecutorTask, FunctionTask, InProcessSyncTask
 from pydatatask.task.process import STDOUT, ProcessTask
 from pydatatask.task.retry import RetryPolicy
+
+# After every import of the package ``pydatatask.task``: the name is the decorator's.
+from pydatatask.task.values import ValueTask, task
 
 if TYPE_CHECKING:
     from pydatatask.cli import main
@@ -75,6 +82,8 @@ _PUBLIC: dict[str, str] = {
     "BackendUnavailableError": "pydatatask.errors",
     "BlobRepository": "pydatatask.repository.base",
     "BlockingRepository": "pydatatask.repository.combinators",
+    "Codec": "pydatatask.codecs",
+    "CodecError": "pydatatask.errors",
     "ConfigurationError": "pydatatask.errors",
     "ContainerTask": "pydatatask.task.container",
     "DirectoryRepository": "pydatatask.repository.filesystem",
@@ -90,6 +99,7 @@ _PUBLIC: dict[str, str] = {
     "InputError": "pydatatask.errors",
     "InvalidJobIdError": "pydatatask.errors",
     "JobClaimedError": "pydatatask.errors",
+    "JobFailedError": "pydatatask.errors",
     "JobNotFoundError": "pydatatask.errors",
     "JobNotReadyError": "pydatatask.errors",
     "KubeFunctionTask": "pydatatask.task.kubernetes",
@@ -114,6 +124,7 @@ _PUBLIC: dict[str, str] = {
     "Resource": "pydatatask.session",
     "ResourceManager": "pydatatask.quota",
     "Resources": "pydatatask.quota",
+    "Result": "pydatatask.target",
     "RetryPolicy": "pydatatask.task.retry",
     "RunReport": "pydatatask.report",
     "S3BucketRepository": "pydatatask.repository.s3",
@@ -121,10 +132,13 @@ _PUBLIC: dict[str, str] = {
     "STDOUT": "pydatatask.task.process",
     "Session": "pydatatask.session",
     "Task": "pydatatask.task.base",
+    "ValueTask": "pydatatask.task.values",
     "YamlMetadataFileRepository": "pydatatask.repository.filesystem",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",
     "main": "pydatatask.cli",
+    "materialize": "pydatatask.target",
     "run": "pydatatask.running",
+    "task": "pydatatask.task.values",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -89,6 +89,15 @@ def parser() -> argparse.ArgumentParser:
     )
     command = commands.add_parser("graph", help="draw the pipeline")
     command.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    command = commands.add_parser(
+        "materialize", help="run one job and the upstream jobs it needs; print its Result"
+    )
+    command.add_argument("task", metavar="TASK")
+    command.add_argument("job", metavar="JOB")
+    command.add_argument("--json", action="store_true", help="print the Result as JSON")
+    command.add_argument(
+        "--rerun-failed", action="store_true", help="run jobs that failed before again"
+    )
     command = commands.add_parser("why", help="explain why a job is or is not ready")
     command.add_argument("task", metavar="TASK")
     command.add_argument("job", metavar="JOB")

@@ -23,7 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from pydatatask import admin, arguments, progress
-from pydatatask.errors import ConfigurationError, InvalidJobIdError, PydatataskError
+from pydatatask.errors import (
+    ConfigurationError,
+    InvalidJobIdError,
+    JobFailedError,
+    PydatataskError,
+)
 from pydatatask.report import RunReport
 from pydatatask.running import run
 
@@ -304,6 +309,23 @@ async def _graph(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
     return EXIT_OK
 
 
+async def _materialize(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    try:
+        result = await pipeline.materialize(args.task, args.job, rerun_failed=args.rerun_failed)
+    except JobFailedError as failed:
+        if args.json:
+            _write(json.dumps(failed.result.as_json(), indent=2, default=_json_default))
+        return _error(failed, EXIT_FAILURE)
+    if args.json:
+        _write(json.dumps(result.as_json(), indent=2, default=_json_default))
+    else:
+        verb = "ran" if result.ran else "was already done"
+        _write(f"{result.task} job {result.job!r} {verb}")
+        for link, info in result.target.items():
+            _write(f"  {link}: {info}")
+    return EXIT_OK
+
+
 async def _why(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
     for reason in await admin.why(pipeline, args.task, args.job):
         _write(reason)
@@ -322,4 +344,5 @@ COMMANDS: dict[str, Command] = {
     "launch": _launch,
     "graph": _graph,
     "why": _why,
+    "materialize": _materialize,
 }

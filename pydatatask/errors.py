@@ -6,6 +6,8 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     PydatataskError
     ├── JobNotFoundError          (KeyError)      a job id is not in a repository
     ├── InvalidJobIdError         (ValueError)    a job id breaks the id rules
+    ├── CodecError                (ValueError)    a value could not be encoded for storage,
+    │                                             or stored data could not be decoded
     ├── ConfigurationError        (ValueError)    a pipeline, task or link is set up wrongly
     │   ├── PipelineValidationError               the pipeline graph is not runnable
     │   ├── QuotaExceededError                    a job needs more than a whole quota
@@ -13,6 +15,7 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     │                                             gave a malformed expression or value
     ├── JobNotReadyError          (RuntimeError)  a job was asked to run while not ready
     ├── JobClaimedError           (RuntimeError)  another controller holds the job
+    ├── JobFailedError            (RuntimeError)  a job asked for, or one it needs, failed
     ├── ProcessExitError          (RuntimeError)  a job's script exited with an error status
     ├── LifecycleError            (RuntimeError)  a resource used outside an open session
     ├── MissingDependencyError    (ImportError)   an optional backend package is absent
@@ -22,13 +25,17 @@ Each error also inherits the builtin exception a caller would naturally catch, s
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BackendError",
     "BackendUnavailableError",
+    "CodecError",
     "ConfigurationError",
     "InputError",
     "InvalidJobIdError",
     "JobClaimedError",
+    "JobFailedError",
     "JobNotFoundError",
     "JobNotReadyError",
     "LifecycleError",
@@ -63,6 +70,24 @@ class InvalidJobIdError(PydatataskError, ValueError):
         super().__init__(f"invalid job id {job!r}: {reason}")
         self.job = job
         self.reason = reason
+
+
+class CodecError(PydatataskError, ValueError):
+    """A codec could not encode a value to save, or decode the data stored for a job.
+
+    A value that cannot be encoded is not stored: the job keeps its previous value, or
+    stays absent.
+    """
+
+    def __init__(self, message: str, job: str, codec: str) -> None:
+        super().__init__(message)
+        self.job = job
+        """The job whose value was being saved or loaded."""
+        self.codec = codec
+        """The name of the codec."""
+
+    def __reduce__(self) -> tuple[type[CodecError], tuple[str, str, str]]:
+        return (type(self), (str(self), self.job, self.codec))
 
 
 class ConfigurationError(PydatataskError, ValueError):
@@ -105,6 +130,24 @@ class JobClaimedError(PydatataskError, RuntimeError):
         self.task = task
         self.job = job
         self.holder = holder
+
+
+class JobFailedError(PydatataskError, RuntimeError):
+    """A job asked for (``materialize``) failed, or a job it needs did.
+
+    Its ``result`` holds the :class:`~pydatatask.target.Result` so far, with the done
+    records of the jobs that ran or were found.
+    """
+
+    def __init__(self, task: str, job: str, problem: str, result: Any) -> None:
+        super().__init__(f"{task} job {job!r} failed: {problem}")
+        self.task = task
+        self.job = job
+        self.problem = problem
+        self.result = result
+
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, str, str, Any]]:
+        return (type(self), (self.task, self.job, self.problem, self.result))
 
 
 class ProcessExitError(PydatataskError, RuntimeError):

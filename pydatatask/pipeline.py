@@ -14,6 +14,7 @@ from pydatatask.errors import ConfigurationError, LifecycleError, PipelineValida
 from pydatatask.repository.base import Repository
 from pydatatask.scheduler import Scheduler
 from pydatatask.session import Session
+from pydatatask.target import Result, materialize_job
 from pydatatask.task.base import Task
 
 __all__ = ["Edge", "Pipeline", "Priority"]
@@ -220,6 +221,16 @@ class Pipeline:
         if self._scheduler is None:
             raise LifecycleError("the pipeline is not open: use 'async with pipeline:'")
         return self._scheduler
+
+    async def materialize(self, task: str, job: str, *, rerun_failed: bool = False) -> Result:
+        """Run ``job`` of ``task`` and only the upstream jobs it needs; return its Result.
+
+        A job already done is read, not run again; see :func:`pydatatask.target.materialize_job`.
+
+        :raises JobFailedError: when it or a job it needs failed (now, or before without
+            ``rerun_failed``).
+        """
+        return await materialize_job(self, task, job, rerun_failed=rerun_failed)
 
     async def update(self) -> bool:
         """Run one scheduler round: reap, compute ready jobs, launch; True while work remains."""

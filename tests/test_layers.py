@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "jobstate",
         "report",
         "setexpr",
+        "codecs",
     ),
     # 1: where data lives and where jobs run, and what a job may use of a quota
     ("repository", "executor", "records", "quota"),
@@ -39,6 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
         "runner",
         "scheduler",
         "running",
+        "target",
         "session",
         "pipeline",
         "graph",

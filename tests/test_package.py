@@ -26,6 +26,8 @@ OPTIONAL_BACKEND_MODULES = [
     "aiodocker",
     "kubernetes_asyncio",
     "asyncssh",
+    "pyarrow",
+    "pandas",
 ]
 
 # The modules whose names resolve on first use: optional backends, and the command line.
@@ -81,6 +83,13 @@ EXPECTED_PUBLIC_NAMES = {
     "InputError",
     "JobNotReadyError",
     "JobClaimedError",
+    "JobFailedError",
+    "CodecError",
+    "Codec",
+    "Result",
+    "materialize",
+    "task",
+    "ValueTask",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
     "MongoMetadataRepository",

@@ -2,11 +2,16 @@
 
 A repository maps job ids to values. Public methods check the id and then call the
 protected hook a backend implements, so no backend can forget the check.
+
+Metadata and blob repositories also load and save plain Python values: a metadata
+repository stores the value itself, a blob repository stores the bytes its
+:class:`~pydatatask.codecs.Codec` makes of it.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import logging
 import re
@@ -14,6 +19,7 @@ import unicodedata
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
+from pydatatask.codecs import BUILTIN_CODECS, Codec, decode_value, encode_value
 from pydatatask.errors import InvalidJobIdError, JobNotFoundError
 from pydatatask.streams import ByteReader, ByteWriter, OpenMode, TextReader, TextWriter
 
@@ -76,6 +82,12 @@ async def _closing(iterator: AsyncIterator[str]) -> AsyncGenerator[AsyncIterator
         close = getattr(iterator, "aclose", None)
         if close is not None:
             await close()
+
+
+_LIGHT_CODECS = frozenset({"bytes", "text"})
+"""Codecs cheap enough to run in the event loop whatever the size."""
+_INLINE_DECODE_BYTES = 1 << 16
+"""Stored values up to this size are decoded in the event loop, not in a thread."""
 
 
 class Repository(abc.ABC):
@@ -207,6 +219,17 @@ class MetadataRepository(Repository, abc.ABC):
         """Store ``value`` for ``job``, replacing any previous value atomically."""
         await self._dump(self.check_job_id(job), value)
 
+    async def load(self, job: str) -> Any:
+        """Return the value stored for ``job``, as :meth:`~Repository.info` does.
+
+        :raises JobNotFoundError: when ``job`` is absent.
+        """
+        return await self.info(job)
+
+    async def save(self, job: str, value: Any) -> None:
+        """Store ``value`` for ``job``, replacing any previous value atomically, as :meth:`dump`."""
+        await self.dump(job, value)
+
     async def create(self, job: str, value: Any) -> bool:
         """Store ``value`` for ``job`` only if ``job`` is absent; return whether this call did.
 
@@ -230,7 +253,54 @@ class MetadataRepository(Repository, abc.ABC):
 
 
 class BlobRepository(Repository, abc.ABC):
-    """A repository of byte streams, opened per job in text or binary mode."""
+    """A repository of byte streams, opened per job in text or binary mode.
+
+    :meth:`load` and :meth:`save` read and write whole values through the repository's
+    :attr:`codec`; a backend sets it from its ``codec=`` argument (the ``"bytes"`` codec
+    when it sets none).
+    """
+
+    _codec: Codec = BUILTIN_CODECS["bytes"]
+
+    @property
+    def codec(self) -> Codec:
+        """The codec that :meth:`load` and :meth:`save` use."""
+        return self._codec
+
+    async def load(self, job: str) -> Any:
+        """Return the value of ``job``: its bytes decoded with :attr:`codec`.
+
+        Decoding a large value (or any value with a codec other than ``bytes`` and
+        ``text``, past 64 KiB) runs in a worker thread, so it does not stall the event loop.
+
+        :raises JobNotFoundError: when ``job`` is absent.
+        :raises CodecError: when the stored bytes cannot be decoded; the error names the
+            job and the codec.
+        """
+        job = self.check_job_id(job)
+        async with await self.open(job, "rb") as reader:
+            data = await reader.read()
+        if self.codec.name in _LIGHT_CODECS or len(data) <= _INLINE_DECODE_BYTES:
+            return decode_value(self.codec, data, job, self)
+        return await asyncio.to_thread(decode_value, self.codec, data, job, self)
+
+    async def save(self, job: str, value: Any) -> None:
+        """Store ``value`` as the value of ``job``, encoded with :attr:`codec`, atomically.
+
+        The whole value is encoded (in a worker thread, unless the codec is ``bytes`` or
+        ``text``) before anything is written, so a value the codec cannot encode stores
+        nothing and the previous value stays.
+
+        :raises CodecError: when the codec cannot encode ``value``; the error names the
+            job and the codec.
+        """
+        job = self.check_job_id(job)
+        if self.codec.name in _LIGHT_CODECS:
+            data = encode_value(self.codec, value, job, self)
+        else:
+            data = await asyncio.to_thread(encode_value, self.codec, value, job, self)
+        async with await self.open(job, "wb") as writer:
+            await writer.write(data)
 
     @overload
     async def open(self, job: str, mode: Literal["r"]) -> TextReader: ...

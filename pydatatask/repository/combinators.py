@@ -3,10 +3,10 @@
 """Repositories built from other repositories: intersections, unions, exclusions and views.
 
 Every combinator here but :class:`RelatedItemRepository` is a read view, offering no
-``dump`` or ``open``: a value is written into the underlying repositories, and the
-combinator shows it from then on. A :class:`RelatedItemRepository` offers the value
-methods of its base, reading and writing the item each id translates to. ``delete`` is
-forwarded as each class documents.
+``dump``, ``open``, ``load`` or ``save``: a value is written into the underlying
+repositories, and the combinator shows it from then on. A :class:`RelatedItemRepository`
+offers the value methods of its base, reading and writing the item each id translates
+to. ``delete`` is forwarded as each class documents.
 
 Ids are checked once, by the public methods of :class:`Repository`, against
 :meth:`~pydatatask.Repository.check_job_id`; each combinator narrows that check to the
@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
+from pydatatask.codecs import Codec
 from pydatatask.errors import ConfigurationError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteReader, ByteWriter
@@ -288,11 +289,13 @@ class RelatedItemRepository(Repository):
     The view offers the value methods of ``base``, with ``k`` translated: over a
     :class:`MetadataRepository` it is one too (``dump(k, value)`` and
     ``create(k, value)`` write the base item ``k`` names), and over a
-    :class:`BlobRepository` it is one too (``open(k, mode)`` in every mode), so
-    ``isinstance`` tells what a view supports. ``info(k)`` is whatever ``base.info``
-    gives for the translated id, including a default the base documents for absent
-    ids. Reading or writing an id the translator does not map to a valid base id raises
-    :class:`JobNotFoundError`, as does reading a base item that is absent.
+    :class:`BlobRepository` it is one too (``open(k, mode)`` in every mode, and the
+    base's ``codec``), so ``isinstance`` tells what a view supports. Over either,
+    ``load(k)`` and ``save(k, value)`` are the base's, with its codec. ``info(k)`` is
+    whatever ``base.info`` gives for the translated id, including a default the base
+    documents for absent ids. Reading or writing an id the translator does not map to a
+    valid base id raises :class:`JobNotFoundError`, as does reading a base item that is
+    absent.
     """
 
     def __new__(
@@ -437,7 +440,27 @@ class RelatedItemRepository(Repository):
 # its kind, which is what makes the casts below true.
 
 
-class _RelatedMetadataRepository(RelatedItemRepository, MetadataRepository):
+class _RelatedValueRepository(RelatedItemRepository):
+    """``load`` and ``save`` of a base that holds values, with the id translated."""
+
+    async def load(self, job: str) -> Any:
+        """Return ``base.load`` of the item ``job`` translates to.
+
+        :raises JobNotFoundError: when ``job`` translates to no item, or it is absent.
+        """
+        target = await self._require_target(self.check_job_id(job))
+        return await cast(MetadataRepository | BlobRepository, self.base).load(target)
+
+    async def save(self, job: str, value: Any) -> None:
+        """Store ``value`` with ``base.save`` as the item ``job`` translates to.
+
+        :raises JobNotFoundError: when ``job`` translates to no valid id of ``base``.
+        """
+        target = await self._require_target(self.check_job_id(job))
+        await cast(MetadataRepository | BlobRepository, self.base).save(target, value)
+
+
+class _RelatedMetadataRepository(_RelatedValueRepository, MetadataRepository):
     """A :class:`RelatedItemRepository` whose base is a :class:`MetadataRepository`."""
 
     async def _dump(self, job: str, value: Any) -> None:
@@ -449,8 +472,13 @@ class _RelatedMetadataRepository(RelatedItemRepository, MetadataRepository):
         return await cast(MetadataRepository, self.base).create(target, value)
 
 
-class _RelatedBlobRepository(RelatedItemRepository, BlobRepository):
+class _RelatedBlobRepository(_RelatedValueRepository, BlobRepository):
     """A :class:`RelatedItemRepository` whose base is a :class:`BlobRepository`."""
+
+    @property
+    def codec(self) -> Codec:
+        """The codec of ``base``, which ``load`` and ``save`` use."""
+        return cast(BlobRepository, self.base).codec
 
     async def _open_reader(self, job: str) -> ByteReader:
         target = await self._require_target(job)

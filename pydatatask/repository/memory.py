@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
+from pydatatask.codecs import Codec, codec_for
 from pydatatask.errors import JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.streams import ByteReader, BytesReader, ByteWriter
@@ -96,13 +97,19 @@ class InProcessBlobRepository(_DictRepository, BlobRepository):
     """Byte values in a dict; ``info(job)`` is the stored bytes.
 
     :param data: initial values; ``str`` values are stored UTF-8 encoded.
+    :param codec: the codec of ``load`` and ``save``: a name such as ``"json"`` or a
+        :class:`~pydatatask.codecs.Codec`; None is the ``"bytes"`` codec.
+    :raises ConfigurationError: for an unknown codec name.
     """
 
-    def __init__(self, data: dict[str, bytes | str] | None = None) -> None:
+    def __init__(
+        self, data: dict[str, bytes | str] | None = None, *, codec: str | Codec | None = None
+    ) -> None:
         self.data = {
             job: value.encode("utf-8") if isinstance(value, str) else value
             for job, value in (data or {}).items()
         }
+        self._codec = codec_for(codec)
 
     async def _open_reader(self, job: str) -> ByteReader:
         return BytesReader(await self._info(job))

@@ -36,6 +36,7 @@ import yaml
 
 from pydatatask import yamltext
 from pydatatask._optional import import_optional
+from pydatatask.codecs import Codec, codec_for
 from pydatatask.errors import (
     BackendError,
     BackendUnavailableError,
@@ -336,8 +337,12 @@ class S3BucketRepository(BlobRepository):
         :meth:`~pydatatask.Repository.info` for templates that run there.
     :param part_size: the bytes a writer buffers before uploading a multipart part (at
         least 5 MiB); a value up to this size is written with one ``PutObject``.
-    :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, or a
-        ``client`` that is not callable.
+    :param codec: the codec of ``load`` and ``save``: a name (``"json"``, ``"csv"``, ...)
+        or a :class:`~pydatatask.codecs.Codec`; None picks it from ``suffix`` as
+        :class:`~pydatatask.FileRepository` does from its extension (no or another
+        suffix is bytes).
+    :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, a
+        ``client`` that is not callable, or an unknown codec name.
     :raises MissingDependencyError: when the ``s3`` extra is not installed.
     """
 
@@ -351,6 +356,7 @@ class S3BucketRepository(BlobRepository):
         mimetype: str = "application/octet-stream",
         incluster_endpoint: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
+        codec: str | Codec | None = None,
     ) -> None:
         _botocore_errors()
         if not callable(client):
@@ -371,6 +377,7 @@ class S3BucketRepository(BlobRepository):
         self.mimetype = mimetype
         self.incluster_endpoint = incluster_endpoint
         self.part_size = part_size
+        self._codec = codec_for(codec, suffix)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} s3://{self.bucket}/{self.prefix}*{self.suffix}>"
@@ -549,6 +556,19 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
         mimetype: str = "text/yaml",
     ) -> None:
         super().__init__(client, bucket, suffix, prefix=prefix, mimetype=mimetype)
+
+    # Both a metadata and a blob repository: values are the YAML objects, as for ``info``.
+    async def load(self, job: str) -> Any:
+        """Return the stored value, as ``info`` does.
+
+        :raises JobNotFoundError: when ``job`` is absent.
+        :raises BackendError: when the object is not valid YAML.
+        """
+        return await MetadataRepository.load(self, job)
+
+    async def save(self, job: str, value: Any) -> None:
+        """Store ``value`` with one ``PutObject``, as ``dump`` does."""
+        await MetadataRepository.save(self, job, value)
 
     async def _info(self, job: str) -> Any:
         """Return the stored value.

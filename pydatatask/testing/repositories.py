@@ -3,7 +3,8 @@
 A backend's test module subclasses one of the contracts, :class:`RepositoryContract`,
 :class:`BlobRepositoryContract` or :class:`MetadataRepositoryContract`, and gives it a
 ``repo`` fixture returning an empty repository; the inherited tests then check listing,
-membership, idempotent deletion, missing ids, round trips, atomic writes and invalid ids::
+membership, idempotent deletion, missing ids, round trips, atomic writes, ``load`` and
+``save``, and invalid ids::
 
     import pytest
     from pydatatask.testing.repositories import BlobRepositoryContract
@@ -27,16 +28,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pydatatask.errors import InvalidJobIdError, JobNotFoundError
+from pydatatask.errors import CodecError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 
 INVALID_IDS = ["", "a/b", "..", ".", "x\n", "a" * 300, "a\\b", "tab\there", "nul\x00"]
 TRAVERSAL_IDS = ["../escape", "../../etc/passwd", "/abs", "..\\escape", "sub/../../x"]
+
+# A value for each built-in codec that its load gives back equal; a table codec loads a
+# pyarrow.Table, compared through its rows.
+CODEC_SAMPLES: dict[str, Any] = {
+    "bytes": b"\x00raw \xff bytes",
+    "text": "héllo wörld\nsecond line 😀\n",
+    "json": {"name": "x", "values": [1, 2.5, "three", None, True], "nested": {"é": "ü"}},
+    "yaml": {"name": "x", "text": "two\nlines\n", "values": [1, 2.5, None]},
+    "pickle": {"set": {1, 2}, "tuple": (1, "a"), "complex": 1 + 2j},
+    "csv": [{"n": 1, "word": "one"}, {"n": 2, "word": "two"}],
+    "parquet": [{"n": 1, "word": "one"}, {"n": 2, "word": "two"}],
+}
 
 
 class RepositoryContract:
@@ -260,6 +274,41 @@ class BlobRepositoryContract(RepositoryContract):
             assert await reader.read() == "old"
         assert await repo.ids() == {"job"}
 
+    async def test_load_gives_back_what_save_stored(self, repo: BlobRepository) -> None:
+        """``save`` stores the bytes its codec makes of a value; ``load`` decodes them."""
+        name = repo.codec.name
+        if name not in CODEC_SAMPLES:
+            pytest.skip(f"no sample value for the {name!r} codec")
+        if name in ("csv", "parquet"):
+            pytest.importorskip("pyarrow")
+        value = CODEC_SAMPLES[name]
+        await repo.save("job", value)
+        loaded = await repo.load("job")
+        assert (loaded.to_pylist() if name in ("csv", "parquet") else loaded) == value
+        async with await repo.open("job", "rb") as reader:
+            assert await reader.read() == repo.codec.encode(value)
+        assert await repo.ids() == {"job"}
+        with pytest.raises(JobNotFoundError):
+            await repo.load("missing")
+
+    async def test_save_of_a_value_the_codec_refuses_stores_nothing(
+        self, repo: BlobRepository
+    ) -> None:
+        """A value no built-in codec can encode raises ``CodecError`` and changes nothing."""
+        if repo.codec.name not in CODEC_SAMPLES:
+            pytest.skip(f"a {repo.codec.name!r} codec may encode anything")
+        await self.put(repo, "job", "old")
+        refused = threading.Lock()  # neither bytes, text, JSON, YAML, a table nor picklable
+        for job in ("job", "new"):
+            with pytest.raises(CodecError) as caught:
+                await repo.save(job, refused)
+            assert caught.value.job == job
+            assert caught.value.codec == repo.codec.name
+            assert repr(job) in str(caught.value)
+        async with await repo.open("job", "r") as reader:
+            assert await reader.read() == "old"
+        assert await repo.ids() == {"job"}
+
     async def test_writer_rejects_wrong_type(self, repo: BlobRepository) -> None:
         """A binary writer refuses text with ``TypeError``."""
         writer = await repo.open("job", "wb")
@@ -290,6 +339,21 @@ class MetadataRepositoryContract(RepositoryContract):
             assert await repo.info(f"job{index}") == value
         everything = await repo.info_all()
         assert everything == {f"job{index}": value for index, value in enumerate(self.VALUES)}
+
+    async def test_load_and_save_are_info_and_dump(self, repo: MetadataRepository) -> None:
+        """``save`` stores a value as ``dump`` does and ``load`` returns it as ``info``."""
+        value = {"a": [1, "two", None]}
+        await repo.save("job", value)
+        assert await repo.load("job") == value
+        assert await repo.info("job") == value
+        await repo.dump("job", 2)
+        assert await repo.load("job") == 2
+        if not self.missing_info_has_default:
+            with pytest.raises(JobNotFoundError):
+                await repo.load("missing")
+        with pytest.raises(InvalidJobIdError):
+            await repo.save("a/b", value)
+        assert await repo.ids() == {"job"}
 
     async def test_dump_replaces(self, repo: MetadataRepository) -> None:
         """``dump`` replaces the stored value."""

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 import yaml
 
 from pydatatask import yamltext
+from pydatatask.codecs import Codec, codec_for
 from pydatatask.errors import BackendError, JobNotFoundError
 from pydatatask.repository.base import BlobRepository, MetadataRepository
 from pydatatask.repository.filesystem.folder import (
@@ -244,15 +245,29 @@ class FileRepository(FolderRepository, BlobRepository):
     such file; a write replaces the existing one, else creates ``job + extension``;
     ``info`` of an absent job is the path of ``job + extension``). A lookup whose exact
     spelling is absent scans the folder.
+
+    ``load(job)`` and ``save(job, value)`` go through ``codec``: a name (``"json"``,
+    ``"csv"``, ...) or a :class:`~pydatatask.codecs.Codec`; None picks it from
+    ``extension`` (``".json"`` is JSON, ``".csv"`` CSV, and so on; no or another
+    extension is bytes). See :mod:`pydatatask.codecs`.
+
+    :raises ConfigurationError: for an unknown codec name, or an extension that cannot be
+        part of a file name.
     """
 
     _durable = False
     """Whether writes are fsynced before and after their rename."""
 
     def __init__(
-        self, basedir: str | os.PathLike[str], extension: str = "", case_insensitive: bool = False
+        self,
+        basedir: str | os.PathLike[str],
+        extension: str = "",
+        case_insensitive: bool = False,
+        *,
+        codec: str | Codec | None = None,
     ) -> None:
         super().__init__(basedir, extension, case_insensitive)
+        self._codec = codec_for(codec, self.extension)
 
     def _is_member_entry(self, entry: os.DirEntry[str]) -> bool:
         return entry.is_file()
@@ -338,6 +353,22 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     def durable(self) -> bool:
         """Whether a stored value is synced to disk before it counts as stored."""
         return self._durable
+
+    # Both a metadata and a blob repository: values are the YAML objects, as for ``info``.
+    async def load(self, job: str) -> Any:
+        """Return the stored value, as ``info`` does.
+
+        :raises JobNotFoundError: when ``job`` is absent.
+        :raises BackendError: when the file is not valid YAML.
+        """
+        return await MetadataRepository.load(self, job)
+
+    async def save(self, job: str, value: Any) -> None:
+        """Store ``value`` durably and atomically, as ``dump`` does.
+
+        :raises TypeError: for a value YAML cannot represent; the previous value stays.
+        """
+        await MetadataRepository.save(self, job, value)
 
     def _parse(self, job: str, path: str, data: bytes) -> Any:
         try:
