@@ -8,6 +8,9 @@ One of the seed documents is empty on purpose: counting it fails, the failure is
 recorded in the ``count`` task's done repository, ``status`` shows it, and the report
 for it is never written. Every other document goes through both stages; a second run
 does nothing, because everything is already done.
+
+Both tasks are functions over values: each gets its input already loaded (the text of a
+document, the counts as a dict) and returns what is saved to its output.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pydatatask
 from pydatatask.cli import run_cli
@@ -28,48 +32,38 @@ SEED_DOCUMENTS = {
     "empty": "",
 }
 
-documents = pydatatask.FileRepository(WORK / "documents", ".txt")
+documents = pydatatask.FileRepository(WORK / "documents", ".txt")  # text, from ".txt"
 word_counts = pydatatask.YamlMetadataFileRepository(WORK / "word_counts")
 reports = pydatatask.FileRepository(WORK / "reports", ".txt")
 
 
-@pydatatask.InProcessSyncTask("count", pydatatask.YamlMetadataFileRepository(WORK / "done_count"))
-async def count(
-    job: str, documents: pydatatask.FileRepository, counts: pydatatask.YamlMetadataFileRepository
-) -> None:
+@pydatatask.task(
+    done=pydatatask.YamlMetadataFileRepository(WORK / "done_count"),
+    inputs={"document": documents},
+    outputs={"counts": word_counts},
+)
+def count(job: str, document: str) -> dict[str, object]:
     """Count the words of one document."""
-    async with await documents.open(job, "r") as reader:
-        text = await reader.read()
-    words = [word.strip(".,;:!?").lower() for word in text.split()]
+    words = [word.strip(".,;:!?").lower() for word in document.split()]
     if not words:
         raise ValueError(f"document {job!r} has no words")
-    await counts.dump(
-        job,
-        {
-            "words": len(words),
-            "lines": text.count("\n"),
-            "top": dict(Counter(words).most_common(3)),
-        },
-    )
+    return {
+        "words": len(words),
+        "lines": document.count("\n"),
+        "top": dict(Counter(words).most_common(3)),
+    }
 
 
-@pydatatask.InProcessSyncTask("report", pydatatask.YamlMetadataFileRepository(WORK / "done_report"))
-async def report(
-    job: str, counts: pydatatask.YamlMetadataFileRepository, reports: pydatatask.FileRepository
-) -> None:
+@pydatatask.task(
+    done=pydatatask.YamlMetadataFileRepository(WORK / "done_report"),
+    inputs={"counts": word_counts},
+    outputs={"report": reports},
+)
+def report(job: str, counts: dict[str, Any]) -> str:
     """Write a one-line report from the word counts."""
-    stats = await counts.info(job)
-    top = ", ".join(f"{word} ({n})" for word, n in stats["top"].items())
-    async with await reports.open(job, "w") as writer:
-        await writer.write(
-            f"{job}: {stats['words']} words on {stats['lines']} lines; most common: {top}\n"
-        )
+    top = ", ".join(f"{word} ({n})" for word, n in counts["top"].items())
+    return f"{job}: {counts['words']} words on {counts['lines']} lines; most common: {top}\n"
 
-
-count.link("documents", documents, is_input=True)
-count.link("counts", word_counts, is_output=True)
-report.link("counts", word_counts, is_input=True)
-report.link("reports", reports, is_output=True)
 
 pipeline = pydatatask.Pipeline([count, report])
 

@@ -33,7 +33,7 @@ class Result:
     task: str
     job: str
     ran: bool
-    """Whether this call ran the job (False: it was done already)."""
+    """True when this call ran the job, False when it was done already."""
     record: Any
     """Its done record (a mapping), or None when it could not run."""
     deps: dict[str, Result] = field(default_factory=dict)

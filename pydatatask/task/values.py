@@ -20,10 +20,10 @@ from pydatatask.errors import ConfigurationError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.task.base import Task, TaskOptions
 
-__all__ = ["ValueTask", "task"]
+__all__ = ["ValueFunction", "ValueTask", "task"]
 
 ValueFunction = Callable[..., Any]
-"""A body over values: ``func(job=..., **inputs) -> output``, sync or async."""
+"""The body of a :class:`ValueTask`, ``func(job=..., **inputs) -> output``, sync or async."""
 
 
 class ValueTask(Task):
