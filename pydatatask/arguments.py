@@ -57,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--jobs", type=_count, metavar="N", help="run at most N jobs at once (all tasks)"
     )
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object when done (launched, succeeded, failed, failed_jobs); "
+        "progress goes to stderr",
+    )
 
     commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
     command = commands.add_parser("status", help="count jobs by state for every task")

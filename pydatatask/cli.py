@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -117,9 +117,10 @@ PLAIN_WIDTH = 1000
 """The width tables may take when standard output is not a terminal: nothing is cut."""
 
 
-def _console() -> Console:
-    width = None if sys.stdout.isatty() else PLAIN_WIDTH
-    return Console(file=sys.stdout, highlight=False, soft_wrap=True, width=width)
+def _console(stream: TextIO | None = None) -> Console:
+    stream = sys.stdout if stream is None else stream
+    width = None if stream.isatty() else PLAIN_WIDTH
+    return Console(file=stream, highlight=False, soft_wrap=True, width=width)
 
 
 def _write(text: str) -> None:
@@ -185,7 +186,8 @@ async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
         pipeline.poll_interval = args.poll
     if args.jobs is not None:
         pipeline.max_concurrent_jobs = args.jobs
-    console = _console()
+    # With --json, standard output carries the one JSON object, so progress goes to stderr.
+    console = _console(sys.stderr) if args.json else _console()
     async with progress.display(pipeline.scheduler, console):
         if args.once:
             report = await _one_round(pipeline)
@@ -193,8 +195,11 @@ async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
             report = await run(
                 pipeline, forever=args.forever, launch_once=args.launch_once, timeout=args.timeout
             )
-    _write(_report_line(report))
-    _write_lines(_failure_lines(report))
+    if args.json:
+        _write(json.dumps(report.as_json()))
+    else:
+        _write(_report_line(report))
+        _write_lines(_failure_lines(report))
     if report.failed or report.unreadable or (report.timed_out and not args.forever):
         return EXIT_FAILURE
     return EXIT_OK

@@ -42,3 +42,20 @@ class RunReport:
     """The jobs that failed for good during this run, with their errors."""
     unreadable: tuple[Failure, ...] = ()
     """The done records found unreadable; their jobs were left alone."""
+
+    def as_json(self) -> dict[str, object]:
+        """Return the report as plain values: what ``run --json`` prints.
+
+        ``launched``, ``succeeded``, ``failed`` and ``timed_out``; ``failed_jobs`` and
+        ``unreadable_jobs`` as ``[task, job]`` pairs; ``errors`` as
+        ``{"task job": error}``.
+        """
+        return {
+            "launched": self.launched,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "timed_out": self.timed_out,
+            "failed_jobs": [[item.task, item.job] for item in self.failures],
+            "unreadable_jobs": [[item.task, item.job] for item in self.unreadable],
+            "errors": {f"{item.task} {item.job}": item.error for item in self.failures},
+        }

@@ -120,3 +120,29 @@ def test_shared_example_split_between_three_controllers(tmp_path: Path) -> None:
     )
     status = run_example(script, "status", "--json")
     assert json.loads(status.stdout)["report"]["succeeded"] == 40
+
+
+def test_run_json_is_what_another_orchestrator_reads(tmp_path: Path) -> None:
+    """A caller (Prefect's ShellOperation, Airflow's BashOperator, cron) parses stdout."""
+    script = tmp_path / "quickstart.py"
+    shutil.copy(EXAMPLES / "quickstart.py", script)
+    run_example(script, "ls", "count.document")  # seeds the documents
+    done = run_example(script, "run", "--json")
+    assert done.returncode == 1  # the empty document fails
+    outcome = json.loads(done.stdout)  # the whole of stdout is one JSON object
+    assert outcome["launched"] == 7
+    assert (outcome["succeeded"], outcome["failed"]) == (6, 1)
+    assert outcome["failed_jobs"] == [["count", "empty"]]
+    assert "has no words" in outcome["errors"]["count empty"]
+    assert outcome["timed_out"] is False
+    again = run_example(script, "run", "--json")
+    assert again.returncode == 0, again.stderr  # this run launched nothing, so failed nothing
+    assert json.loads(again.stdout) == {
+        "launched": 0,
+        "succeeded": 0,
+        "failed": 0,
+        "timed_out": False,
+        "failed_jobs": [],
+        "unreadable_jobs": [],
+        "errors": {},
+    }
