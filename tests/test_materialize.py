@@ -66,11 +66,12 @@ SCRIPT = textwrap.dedent(
 def _load_pipeline(base: Path) -> pydatatask.Pipeline:
     script = base / "pipeline.py"
     namespace: dict[str, object] = {"__name__": "pipeline_under_test"}
-    sys.argv.insert(1, str(base))
+    saved = sys.argv
+    sys.argv = ["pipeline.py", str(base)]  # the script takes its folder from argv[1]
     try:
         exec(compile(script.read_text(), str(script), "exec"), namespace)
     finally:
-        del sys.argv[1]
+        sys.argv = saved
     pipeline = namespace["pipeline"]
     assert isinstance(pipeline, pydatatask.Pipeline)
     return pipeline
