@@ -80,7 +80,8 @@ class JobRunner:
         """
         self.running[task.name][job] = None
         self.count += 1
-        self._withdrawn.discard((task.name, job))
+        if self._withdrawn:
+            self._withdrawn.discard((task.name, job))
         self._queue.append((task, job, attempt, reattach, forced))
         while self._idle:
             waiting = self._idle.popleft()
@@ -152,7 +153,7 @@ class JobRunner:
                 await idle
                 continue
             task, job, attempt, reattach, forced = self._queue.popleft()
-            if (task.name, job) in self._withdrawn:
+            if self._withdrawn and (task.name, job) in self._withdrawn:
                 self._withdrawn.discard((task.name, job))
                 continue
             self.running[task.name][job] = current
@@ -163,7 +164,7 @@ class JobRunner:
                 else:
                     ended = await self._run(task, job, attempt, reattach, forced)
             finally:
-                if (task.name, job) in self._abandoned:
+                if self._abandoned and (task.name, job) in self._abandoned:
                     self._abandoned.discard((task.name, job))
                     task.abandon(job)  # its traces belong to the job's new holder
                 else:

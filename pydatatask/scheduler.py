@@ -444,9 +444,10 @@ class Scheduler:
         self.completions.append((name, job, ended))
         self.states[name].move(job, _ENDING)
         self.wakeup.set()
-        waiter = self._waiters.pop((name, job), None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(ended)
+        if self._waiters:  # someone waits for particular jobs (run_now)
+            waiter = self._waiters.pop((name, job), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(ended)
 
     async def run_now(self, task_name: str, job: str) -> dict[str, Any]:
         """Run one job now, whether or not it is ready; return its done record.
