@@ -170,8 +170,14 @@ async def _outputs(task: Task, job: str) -> tuple[dict[str, Any], dict[str, Repo
 
 
 async def _named(repo: Repository, job: str) -> bool:
-    """Whether ``info`` can name ``job``'s place in ``repo`` (present, or a path)."""
-    return isinstance(repo, FolderRepository) or await repo.contains(job)
+    """Whether ``info`` names ``job``'s place in ``repo``: a path, or a value present.
+
+    A folder of files names the path of a job not written yet; a metadata repository's
+    ``info`` is the stored value, so only a present job has one.
+    """
+    if isinstance(repo, FolderRepository) and not isinstance(repo, MetadataRepository):
+        return True
+    return await repo.contains(job)
 
 
 async def _check_sources(pipeline: Pipeline, task: Task, job: str) -> None:

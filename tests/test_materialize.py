@@ -167,3 +167,21 @@ def test_the_command_line_prints_the_result_as_json(base: Path) -> None:
     failed = materialize("report", "bad")
     assert failed.returncode == 1
     assert "error: report job 'bad' failed: upstream count job 'bad' failed" in failed.stderr
+
+
+async def test_a_failed_job_whose_output_is_a_metadata_repository(tmp_path: Path) -> None:
+    """Its Result names no target value, and the error names the job."""
+    numbers = pydatatask.InProcessMetadataRepository({"zero": 0, "two": 2})
+    inverses = pydatatask.YamlMetadataFileRepository(tmp_path / "inverses")
+
+    @pydatatask.task(inputs={"number": numbers}, outputs={"inverse": inverses})
+    def invert(number: int) -> float:
+        return 1 / number
+
+    pipeline = pydatatask.Pipeline([invert])
+    async with pipeline:
+        with pytest.raises(JobFailedError, match="invert job 'zero' failed: ZeroDivisionError"):
+            await pipeline.materialize("invert", "zero")
+        result = await pipeline.materialize("invert", "two")
+        assert result.target == {"inverse": 0.5}
+        assert await result.load() == 0.5
