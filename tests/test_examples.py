@@ -146,3 +146,46 @@ def test_run_json_is_what_another_orchestrator_reads(tmp_path: Path) -> None:
         "unreadable_jobs": [],
         "errors": {},
     }
+
+
+def test_the_yaml_quick_start_matches_the_python_one(tmp_path: Path) -> None:
+    """The same documents through quickstart.py and through the pydatatask command."""
+    for name in ("quickstart.py", "quickstart.yaml"):
+        shutil.copy(EXAMPLES / name, tmp_path / name)
+    tour = run_example(tmp_path / "quickstart.py")  # seeds work/documents, then runs
+    assert tour.returncode == 0, tour.stderr
+    shutil.copytree(tmp_path / "work" / "documents", tmp_path / "yaml-work" / "documents")
+    command = [
+        str(Path(sys.executable).with_name("pydatatask")),
+        "-f",
+        str(tmp_path / "quickstart.yaml"),
+        "--set",
+        "WORK=yaml-work",
+    ]
+    assert subprocess.run([*command, "validate"], capture_output=True, timeout=120).returncode == 0
+    done = subprocess.run(
+        [*command, "run", "--json"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr  # the empty document fails, as in Python
+    assert json.loads(done.stdout)["failed_jobs"] == [["count", "empty"]]
+    for folder in ("reports", "word_counts"):
+        python_side = {p.name: p.read_bytes() for p in (tmp_path / "work" / folder).iterdir()}
+        yaml_side = {p.name: p.read_bytes() for p in (tmp_path / "yaml-work" / folder).iterdir()}
+        assert yaml_side == python_side, folder
+    module = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pydatatask",
+            "-f",
+            str(tmp_path / "quickstart.yaml"),
+            "--set",
+            "WORK=yaml-work",
+            "status",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(module.stdout)["report"]["succeeded"] == 3

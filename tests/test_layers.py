@@ -46,9 +46,9 @@ LAYERS: list[tuple[str, ...]] = [
         "graph",
     ),
     # 5: looking at a pipeline and showing it
-    ("overview", "admin", "progress"),
+    ("overview", "admin", "progress", "config"),
     # 6: the command line
-    ("arguments", "cli"),
+    ("arguments", "cli", "command", "__main__"),
     # 7: what third parties import to test their backends, and the package's face
     ("testing", "__init__"),
 ]

@@ -33,6 +33,7 @@ OPTIONAL_BACKEND_MODULES = [
 # The modules whose names resolve on first use: optional backends, and the command line.
 LAZY_MODULES = {
     "pydatatask.cli",
+    "pydatatask.config",
     "pydatatask.executor.docker",
     "pydatatask.executor.kubernetes",
     "pydatatask.executor.ssh",
@@ -84,6 +85,8 @@ EXPECTED_PUBLIC_NAMES = {
     "JobNotReadyError",
     "JobClaimedError",
     "JobFailedError",
+    "ConfigFileError",
+    "load_pipeline",
     "CodecError",
     "Codec",
     "Result",
