@@ -29,28 +29,7 @@ S3_QUICK_N = 300
 _ROOT = Path(__file__).resolve().parent.parent
 _RESULT_PREFIX = "BENCHMARK-RESULT "
 
-GROUPS: dict[str, list[str]] = {
-    "w1-memory": ["w1-memory"],
-    "w1-files": ["w1-files"],
-    "w1-files-leases": ["w1-files", "w1-files-leases"],
-    "w1-values": ["w1-memory", "w1-memory-values", "w1-files", "w1-files-values"],
-    "w1-yaml": ["w1-yaml"],
-    "w1-s3": ["w1-s3"],
-    "w1": [
-        "w1-memory",
-        "w1-memory-values",
-        "w1-files",
-        "w1-files-values",
-        "w1-files-leases",
-        "w1-yaml",
-        "w1-s3",
-    ],
-    "noop": ["w1-files"],
-    "chain": ["chain"],
-    "import": ["import"],
-}
-"""What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
-ORDER = [
+W1_KINDS = [
     "w1-memory",
     "w1-memory-values",
     "w1-files",
@@ -58,9 +37,21 @@ ORDER = [
     "w1-files-leases",
     "w1-yaml",
     "w1-s3",
-    "chain",
-    "import",
 ]
+ORDER = [*W1_KINDS, "chain", "import"]
+GROUPS: dict[str, list[str]] = {
+    "w1-memory": ["w1-memory"],
+    "w1-files": ["w1-files"],
+    "w1-files-leases": ["w1-files", "w1-files-leases"],
+    "w1-values": ["w1-memory", "w1-memory-values", "w1-files", "w1-files-values"],
+    "w1-yaml": ["w1-yaml"],
+    "w1-s3": ["w1-s3"],
+    "w1": W1_KINDS,
+    "noop": ["w1-files"],
+    "chain": ["chain"],
+    "import": ["import"],
+}
+"""What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
 
 
 # ------------------------------------------------------------------ workers

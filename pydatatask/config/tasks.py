@@ -20,7 +20,7 @@ from pydatatask.config.registry import (
     register,
 )
 from pydatatask.errors import ConfigurationError
-from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.repository.filesystem import YamlMetadataFileRepository
 from pydatatask.session import Resource
 from pydatatask.task.base import Task
@@ -266,18 +266,32 @@ def process_task(
         pids=pids,
         template=process,
         environ=environ,
-        done=_done(context, keys),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=_stderr(stderr, merge_stderr),
-        ready=ready,
-        timeout=keys.get("timeout"),
-        retry=_retry(keys.get("retry")),
-        on_exit=cast(Literal["detach", "kill"], on_exit),
         kill_grace=kill_grace,
-        max_concurrent=keys.get("max_concurrent"),
+        **_script_options(context, keys, (stdin, stdout, stderr, merge_stderr), ready, on_exit),
     )
     return _wire(task, keys)
+
+
+def _script_options(
+    context: BuildContext,
+    keys: TaskKeys,
+    streams: tuple[BlobRepository | None, BlobRepository | None, BlobRepository | None, bool],
+    ready: Repository | None,
+    on_exit: str,
+) -> dict[str, Any]:
+    """Return the keywords every task running a script shares, from the file's keys."""
+    stdin, stdout, stderr, merge_stderr = streams
+    return {
+        "done": _done(context, keys),
+        "stdin": stdin,
+        "stdout": stdout,
+        "stderr": _stderr(stderr, merge_stderr),
+        "ready": ready,
+        "timeout": keys.get("timeout"),
+        "retry": _retry(keys.get("retry")),
+        "on_exit": cast(Literal["detach", "kill"], on_exit),
+        "max_concurrent": keys.get("max_concurrent"),
+    }
 
 
 def container_task(
@@ -326,17 +340,9 @@ def container_task(
         image=image,
         template=container,
         environ=environ,
-        done=_done(context, keys),
-        stdin=stdin,
-        stdout=stdout,
-        stderr=_stderr(stderr, merge_stderr),
-        ready=ready,
-        timeout=keys.get("timeout"),
-        retry=_retry(keys.get("retry")),
         entrypoint=("/bin/sh", "-c") if entrypoint is None else entrypoint,
         network_mode=network_mode,
-        on_exit=cast(Literal["detach", "kill"], on_exit),
-        max_concurrent=keys.get("max_concurrent"),
+        **_script_options(context, keys, (stdin, stdout, stderr, merge_stderr), ready, on_exit),
     )
     return _wire(task, keys)
 
