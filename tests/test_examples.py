@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -148,6 +149,7 @@ def test_run_json_is_what_another_orchestrator_reads(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.backend  # pipeline files need the yaml-pipelines extra
 def test_the_yaml_quick_start_matches_the_python_one(tmp_path: Path) -> None:
     """The same documents through quickstart.py and through the pydatatask command."""
     for name in ("quickstart.py", "quickstart.yaml"):
