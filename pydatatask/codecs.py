@@ -141,8 +141,10 @@ def _to_table(value: Any) -> Any:
     if isinstance(value, pyarrow.RecordBatch):
         return pyarrow.Table.from_batches([value])
     # A DataFrame can only exist when pandas was imported, so never import it here.
-    pandas = sys.modules.get("pandas")
-    if pandas is not None and isinstance(value, pandas.DataFrame):
+    # pandas may be half imported by another thread (pyarrow imports it): then no value
+    # can be one of its DataFrames yet.
+    frame = getattr(sys.modules.get("pandas"), "DataFrame", None)
+    if isinstance(frame, type) and isinstance(value, frame):
         return pyarrow.Table.from_pandas(value)
     if isinstance(value, list | tuple):
         for index, row in enumerate(value):

@@ -29,7 +29,9 @@ async def run(
 
     :param pipeline: an open pipeline.
     :param forever: keep going when idle, re-reading repositories every
-        ``pipeline.poll_interval`` seconds to pick up changes made from outside.
+        ``pipeline.poll_interval`` seconds to pick up changes made from outside, and
+        when the next occurrence of a schedule falls due. A pipeline whose only inputs
+        from outside are schedules sleeps until the next occurrence.
     :param launch_once: launch only in the first round, then wait for those jobs.
     :param timeout: stop after this many seconds; jobs still running are cancelled and
         run again next time.
@@ -47,7 +49,9 @@ async def run(
             break
         if not more and not forever:
             break
-        waits = [pipeline.poll_interval] if forever else []
+        waits = [pipeline.poll_interval] if forever and scheduler.polls else []
+        if forever and scheduler.next_occurrence_at is not None:
+            waits.append(max(0.0, scheduler.next_occurrence_at - time.monotonic()))
         if scheduler.running_count == 0 and any(
             states.count(State.READY) for states in scheduler.states.values()
         ):

@@ -44,6 +44,7 @@ from pydatatask.records import (
     read_records,
 )
 from pydatatask.report import Failure, RunReport, TaskCounters
+from pydatatask.repository.schedule import ScheduleRepository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import failure_record, timestamp
 
@@ -103,6 +104,17 @@ class Scheduler:
         self._finished_elsewhere: set[tuple[str, str]] = set()
         self._lost: set[tuple[str, str]] = set()
         self._abandoning: asyncio.Task[None] | None = None
+        self.schedules = [
+            repo for repo in self.repos.values() if isinstance(repo, ScheduleRepository)
+        ]
+        """The schedules the pipeline reads; a new occurrence is listed when it falls due."""
+        sources = [pipeline.tasks[task].links[link].repo for task, link in pipeline.sources()]
+        self.polls = not self.schedules or any(
+            not isinstance(repo, ScheduleRepository) for repo in sources
+        )
+        """Whether inputs other than schedules need re-reading every ``poll_interval``."""
+        self.next_occurrence_at: float | None = None
+        """When (monotonic) the next occurrence of any schedule falls due, if one will."""
 
     def jobs(self, task: str, state: State) -> Set[str]:
         """Return ``task``'s jobs in ``state`` (do not change the set)."""
@@ -118,7 +130,12 @@ class Scheduler:
             self._reattached = True
             await self._reattach_live_jobs()
         now = time.monotonic()
-        if self.last_refresh is None or now - self.last_refresh >= self.pipeline.poll_interval:
+        due = self.next_occurrence_at is not None and now >= self.next_occurrence_at
+        if (
+            due
+            or self.last_refresh is None
+            or now - self.last_refresh >= self.pipeline.poll_interval
+        ):
             if self._reattached and self.presence is not None:
                 await self.presence.announce()
             await self.refresh()
@@ -184,6 +201,7 @@ class Scheduler:
         if first:
             await self._load_retry_state()
         self.last_refresh = time.monotonic()
+        self.next_occurrence_at = self._next_occurrence()
         for name, plan in self.plans.items():
             self.states[name].forget_settled(self.ids[plan.done])
         logger.info(
@@ -195,6 +213,15 @@ class Scheduler:
         await self._reap()
         for plan in self.plans.values():
             await self._recompute(plan)
+
+    def _next_occurrence(self) -> float | None:
+        """Return when (monotonic) the next occurrence of any schedule falls due."""
+        delays = []
+        for schedule in self.schedules:
+            upcoming = schedule.next_occurrence()
+            if upcoming is not None:
+                delays.append((upcoming - schedule.now()).total_seconds())
+        return time.monotonic() + max(0.0, min(delays)) if delays else None
 
     async def _recompute(self, plan: TaskPlan) -> None:
         name = plan.task.name

@@ -33,6 +33,8 @@ OPTIONAL_BACKEND_MODULES = [
 # The modules whose names resolve on first use: optional backends, and the command line.
 LAZY_MODULES = {
     "pydatatask.cli",
+    "pydatatask.repository.schedule",
+    "pydatatask.repository.dataset",
     "pydatatask.config",
     "pydatatask.executor.docker",
     "pydatatask.executor.kubernetes",
@@ -86,6 +88,9 @@ EXPECTED_PUBLIC_NAMES = {
     "JobClaimedError",
     "JobFailedError",
     "ConfigFileError",
+    "HiveDatasetRepository",
+    "ScheduleRepository",
+    "S3HiveDatasetRepository",
     "load_pipeline",
     "CodecError",
     "Codec",

@@ -125,7 +125,7 @@ def test_wrong_wiring_is_reported_at_decoration() -> None:
         async def both(number: int) -> None: ...
 
     with pytest.raises(ConfigurationError, match="must be a repository of values"):
-        pydatatask.task("joined", inputs={"number": pydatatask.AggregateAndRepository(a=numbers)})(
+        pydatatask.task("joined", outputs={"number": pydatatask.AggregateAndRepository(a=numbers)})(
             lambda number: number
         )
 

@@ -12,6 +12,7 @@ key. Checking a file needs the ``jsonschema`` package, from the ``yaml-pipelines
 
 from __future__ import annotations
 
+from pydatatask.config import clock as _clock  # noqa: F401 - registers the dataset kinds
 from pydatatask.config import tasks as _tasks  # noqa: F401 - registers the task kinds
 from pydatatask.config.errors import ConfigFileError
 from pydatatask.config.loader import load_pipeline, validate_file

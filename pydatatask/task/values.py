@@ -29,7 +29,8 @@ ValueFunction = Callable[..., Any]
 class ValueTask(Task):
     """A task whose body takes its inputs' values and returns its outputs' values.
 
-    For each job, every input is loaded (``await repo.load(job)``) and passed by name;
+    For each job, every input is loaded (``await repo.load(job)``; for a repository that
+    stores no values, such as a schedule, ``await repo.info(job)``) and passed by name;
     ``job`` is passed when the body takes it. The return value is saved
     (``await repo.save(job, value)``) to the one output, or, with several outputs, the
     returned dict is saved key by key. Inputs are input links and outputs output links,
@@ -71,7 +72,9 @@ class ValueTask(Task):
             *((key, repo, "input") for key, repo in self.inputs.items()),
             *((key, repo, "output") for key, repo in self.outputs.items()),
         ]:
-            if not isinstance(repo, MetadataRepository | BlobRepository):
+            if not isinstance(repo, Repository) or (
+                what == "output" and not isinstance(repo, MetadataRepository | BlobRepository)
+            ):
                 raise ConfigurationError(
                     f"task {name!r}: {what} {link_name!r} must be a repository of values "
                     f"(a metadata or blob repository), not {type(repo).__name__}"
@@ -162,8 +165,10 @@ class ValueTask(Task):
 
 
 async def _load(repo: Repository, job: str) -> Any:
-    assert isinstance(repo, MetadataRepository | BlobRepository)
-    return await repo.load(job)
+    """Return an input's value: what it stores, or for a view (a schedule) its ``info``."""
+    if isinstance(repo, MetadataRepository | BlobRepository):
+        return await repo.load(job)
+    return await repo.info(job)
 
 
 async def _save(repo: Repository, job: str, value: Any) -> None:
