@@ -77,8 +77,7 @@ def test_a_daily_extract_catches_up_only_what_it_missed(tmp_path: Path) -> None:
     assert json.loads(backfill.stdout)["succeeded"] == 1, backfill.stderr
     assert latest.read_bytes() == before
     pyarrow_dataset = pytest.importorskip("pyarrow.dataset")
-    import pyarrow as pa
-
+    pa = pytest.importorskip("pyarrow")
     table = pyarrow_dataset.dataset(
         sales,
         format="csv",
