@@ -124,6 +124,7 @@ class Scheduler:
 
     async def round(self, launch: bool = True) -> bool:
         """Reap, compute ready jobs, launch; return whether work remains."""
+        self.wakeup.clear()  # what happens from now on wakes the next wait()
         await self._reap()
         if launch and not self._reattached:
             # Before the first listing: reattaching may settle jobs and change what is listed.
@@ -454,6 +455,7 @@ class Scheduler:
             lost = (name, job) in self._lost
             self._lost.discard((name, job))
             self.states[name].move(job, _HELD if lost else None)
+        self.wakeup.set()  # one job fewer runs: a waiting run() looks again
 
     def _leases_lost(self) -> None:
         """Stop following every running job: this controller's leases expired."""
@@ -667,9 +669,12 @@ class Scheduler:
         )
 
     async def wait(self, seconds: float | None) -> None:
-        """Sleep until a job finishes or ``seconds`` pass."""
+        """Sleep until a job finishes or stops, or ``seconds`` pass.
+
+        What happened since the last round began counts: the event is cleared when a
+        round begins, not here, so a job that stopped in between is not missed.
+        """
         if not self.completions:
-            self.wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()

@@ -269,7 +269,7 @@ def test_a_killed_controllers_processes_are_adopted_not_started_again(tmp_path: 
 def test_a_stopped_controller_writes_no_late_records(tmp_path: Path, kind: str) -> None:
     """SIGSTOP past the lease: another controller finishes; the first one's records are refused."""
     env = _environment(tmp_path, "files", kind, jobs=4, sleep=4, seconds=2)
-    sleeper = _start(env, "-v", "run")
+    sleeper = _start(env, "-vv", "run")
     _wait_for(lambda: len(_effects(tmp_path)) >= 4, "the stopped controller to start its jobs")
     sleeper.send_signal(signal.SIGSTOP)
     try:
