@@ -80,6 +80,16 @@ class _HiveDataset(BlobRepository, abc.ABC):
     keeps_latest: bool
     _latest_lock: asyncio.Lock | None = None
 
+    def _name_layout(self, dataset: str, partition: str, filename: str, latest: bool) -> None:
+        """Check and keep the names of the layout's segments.
+
+        :raises ConfigurationError: for a name that cannot be one segment.
+        """
+        self.dataset = _check_name("dataset", dataset, equals=False)
+        self.partition = _check_name("partition", partition, equals=False)
+        self.filename = _check_name("filename", filename)
+        self.keeps_latest = latest
+
     async def latest(self) -> str | None:
         """Return the greatest id present (in string order), or None when there is none."""
         return max(await self.ids(), default=None)
@@ -192,10 +202,7 @@ class HiveDatasetRepository(_HiveDataset):
         latest: bool = True,
         codec: str | Codec | None = None,
     ) -> None:
-        self.dataset = _check_name("dataset", dataset, equals=False)
-        self.partition = _check_name("partition", partition, equals=False)
-        self.filename = _check_name("filename", filename)
-        self.keeps_latest = latest
+        self._name_layout(dataset, partition, filename, latest)
         self.root = Path(root).absolute()
         self.dataset_path = self.root / f"dataset={dataset}"
         """The folder that reads as the Hive-partitioned dataset."""
@@ -311,10 +318,7 @@ class S3HiveDatasetRepository(_HiveDataset, S3BucketRepository):
         latest: bool = True,
         codec: str | Codec | None = None,
     ) -> None:
-        self.dataset = _check_name("dataset", dataset, equals=False)
-        self.partition = _check_name("partition", partition, equals=False)
-        self.filename = _check_name("filename", filename)
-        self.keeps_latest = latest
+        self._name_layout(dataset, partition, filename, latest)
         super().__init__(
             client,
             bucket,
