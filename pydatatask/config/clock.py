@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydatatask.config.registry import BuildContext, Choices, Kind, Reference, register
-from pydatatask.config.repositories import CodecName, FilePath
+from pydatatask.config.registry import BuildContext, Choices, Kind, register
+from pydatatask.config.repositories import CodecName, FilePath, S3ClientResource
 from pydatatask.repository.base import Repository
-from pydatatask.session import Resource
 
 __all__: list[str] = []
 
-_S3Client = Annotated[Resource[Any], Reference("resource", ("s3",))]
 Choice = Annotated[str, Choices(("all", "latest"))]
 
 
@@ -82,7 +80,7 @@ def dataset_s3_repository(
     context: BuildContext,
     /,
     *,
-    resource: _S3Client,
+    resource: S3ClientResource,
     bucket: str,
     dataset: str,
     prefix: str = "",

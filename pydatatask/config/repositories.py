@@ -22,13 +22,14 @@ from pydatatask.config.registry import (
 from pydatatask.repository.base import Repository
 from pydatatask.session import Resource
 
-__all__ = ["CodecName", "FilePath"]
+__all__ = ["CodecName", "FilePath", "S3ClientResource"]
 
 CodecName = Annotated[str, Choices(tuple(BUILTIN_CODECS))]
 """The name of a built-in codec."""
 FilePath = Annotated[Path, RelativePath()]
 """A path relative to the pipeline file's folder."""
-_S3Client = Annotated[Resource[Any], Reference("resource", ("s3",))]
+S3ClientResource = Annotated[Resource[Any], Reference("resource", ("s3",))]
+"""A key naming an ``s3`` resource, whose value is the S3 client."""
 _MongoClient = Annotated[Resource[Any], Reference("resource", ("mongodb",))]
 _RegistryClient = Annotated[Resource[Any], Reference("resource", ("docker-registry",))]
 
@@ -127,7 +128,7 @@ def s3_repository(
     context: BuildContext,
     /,
     *,
-    resource: _S3Client,
+    resource: S3ClientResource,
     bucket: str,
     suffix: str = "",
     prefix: str = "",
@@ -162,7 +163,7 @@ def yaml_s3_repository(
     context: BuildContext,
     /,
     *,
-    resource: _S3Client,
+    resource: S3ClientResource,
     bucket: str,
     suffix: str = ".yaml",
     prefix: str = "",
