@@ -88,10 +88,18 @@ class JobRunner:
             if not waiting.done():
                 waiting.set_result(None)
                 return
-        if len(self._workers) < self.count:
+        self._add_workers()
+
+    def _add_workers(self) -> None:
+        """Give every queued job a worker: the ones being stopped take no new job."""
+        while self._queue and len(self._workers) < self.count:
             worker = asyncio.create_task(self._work())
             self._workers.add(worker)
-            worker.add_done_callback(self._workers.discard)
+            worker.add_done_callback(self._worker_ended)
+
+    def _worker_ended(self, worker: asyncio.Task[None]) -> None:
+        self._workers.discard(worker)
+        self._add_workers()  # jobs queued while it was stopping still run
 
     def count_of(self, task_name: str) -> int:
         """Return how many jobs of the task are running or queued."""

@@ -53,3 +53,26 @@ async def test_close_cancels_running_jobs_without_records() -> None:
         await pipeline.update()
         await asyncio.wait_for(gate.wait(), 5)
     assert await task.done.ids() == set()
+
+
+async def test_a_job_queued_while_idle_workers_stop_still_runs() -> None:
+    """A job started while the idle workers are being stopped gets a worker of its own."""
+    finished: list[str] = []
+
+    async def body(job: str) -> None:
+        finished.append(job)
+
+    task = pdt.InProcessSyncTask("t", Memory(), func=body)
+    task.link("source", Memory({"a": 1, "b": 2}), is_input=True)
+    async with pdt.Pipeline([task]) as pipeline:
+        scheduler = pipeline.scheduler
+        await pdt.run(pipeline)  # two workers ran a and b, and now wait for work
+        assert sorted(finished) == ["a", "b"]
+        abandoning = asyncio.create_task(scheduler.runner.abandon())
+        await asyncio.sleep(0)  # the idle workers are told to stop, and have not yet
+        scheduler.start("t", "next")
+        await abandoning
+        async with asyncio.timeout(30):
+            while "next" not in finished:
+                await scheduler.wait(1)
+    assert finished[2:] == ["next"]
