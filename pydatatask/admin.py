@@ -18,7 +18,7 @@ import yaml
 from pydatatask import setexpr, yamltext
 from pydatatask.errors import InputError, JobNotFoundError, JobNotReadyError
 from pydatatask.graph import graph
-from pydatatask.overview import READY, Listing, failures, status, trace, why
+from pydatatask.overview import READY, Listing, failures, plan, status, trace, why
 from pydatatask.overview import task_of as _task
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
 from pydatatask.task.base import DONE_LINK, Task
@@ -38,6 +38,7 @@ __all__ = [
     "inject",
     "launch",
     "ls",
+    "plan",
     "rm",
     "status",
     "trace",

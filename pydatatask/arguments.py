@@ -63,6 +63,11 @@ def parser() -> argparse.ArgumentParser:
         help="print one JSON object when done (launched, succeeded, failed, failed_jobs); "
         "progress goes to stderr",
     )
+    command.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run stale jobs again (their code or inputs changed), then what they make stale",
+    )
 
     commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
     command = commands.add_parser("status", help="count jobs by state for every task")
@@ -104,6 +109,11 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--rerun-failed", action="store_true", help="run jobs that failed before again"
     )
+    command = commands.add_parser(
+        "plan", help="list the jobs 'run' would launch now, and why (launches nothing)"
+    )
+    command.add_argument("--rerun-stale", action="store_true", help="plan for 'run --rerun-stale'")
+    command.add_argument("--json", action="store_true", help="print JSON")
     command = commands.add_parser("why", help="explain why a job is or is not ready")
     command.add_argument("task", metavar="TASK")
     command.add_argument("job", metavar="JOB")

@@ -29,6 +29,7 @@ from pydatatask.errors import (
     JobFailedError,
     PydatataskError,
 )
+from pydatatask.overview import STATES
 from pydatatask.report import RunReport
 from pydatatask.running import run
 
@@ -143,10 +144,12 @@ def _json_default(value: Any) -> Any:
 # ------------------------------------------------------------------ running
 
 
-async def _one_round(pipeline: Pipeline) -> RunReport:
+async def _one_round(pipeline: Pipeline, rerun_stale: bool = False) -> RunReport:
     """Run one round, wait for the jobs it launched, and record their results."""
     scheduler: Scheduler = pipeline.scheduler
     before = scheduler.totals()
+    if rerun_stale:
+        await scheduler.rerun_stale()
     await pipeline.update()
     while scheduler.running_count or scheduler.completions:
         await scheduler.wait(None)
@@ -190,10 +193,14 @@ async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
     console = _console(sys.stderr) if args.json else _console()
     async with progress.display(pipeline.scheduler, console):
         if args.once:
-            report = await _one_round(pipeline)
+            report = await _one_round(pipeline, args.rerun_stale)
         else:
             report = await run(
-                pipeline, forever=args.forever, launch_once=args.launch_once, timeout=args.timeout
+                pipeline,
+                forever=args.forever,
+                launch_once=args.launch_once,
+                timeout=args.timeout,
+                rerun_stale=args.rerun_stale,
             )
     if args.json:
         _write(json.dumps(report.as_json()))
@@ -241,16 +248,7 @@ async def _status(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int
     if args.json:
         _write(json.dumps(result, indent=2, default=_json_default))
         return EXIT_OK
-    states = (
-        "succeeded",
-        "failed",
-        "unreadable",
-        "retrying",
-        "running",
-        "ready",
-        "waiting",
-        "blocked",
-    )
+    states = STATES
     grid = Table(title="jobs")
     grid.add_column("task")
     for state in states:
@@ -331,6 +329,18 @@ async def _materialize(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -
     return EXIT_OK
 
 
+async def _plan(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    planned = await admin.plan(pipeline, rerun_stale=args.rerun_stale)
+    if args.json:
+        _write(json.dumps([entry.as_json() for entry in planned], indent=2))
+        return EXIT_OK
+    _write_lines([f"{entry.task} {entry.job}: {entry}" for entry in planned])
+    now = sum(entry.now for entry in planned)
+    later = len(planned) - now
+    _write(f"{now} jobs to launch now" + (f", {later} after them" if later else ""))
+    return EXIT_OK
+
+
 async def _why(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
     for reason in await admin.why(pipeline, args.task, args.job):
         _write(reason)
@@ -349,5 +359,6 @@ COMMANDS: dict[str, Command] = {
     "launch": _launch,
     "graph": _graph,
     "why": _why,
+    "plan": _plan,
     "materialize": _materialize,
 }

@@ -61,7 +61,8 @@ _ALLOWED: dict[State | None, frozenset[State | None]] = {
     State.ENDING: frozenset(
         {State.SUCCEEDED, State.FAILED, State.RETRYING, State.UNRECORDED, State.HELD}
     ),
-    State.SUCCEEDED: frozenset({None, State.RUNNING, State.SUCCEEDED, State.FAILED}),
+    # READY: a stale job is run again (``run --rerun-stale``).
+    State.SUCCEEDED: frozenset({None, State.READY, State.RUNNING, State.SUCCEEDED, State.FAILED}),
     State.FAILED: frozenset({None, State.RUNNING, State.SUCCEEDED, State.FAILED, State.RETRYING}),
     State.RETRYING: frozenset({None, State.READY, State.RUNNING, State.FAILED}),
     State.UNREADABLE: frozenset({None, State.RUNNING, State.UNREADABLE}),

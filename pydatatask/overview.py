@@ -8,12 +8,14 @@ disagree with the scheduler about what holds a job back.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydatatask.controller import ControllerId
 from pydatatask.errors import InputError, JobNotFoundError
 from pydatatask.jobstate import State
+from pydatatask.provenance import Change, find_stale
 from pydatatask.readiness import Activity, Known, Rule, activity_of, reasons
 from pydatatask.records import Outcome, Unreadable, error_line, outcome, read_record, read_records
 from pydatatask.repository.base import Repository, check_job_id
@@ -23,7 +25,19 @@ if TYPE_CHECKING:
     from pydatatask.scheduler import Scheduler
     from pydatatask.task.base import Task
 
-__all__ = ["READY", "Listing", "failures", "status", "trace", "why"]
+__all__ = [
+    "READY",
+    "STATES",
+    "Listing",
+    "Planned",
+    "TaskJobs",
+    "failures",
+    "job_states",
+    "plan",
+    "status",
+    "trace",
+    "why",
+]
 
 READY = "ready to run"
 """The one line :func:`why` returns for a job that nothing holds back."""
@@ -70,12 +84,17 @@ class _ReadFacts:
         records: dict[str, dict[str, Any]],
         blocked: dict[str, set[str]] | None = None,
         holders: dict[tuple[str, str], ControllerId] | None = None,
+        stale: dict[str, dict[str, Change]] | None = None,
+        rerun_stale: bool = False,
     ) -> None:
         self._scheduler = scheduler
         self._holding = holding
         self._records = records
         self._blocked = blocked or {}
         self._holders = holders or {}
+        self._stale = stale or {}
+        self.rerun_stale = rerun_stale
+        """Whether stale jobs are to run again."""
 
     def holds(self, repo: Repository, job: str) -> bool:
         """Return whether ``repo`` holds ``job``."""
@@ -98,7 +117,13 @@ class _ReadFacts:
         record = self._records.get(task, {}).get(job)
         if record is None:
             return Known.BLOCKED if job in self._blocked.get(task, ()) else Known.NONE
+        if job in self._stale.get(task, ()):
+            return Known.STALE
         return _known(record)
+
+    def change(self, task: str, job: str) -> Change | None:
+        """Return what made a stale job stale."""
+        return self._stale.get(task, {}).get(job)
 
     def record(self, task: str, job: str) -> Any:
         """Return the done record at hand, if any."""
@@ -119,14 +144,47 @@ class Listing:
         return self.by_key[id(repo)]
 
 
-async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Count each task's jobs by state, and the ids in each of its links.
+STATES = (
+    "succeeded",
+    "stale",
+    "failed",
+    "unreadable",
+    "retrying",
+    "running",
+    "ready",
+    "waiting",
+    "blocked",
+)
+"""The states :func:`job_states` sorts a task's jobs into, each job into one."""
 
-    States: ``succeeded``, ``failed`` (no retry pending), ``unreadable`` (a done record
-    that cannot be read; the job is left alone), ``retrying``, ``running``, ``ready``,
-    ``blocked`` (in an inhibiting repository, or an upstream job failed or is blocked) and
-    ``waiting`` (present in the required inputs but not ready, for example waiting for an
-    upstream job to run).
+
+@dataclass
+class TaskJobs:
+    """One task's jobs by state (:data:`STATES`), with what made the stale ones stale."""
+
+    jobs: dict[str, set[str]]
+    """The ids in each state."""
+    stale: dict[str, Change]
+    """What made each stale job stale."""
+    links: dict[str, int]
+    """How many ids each of the task's links holds."""
+    holders: dict[str, ControllerId]
+    """The running jobs other controllers hold, and who holds each."""
+    retries: set[str]
+    """The ready jobs that failed before, whose retry is due."""
+
+
+async def job_states(pipeline: Pipeline, rerun_stale: bool = False) -> dict[str, TaskJobs]:
+    """Sort every task's jobs by state, reading the repositories afresh.
+
+    States: ``succeeded``, ``stale`` (succeeded, but its code, an input or an upstream
+    job changed since; see :mod:`pydatatask.provenance`), ``failed`` (no retry
+    pending), ``unreadable`` (a done record that cannot be read; the job is left
+    alone), ``retrying``, ``running``, ``ready``, ``blocked`` (in an inhibiting
+    repository, or an upstream job failed or is blocked) and ``waiting`` (present in the
+    required inputs but not ready, for example waiting for an upstream job to run).
+    With ``rerun_stale``, ``ready`` and ``waiting`` are what they would be for
+    ``run --rerun-stale``: stale jobs are ready once no upstream job of theirs is stale.
     """
     scheduler: Scheduler = pipeline.scheduler
     await scheduler.refresh()
@@ -140,23 +198,26 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
         await listing.ids(repo)
     listed = listing.by_key
     records = {task.name: await read_records(task.done) for task in tasks}
+    stale = await find_stale(pipeline, records)
     holders = await _holders(scheduler)
     blocked: dict[str, set[str]] = {}
-    facts = _ReadFacts(scheduler, listed, records, blocked, holders)
-    result: dict[str, dict[str, Any]] = {}
+    facts = _ReadFacts(scheduler, listed, records, blocked, holders, stale, rerun_stale)
+    result: dict[str, TaskJobs] = {}
     for task in tasks:
         name = task.name
         rule = rules[name]
         kinds: dict[Known, set[str]] = {kind: set() for kind in Known}
         for job, record in records[name].items():
             kinds[_known(record)].add(job)
+        stale_jobs = set(stale[name])
         ready = set(scheduler.jobs(name, State.READY))
         running = set(scheduler.jobs(name, State.RUNNING)) | set(scheduler.jobs(name, State.ENDING))
         elsewhere = {job: held for (task_name, job), held in holders.items() if task_name == name}
         running |= set(elsewhere) - set(records[name])
         sets = [listed[id(repo)] for _, repo in rule.required]
         eligible = set(sets[0]).intersection(*sets[1:]) if sets else set()
-        eligible -= set(records[name]) | running | ready
+        eligible -= set(records[name]) - (stale_jobs if rerun_stale else set())
+        eligible -= running | ready
         waiting: set[str] = set()
         for job in eligible:
             found = reasons(rule, job, facts)
@@ -166,20 +227,99 @@ async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
                 )
             else:
                 ready.add(job)
-        result[name] = {
-            "succeeded": len(kinds[Known.SUCCEEDED]),
-            "failed": len(kinds[Known.FAILED] | (kinds[Known.RETRY_DUE] - ready)),
-            "unreadable": len(kinds[Known.UNREADABLE]),
-            "retrying": len(kinds[Known.RETRY_PENDING] - ready),
-            "running": len(running),
-            "ready": len(ready),
-            "waiting": len(waiting),
-            "blocked": len(blocked.get(name, ())),
-            "links": {link: len(listed[id(item.repo)]) for link, item in task.links.items()},
-        }
-        if scheduler.leases is not None:
-            result[name]["holders"] = _count_holders(elsewhere, set(records[name]))
+        settled_stale = stale_jobs - ready - waiting - running
+        result[name] = TaskJobs(
+            jobs={
+                "succeeded": kinds[Known.SUCCEEDED] - stale_jobs,
+                "stale": settled_stale,
+                "failed": kinds[Known.FAILED] | (kinds[Known.RETRY_DUE] - ready),
+                "unreadable": kinds[Known.UNREADABLE],
+                "retrying": kinds[Known.RETRY_PENDING] - ready,
+                "running": running,
+                "ready": ready,
+                "waiting": waiting,
+                "blocked": blocked.get(name, set()),
+            },
+            stale=stale[name],
+            links={link: len(listed[id(item.repo)]) for link, item in task.links.items()},
+            holders={job: held for job, held in elsewhere.items() if job not in records[name]},
+            retries=kinds[Known.RETRY_DUE] & ready,
+        )
     return {name: result[name] for name in pipeline.tasks}
+
+
+async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Count each task's jobs by state (see :func:`job_states`), and the ids in each link."""
+    result: dict[str, dict[str, Any]] = {}
+    for name, found in (await job_states(pipeline)).items():
+        counts: dict[str, Any] = {state: len(found.jobs[state]) for state in STATES}
+        counts["links"] = found.links
+        if pipeline.scheduler.leases is not None:
+            counts["holders"] = _count_holders(found.holders)
+        result[name] = counts
+    return result
+
+
+_SETTLED_OR_NOW = ("succeeded", "failed", "unreadable", "retrying", "running", "ready", "blocked")
+"""The states of jobs a run does not launch after the jobs upstream of them."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A job ``run`` would launch, and why."""
+
+    task: str
+    job: str
+    reason: str
+    """``new``, ``retry`` or ``stale``."""
+    change: Change | None = None
+    """What made a stale job stale."""
+    now: bool = True
+    """False for a job that waits for planned jobs upstream of it to succeed first."""
+
+    def __str__(self) -> str:
+        what = {"new": "not run yet", "retry": "a retry is due"}.get(self.reason)
+        text = what or f"stale: {self.change}"
+        return text if self.now else f"{text}; after the planned jobs upstream of it"
+
+    def as_json(self) -> dict[str, Any]:
+        """Return the entry as plain values."""
+        entry: dict[str, Any] = {"task": self.task, "job": self.job, "reason": self.reason}
+        entry["now"] = self.now
+        if self.change is not None:
+            entry["change"] = self.change.as_json()
+        entry["text"] = str(self)
+        return entry
+
+
+async def plan(pipeline: Pipeline, rerun_stale: bool = False) -> list[Planned]:
+    """List the jobs ``run`` (``run --rerun-stale``) would launch, and why; launch none.
+
+    The jobs ready now come first in each task, then (``now`` false) those a planned job
+    upstream of them holds back: the run launches them as those succeed (if their
+    other inputs are there by then).
+    """
+    states = await job_states(pipeline, rerun_stale)
+    planned: dict[str, list[Planned]] = {}
+    for task in pipeline.topological_order():
+        name = task.name
+        found = states[name]
+        entries: list[Planned] = []
+        for job in sorted(found.jobs["ready"]):
+            change = found.stale.get(job) if rerun_stale else None
+            if change is not None:
+                entries.append(Planned(name, job, "stale", change))
+            else:
+                entries.append(Planned(name, job, "retry" if job in found.retries else "new"))
+        after = {entry.job for up in pipeline.upstream_of(name) for entry in planned[up.name]}
+        for state in _SETTLED_OR_NOW if rerun_stale else (*_SETTLED_OR_NOW, "stale"):
+            after -= found.jobs[state]
+        for job in sorted(after):
+            change = found.stale.get(job) if rerun_stale else None
+            reason = "stale" if change is not None else "new"
+            entries.append(Planned(name, job, reason, change, now=False))
+        planned[name] = entries
+    return [entry for name in pipeline.tasks for entry in planned[name]]
 
 
 async def _holders(scheduler: Scheduler) -> dict[tuple[str, str], ControllerId]:
@@ -190,13 +330,12 @@ async def _holders(scheduler: Scheduler) -> dict[tuple[str, str], ControllerId]:
     return {pair: held for pair, held in (await scheduler.leases.standing()).items() if held != me}
 
 
-def _count_holders(held: dict[str, ControllerId], recorded: set[str]) -> dict[str, int]:
+def _count_holders(held: dict[str, ControllerId]) -> dict[str, int]:
     """Count running jobs by the controller (``HOST:PID``) that holds them."""
     counts: dict[str, int] = {}
-    for job, controller in held.items():
-        if job not in recorded:
-            name = f"{controller.host}:{controller.pid}"
-            counts[name] = counts.get(name, 0) + 1
+    for controller in held.values():
+        name = f"{controller.host}:{controller.pid}"
+        counts[name] = counts.get(name, 0) + 1
     return dict(sorted(counts.items()))
 
 
@@ -271,9 +410,22 @@ async def why(pipeline: Pipeline, task_name: str, job: str) -> list[str]:
         for _, repo in (*rule.required, *rule.inhibits)
     }
     records: dict[str, dict[str, Any]] = {}
-    for name in (task.name, *rule.upstream):
+    for name in (task.name, *_ancestors(pipeline, task.name)):
         record = await _record(pipeline.tasks[name], job)
         records[name] = {} if record is None else {job: record}
+    stale = await find_stale(pipeline, records)
     holders = await _holders(pipeline.scheduler)
-    facts = _ReadFacts(pipeline.scheduler, holding, records, holders=holders)
+    facts = _ReadFacts(pipeline.scheduler, holding, records, holders=holders, stale=stale)
     return [str(reason) for reason in reasons(rule, job, facts)]
+
+
+def _ancestors(pipeline: Pipeline, name: str) -> list[str]:
+    """Return the tasks upstream of ``name``, directly or not: staleness comes from them."""
+    found: dict[str, None] = {}
+    pending = [name]
+    while pending:
+        for upstream in pipeline.upstream_of(pending.pop()):
+            if upstream.name not in found:
+                found[upstream.name] = None
+                pending.append(upstream.name)
+    return list(found)

@@ -18,6 +18,7 @@ from pydatatask.task.base import DONE_LINK, Task
 
 if TYPE_CHECKING:
     from pydatatask.pipeline import Pipeline
+    from pydatatask.provenance import Change
     from pydatatask.scheduler import Scheduler
 
 __all__ = ["CachedFacts", "Layout", "TaskPlan"]
@@ -60,6 +61,17 @@ class CachedFacts:
         self._ids = scheduler.ids
         self._states = scheduler.states
         self._done = {name: plan.done for name, plan in scheduler.plans.items()}
+        self._stale = scheduler.stale
+        self._rerun_stale = False
+
+    @property
+    def rerun_stale(self) -> bool:
+        """Whether the scheduler reruns stale jobs (then it was told which are)."""
+        return self._rerun_stale
+
+    def rerun(self) -> None:
+        """Treat the scheduler's stale jobs as ready to run again from now on."""
+        self._rerun_stale = True
 
     def holds(self, repo: Repository, job: str) -> bool:
         """Return whether ``repo`` holds ``job``."""
@@ -82,6 +94,8 @@ class CachedFacts:
             return _NONE
         if state is State.UNREADABLE:
             return Known.UNREADABLE
+        if self._stale and job in self._stale.get(task, ()):
+            return Known.STALE
         return _SETTLED.get(state, _UNKNOWN) if state is not None else _UNKNOWN
 
     def record(self, task: str, job: str) -> Any:
@@ -91,6 +105,10 @@ class CachedFacts:
     def holder(self, task: str, job: str) -> str | None:
         """Return who holds the job elsewhere: not kept in the scheduler's caches."""
         return None
+
+    def change(self, task: str, job: str) -> Change | None:
+        """Return what made a stale job stale."""
+        return self._stale.get(task, {}).get(job)
 
 
 class Layout:

@@ -8,7 +8,9 @@ and whose text explains it. The scheduler asks it with what it has cached; ``why
 A job of task T is ready when it is not running or otherwise held by the controller, it
 is in every repository T requires for start and in none that inhibits it, T has no done
 record for it (or one whose retry is due), and every upstream task's job with the same
-id has succeeded.
+id has succeeded. A stale job (see :mod:`pydatatask.provenance`) counts as succeeded,
+unless stale jobs are being rerun: then it is ready as if it had no record, once no
+upstream job with the same id is stale.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydatatask.records import error_line
 from pydatatask.task.base import DONE_LINK
 
 if TYPE_CHECKING:
+    from pydatatask.provenance import Change
     from pydatatask.repository.base import Repository
     from pydatatask.task.base import Task
 
@@ -54,6 +57,8 @@ class Known(enum.Enum):
     """A record exists; what it says has not been read."""
     BLOCKED = "blocked"
     """No record, and it cannot run until something upstream of it is fixed."""
+    STALE = "stale"
+    """Succeeded, but its code, an input or an upstream job changed since."""
 
     __hash__ = object.__hash__  # identity, like their equality; hashed in C
 
@@ -78,6 +83,7 @@ class Why(enum.Enum):
     HELD = "held elsewhere"
     UNRECORDED = "unrecorded"
     DONE = "done"
+    STALE = "stale"
     FAILED = "failed"
     RETRY_PENDING = "retry pending"
     UNREADABLE = "unreadable"
@@ -88,6 +94,7 @@ class Why(enum.Enum):
     UPSTREAM_WAITING = "upstream waiting"
     UPSTREAM_FAILED = "upstream failed"
     UPSTREAM_UNKNOWN = "upstream unknown"
+    UPSTREAM_STALE = "upstream stale"
 
     __hash__ = object.__hash__  # identity, like their equality; hashed in C
 
@@ -96,7 +103,7 @@ _BLOCKING = frozenset({Why.INHIBITED, Why.UPSTREAM_FAILED})
 
 # Looking a member up on its Enum class costs tens of nanoseconds on Python 3.11; the
 # per-job paths read these module names instead.
-_WHY_READY, _SUCCEEDED = Why.READY, Known.SUCCEEDED
+_WHY_READY, _SUCCEEDED, _STALE = Why.READY, Known.SUCCEEDED, Known.STALE
 _ACTIVITY_OF_STATE = {
     State.RUNNING: Activity.RUNNING,
     State.ENDING: Activity.ENDING,
@@ -132,6 +139,8 @@ class Reason:
     """The done record the reason rests on, when the facts gave one."""
     holder: str | None = None
     """Who holds the job elsewhere, when the facts know."""
+    change: Change | None = None
+    """What made a stale job stale, when the facts know."""
 
     def __bool__(self) -> bool:
         return self.why is _WHY_READY
@@ -160,6 +169,9 @@ class Reason:
                 return f"{task} job {job!r} ended, but its done record could not be written"
             case Why.DONE:
                 return f"already done (succeeded at {when}); {again}"
+            case Why.STALE:
+                changed = f": {self.change}" if self.change is not None else ""
+                return f"done, but stale{changed}; 'run --rerun-stale' runs it again"
             case Why.FAILED:
                 return f"failed at {when} ({error_line(record)}); {again}"
             case Why.RETRY_PENDING:
@@ -188,6 +200,8 @@ class Reason:
                 return f"blocked: {upstream} {verb} ({error_line(record)}); {again}"
             case Why.UPSTREAM_UNKNOWN:
                 return f"{upstream} has a done record not read yet"
+            case Why.UPSTREAM_STALE:
+                return f"waiting for {upstream} to run again (it is stale)"
         raise AssertionError(self.why)  # every kind is handled above
 
 
@@ -217,6 +231,13 @@ class Facts(Protocol):
 
     def holder(self, task: str, job: str) -> str | None:
         """Return who holds the job elsewhere, for explanations (None when not known)."""
+
+    def change(self, task: str, job: str) -> Change | None:
+        """Return what made a stale job stale, for explanations (None when not known)."""
+
+    @property
+    def rerun_stale(self) -> bool:
+        """Whether stale jobs are to run again (``run --rerun-stale``, ``plan --rerun-stale``)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +278,14 @@ def _own(rule: Rule, job: str, facts: Facts, explain: bool, found: list[Reason])
     if activity is not None:
         holder = facts.holder(rule.task, job) if explain and activity is Activity.HELD else None
         found.append(Reason(_ACTIVITY_WHY[activity], rule.task, job, holder=holder))
-    own = _OWN_RECORD_WHY.get(facts.known(rule.task, job))
+    known = facts.known(rule.task, job)
+    if known is _STALE:
+        if not facts.rerun_stale:
+            change = facts.change(rule.task, job) if explain else None
+            record = facts.record(rule.task, job) if explain else None
+            found.append(Reason(Why.STALE, rule.task, job, record=record, change=change))
+        return
+    own = _OWN_RECORD_WHY.get(known)
     if own is not None:
         record = facts.record(rule.task, job) if explain else None
         found.append(Reason(own, rule.task, job, record=record))
@@ -306,6 +334,8 @@ def _upstream(upstream: str, job: str, facts: Facts, explain: bool) -> Reason | 
     known = facts.known(upstream, job)
     if known is _SUCCEEDED:
         return None
+    if known is _STALE:
+        return Reason(Why.UPSTREAM_STALE, upstream, job) if facts.rerun_stale else None
     record = facts.record(upstream, job) if explain else None
     if known in (Known.FAILED, Known.UNREADABLE, Known.BLOCKED):
         return Reason(Why.UPSTREAM_FAILED, upstream, job, record=record)

@@ -34,7 +34,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-_FIELDS = ("success", "attempt", "exception", "traceback", "timeout", "exit_code")
+_FIELDS = ("success", "attempt", "exception", "traceback", "timeout", "exit_code", "provenance")
 _TIMES = ("start_time", "end_time", "duration", "retry_at")
 
 
@@ -44,8 +44,8 @@ class JobResult:
 
     :meth:`to_record` gives the stored shape (``success``, ``attempt``, ``exception`` and
     ``traceback`` or ``timeout`` on failure, ``exit_code`` for jobs that ran elsewhere,
-    the kind's own fields, ``start_time``, ``end_time``, ``duration``, and ``retry_at``
-    when another attempt is planned); :meth:`from_record` reads it back.
+    the kind's own fields, ``provenance``, ``start_time``, ``end_time``, ``duration``,
+    and ``retry_at`` when another attempt is planned); :meth:`from_record` reads it back.
     """
 
     success: bool
@@ -60,6 +60,8 @@ class JobResult:
     retry_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     """Fields a task kind adds (a pod's ``reason``, ...)."""
+    provenance: dict[str, Any] | None = None
+    """``{"code": TOKEN, "inputs": {LINK: TOKEN}}``: what the job ran with."""
 
     def to_record(self) -> dict[str, Any]:
         """Return the record to store: plain values, absent fields left out."""
@@ -73,6 +75,8 @@ class JobResult:
         if self.exit_code is not None:
             record["exit_code"] = self.exit_code
         record.update(self.extra)
+        if self.provenance is not None:
+            record["provenance"] = self.provenance
         record.update(start_time=self.start_time, end_time=self.end_time, duration=self.duration)
         if self.retry_at is not None:
             record["retry_at"] = self.retry_at
@@ -95,6 +99,9 @@ class JobResult:
             exit_code=None if exit_code is None else int(exit_code),
             retry_at=record.get("retry_at"),
             extra=extra,
+            provenance=provenance
+            if isinstance(provenance := record.get("provenance"), dict)
+            else None,
         )
 
     def update(self, fields: Mapping[str, Any]) -> None:

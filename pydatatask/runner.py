@@ -22,6 +22,7 @@ from typing import Any
 
 from pydatatask.errors import BackendError, JobClaimedError
 from pydatatask.leases import Claim, Leases
+from pydatatask.provenance import provenance_of
 from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded, read_record
 from pydatatask.task.base import Task, timestamp
 from pydatatask.task.stopping import StopReason, stop_reason
@@ -243,7 +244,9 @@ class JobRunner:
             logger.info("%s %s job %r (attempt %d)", verb, task.name, job, attempt)
         result: JobResult | None = None
         try:
+            provenance = await provenance_of(task, job)
             result, error = await task.run_attempt(job, attempt, reattach)
+            result.provenance = provenance
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):
                 result.retry_at = timestamp(time.time() + task.retry.delay(attempt))
             if claim is not None and self.leases is not None and not self.leases.holds(claim):

@@ -24,6 +24,7 @@ async def run(
     forever: bool = False,
     launch_once: bool = False,
     timeout: float | None = None,  # noqa: ASYNC109 - part of the public API
+    rerun_stale: bool = False,
 ) -> RunReport:
     """Run rounds until no work remains (or forever), waking as soon as a job finishes.
 
@@ -35,9 +36,13 @@ async def run(
     :param launch_once: launch only in the first round, then wait for those jobs.
     :param timeout: stop after this many seconds; jobs still running are cancelled and
         run again next time.
+    :param rerun_stale: run the stale jobs again (see :mod:`pydatatask.provenance`),
+        then what they make stale downstream; without it, a stale job is left as it is.
     """
     scheduler: Scheduler = pipeline.scheduler
     before = scheduler.totals()
+    if rerun_stale:
+        await scheduler.rerun_stale()
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     timed_out = False

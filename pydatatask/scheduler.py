@@ -30,6 +30,7 @@ from pydatatask.jobstate import JobStates, State
 from pydatatask.leases import Leases
 from pydatatask.plans import CachedFacts, Layout, TaskPlan
 from pydatatask.presence import Presence
+from pydatatask.provenance import Change, find_stale
 from pydatatask.readiness import Why, readiness
 from pydatatask.records import (
     Ended,
@@ -96,6 +97,8 @@ class Scheduler:
         self.completions: list[tuple[str, str, Ended]] = []
         self.wakeup = asyncio.Event()
         self.last_refresh: float | None = None
+        self.stale: dict[str, dict[str, Change]] = {}
+        """The stale jobs to run again, by task, while :meth:`rerun_stale` is in force."""
         self.facts = CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
@@ -231,7 +234,10 @@ class Scheduler:
         candidates = set(sets[0]).intersection(*sets[1:]) if sets else set()
         for key in plan.inhibits:
             candidates -= self.ids[key]
-        candidates -= self.ids[plan.done] - self._due_retries(name)
+        settled = self.ids[plan.done] - self._due_retries(name)
+        if self.stale:
+            settled -= self.stale.get(name, {}).keys()
+        candidates -= settled
         candidates -= states.jobs(_RUNNING)
         candidates -= states.jobs(_ENDING)
         for job in [job for job in states.jobs(_READY) if job not in candidates]:
@@ -335,8 +341,10 @@ class Scheduler:
         if capacity <= 0:
             return
         chosen = await self._choose(capacity)
+        stale = self.stale
         for name, job in chosen:
-            self._start(self.plans[name], job)
+            # A stale job has a record already: it runs again on purpose, claim or not.
+            self._start(self.plans[name], job, forced=bool(stale) and job in stale.get(name, ()))
         if self._impossible:
             impossible, self._impossible = self._impossible, []
             await asyncio.gather(
@@ -465,6 +473,23 @@ class Scheduler:
             self._abandoning = asyncio.get_running_loop().create_task(self.runner.abandon())
         self.wakeup.set()
 
+    async def rerun_stale(self) -> dict[str, dict[str, Change]]:
+        """Find the stale jobs and run them again from now on, upstream ones first.
+
+        A stale job is then ready like one without a record, once no upstream job with
+        the same id is stale; as each one succeeds, what it made stale downstream runs.
+        Returns the stale jobs found, by task.
+        """
+        records = {name: await read_records(plan.task.done) for name, plan in self.plans.items()}
+        found = await find_stale(self.pipeline, records)
+        self.stale.clear()
+        self.stale.update({name: dict(jobs) for name, jobs in found.items() if jobs})
+        self.facts.rerun()
+        if self.last_refresh is not None:
+            for plan in self.plans.values():
+                await self._recompute(plan)
+        return found
+
     def start(self, task_name: str, job: str) -> None:
         """Launch ``job`` of ``task_name`` now, ready or not; it is recorded as usual."""
         self._start(self.plans[task_name], job, forced=True)
@@ -563,6 +588,8 @@ class Scheduler:
             return False
         result = ended.result
         self.ids[plan.done].add(job)
+        if self.stale:
+            self.stale.get(name, {}).pop(job, None)  # it ran again: its new record stands
         if result.success:
             states.move(job, _SUCCEEDED)
             counters.succeeded += 1

@@ -84,6 +84,7 @@ async def test_status_counts_each_state(stages: Stages, tmp_path: Path) -> None:
         result = await admin.status(pipeline)
     assert result["count"] == {
         "succeeded": 2,
+        "stale": 0,
         "failed": 1,
         "unreadable": 0,
         "retrying": 0,

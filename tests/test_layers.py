@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     # 4: running a pipeline
     (
         "readiness",
+        "provenance",
         "leases",
         "presence",
         "plans",
@@ -46,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
         "graph",
     ),
     # 5: looking at a pipeline and showing it
-    ("overview", "admin", "progress", "config"),
+    ("overview", "admin", "progress", "config", "web"),
     # 6: the command line
     ("arguments", "cli", "command", "__main__"),
     # 7: what third parties import to test their backends, and the package's face

@@ -13,6 +13,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import re
 import unicodedata
@@ -32,6 +34,7 @@ __all__ = [
     "MetadataRepository",
     "Repository",
     "check_job_id",
+    "value_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,27 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
     if pattern is not None and pattern.fullmatch(job) is None:
         raise InvalidJobIdError(job, rule or f"it does not match {pattern.pattern!r}")
     return job
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def value_token(value: Any) -> str:
+    """Return a short hash of ``value`` that is the same in every process.
+
+    Bytes are hashed as they are; other values through their canonical JSON (keys
+    sorted), or their ``repr`` when JSON cannot hold them.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+    elif type(value) in _PLAIN:
+        data = repr(value).encode()
+    else:
+        try:
+            data = json.dumps(value, sort_keys=True, default=repr).encode()
+        except (TypeError, ValueError):  # keys of mixed types, or a cycle
+            data = repr(value).encode()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 @contextlib.asynccontextmanager
@@ -179,6 +203,25 @@ class Repository(abc.ABC):
             except JobNotFoundError:
                 continue  # deleted while listing
         return result
+
+    async def tokens(self, jobs: Iterable[str]) -> dict[str, str]:
+        """Return a short token of each present job's value; absent jobs are left out.
+
+        A token changes when the value changes, and is cheap: backends take it from
+        what a listing or a stat gives (a file's size and modification time, an S3
+        ETag) and otherwise hash the value :meth:`info` returns. Done records keep the
+        tokens of a job's inputs, so a changed input makes the job stale.
+        """
+        return await self._tokens([self.check_job_id(job) for job in jobs])
+
+    async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for job in jobs:
+            try:
+                found[job] = value_token(await self._info(job))
+            except JobNotFoundError:
+                continue
+        return found
 
     async def validate(self) -> None:  # noqa: B027 - most backends need no setup
         """Prepare the repository for use (create folders or buckets, check access)."""

@@ -29,6 +29,7 @@ place, :meth:`DockerRegistryClient.request`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -399,6 +400,11 @@ class DockerRepository(Repository):
         if await self._digest(job) is None:
             raise JobNotFoundError(job, self)
         return self.image(job)
+
+    async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+        """Return each present tag's manifest digest."""
+        digests = await asyncio.gather(*(self._digest(job) for job in jobs))
+        return {job: digest for job, digest in zip(jobs, digests, strict=True) if digest}
 
     async def _delete(self, job: str) -> None:
         """Point the tag at a throwaway manifest, then delete that manifest by digest."""

@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 
 from pydatatask.codecs import Codec, codec_for
 from pydatatask.errors import JobNotFoundError
-from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
+from pydatatask.repository.base import (
+    BlobRepository,
+    MetadataRepository,
+    Repository,
+    value_token,
+)
 from pydatatask.streams import ByteReader, BytesReader, ByteWriter
 
 __all__ = ["InProcessBlobRepository", "InProcessMetadataRepository"]
@@ -43,6 +48,10 @@ class _DictRepository(Repository):
             return self.data[job]
         except KeyError:
             raise JobNotFoundError(job, self) from None
+
+    async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+        data = self.data
+        return {job: value_token(data[job]) for job in jobs if job in data}
 
 
 class InProcessMetadataRepository(_DictRepository, MetadataRepository):

@@ -29,7 +29,7 @@ from pydatatask.errors import (
     ConfigurationError,
     JobNotFoundError,
 )
-from pydatatask.repository.base import MetadataRepository
+from pydatatask.repository.base import MetadataRepository, value_token
 
 if TYPE_CHECKING:
     import bson
@@ -64,6 +64,8 @@ MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
 """The largest BSON document MongoDB stores, in bytes, including ``_id`` and field names."""
 
 _VALUE = "value"
+_TOKEN_BATCH = 10_000
+"""Jobs whose values are read to hash them in one query."""
 _BACKSTOP_GRACE = 5.0
 
 
@@ -207,6 +209,22 @@ class MongoMetadataRepository(MetadataRepository):
         if document is None:
             raise JobNotFoundError(job, self)
         return self._value_of(job, document)
+
+    async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+        """Hash each present job's value, reading the documents in batches of one query."""
+        collection = self._target()
+        found: dict[str, str] = {}
+        for start in range(0, len(jobs), _TOKEN_BATCH):
+            batch = jobs[start : start + _TOKEN_BATCH]
+            with self._translated(collection, "read the values to hash"):
+                cursor = collection.find({"_id": {"$in": batch}}, {"_id": 1, _VALUE: 1})
+                try:
+                    async for document in cursor:
+                        job = document["_id"]
+                        found[job] = value_token(self._value_of(job, document))
+                finally:
+                    await _maybe_await(cursor.close())
+        return found
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}`` for every valid id, in one query.

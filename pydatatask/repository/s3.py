@@ -76,6 +76,8 @@ MAX_PARTS = 10_000
 INFO_CONCURRENCY = 32
 """How many objects :meth:`YamlMetadataS3Repository.info_all` fetches at once."""
 
+_HEADS_BEFORE_LISTING = 32
+"""Tokens of more jobs than this come from one listing of the bucket, not a HEAD each."""
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 _MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "NotFound", "404"})
 _AUTH_CODES = frozenset(
@@ -435,6 +437,26 @@ class S3BucketRepository(BlobRepository):
         with self._errors(client, f"reading {key!r}", job):
             response = await client.head_object(Bucket=self.bucket, Key=key)
         return client, response
+
+    async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+        """Return each present job's ETag: from one listing for many jobs, else a HEAD each."""
+        if len(jobs) > _HEADS_BEFORE_LISTING:
+            wanted = set(jobs)
+            return {
+                job: entry["ETag"].strip('"')
+                async for job, entry in self._iter_objects()
+                if job in wanted and "ETag" in entry
+            }
+
+        async def etag(job: str) -> str | None:
+            try:
+                _, response = await self._head(job)
+            except JobNotFoundError:
+                return None
+            return response.get("ETag", "").strip('"') or None
+
+        tags = await asyncio.gather(*(etag(job) for job in jobs))
+        return {job: tag for job, tag in zip(jobs, tags, strict=True) if tag is not None}
 
     async def _contains(self, job: str) -> bool:
         try:

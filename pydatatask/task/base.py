@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
+import inspect
 import keyword
 import logging
 import re
@@ -21,12 +23,30 @@ from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.task.stopping import StopReason, stop_reason
 
-__all__ = ["DONE_LINK", "Task", "TaskOptions", "failure_record", "timestamp"]
+__all__ = ["DONE_LINK", "Task", "TaskOptions", "failure_record", "source_of", "timestamp"]
 
 logger = logging.getLogger(__name__)
 
 DONE_LINK = "done"
 _TASK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def source_of(func: object) -> str:
+    """Return the source of a function for a code token, or what stands for it.
+
+    Functions without source at hand (built in, or defined at a prompt) are described
+    by their compiled code, or failing that by their qualified name.
+    """
+    try:
+        return inspect.getsource(func)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        pass
+    code = getattr(func, "__code__", None)
+    if code is not None:
+        return repr((code.co_code, code.co_consts, code.co_names))
+    kind = type(func)
+    module = getattr(func, "__module__", kind.__module__)
+    return f"{module}.{getattr(func, '__qualname__', kind.__qualname__)}"
 
 
 def timestamp(epoch: float) -> str:
@@ -106,6 +126,9 @@ class TaskOptions(TypedDict, total=False):
     """A :class:`RetryPolicy`, or a number of attempts."""
     max_concurrent: int | None
     """The most jobs of the task running at once."""
+    version: str | None
+    """The task's code version, kept in every done record: a new one makes the task's
+    jobs stale (without it, a hash of the body, template, image or manifest is kept)."""
 
 
 class Task(abc.ABC):
@@ -124,6 +147,9 @@ class Task(abc.ABC):
         a timeout.
     :param retry: a :class:`RetryPolicy` or a number of attempts.
     :param max_concurrent: the most jobs of this task running at once.
+    :param version: the code's version, kept in each done record's ``provenance``; a new
+        one makes the task's done jobs stale (without it, a hash of the body, template,
+        image or manifest stands for the code).
     """
 
     runs_elsewhere: ClassVar[bool] = False
@@ -162,6 +188,11 @@ class Task(abc.ABC):
         self.timeout = _seconds(timeout, f"task {name!r} timeout")
         self.retry = RetryPolicy.coerce(options.get("retry"))
         self.max_concurrent = max_concurrent
+        version = options.get("version")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise ConfigurationError(f"task {name!r}: version must be a non-empty str")
+        self.version = version
+        self._code_token: str | None = None
         self.link(DONE_LINK, self.done, is_status=True, inhibits_start=True)
 
     def __repr__(self) -> str:
@@ -207,6 +238,23 @@ class Task(abc.ABC):
         )
         self.links[name] = link
         return link
+
+    @property
+    def code_token(self) -> str:
+        """The token of the task's code in done records: its ``version``, else a hash.
+
+        The hash covers what :meth:`code_material` returns, taken once, when first asked.
+        """
+        if self.version is not None:
+            return self.version
+        if self._code_token is None:
+            material = self.code_material().encode("utf-8", "surrogatepass")
+            self._code_token = "#" + hashlib.blake2b(material, digest_size=8).hexdigest()
+        return self._code_token
+
+    def code_material(self) -> str:
+        """Return the text that stands for the task's code (its body, template, ...)."""
+        return type(self).__qualname__
 
     def reads(self) -> list[Repository]:
         """Return the repositories whose contents decide when this task's jobs start."""

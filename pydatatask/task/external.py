@@ -212,6 +212,10 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         """Return the task's templates by what they render, all with the same names."""
         return {"template": self.template}
 
+    def code_material(self) -> str:
+        """Return the task's templates (a script, a container's image, a manifest)."""
+        return "\0".join(f"{what}\0{text}" for what, text in sorted(self.templates().items()))
+
     def _link_context(self, job: str) -> dict[str, Any]:
         """Return each link's ``info`` for ``job``, computed only if a template uses it."""
         return {

@@ -11,7 +11,7 @@ from typing import Any, Self, Unpack
 from pydatatask.errors import ConfigurationError
 from pydatatask.executor.pool import JobScope, run_on_executor
 from pydatatask.repository.base import MetadataRepository, Repository
-from pydatatask.task.base import Task, TaskOptions
+from pydatatask.task.base import Task, TaskOptions, source_of
 from pydatatask.task.stopping import StopReason, stop_reason
 
 __all__ = ["ExecutorTask", "FunctionTask", "InProcessSyncTask", "JobFunction"]
@@ -54,6 +54,10 @@ class FunctionTask(Task):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         return self
+
+    def code_material(self) -> str:
+        """Return the body's source."""
+        return source_of(self.func)
 
     async def bind(self) -> None:
         """Match the body's parameters to links once.

@@ -98,6 +98,7 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
         default) leaves them for the next controller; ``"kill"`` deletes them, and their
         jobs run again next time.
     :param max_concurrent: the most jobs of this task running at once.
+    :param version: the code's version for provenance (default: a hash of the templates).
     :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind or a template that does
         not parse.
@@ -119,6 +120,7 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
         *,
         on_exit: OnExit = "detach",
         max_concurrent: int | None = None,
+        version: str | None = None,
     ) -> None:
         if resources is not None and not isinstance(resources, ResourceManager):
             raise ConfigurationError(f"task {name!r}: resources must be a ResourceManager")
@@ -136,6 +138,7 @@ class KubeTask(ExternalTask[PodSpec, PodHandle]):
             timeout=timeout,
             retry=retry,
             max_concurrent=max_concurrent,
+            version=version,
         )
         self.resources = resources
         self.env = dict(env or {})
@@ -276,6 +279,7 @@ class KubeFunctionTask(KubeTask):
         python: str = "python3",
         on_exit: OnExit = "detach",
         max_concurrent: int | None = None,
+        version: str | None = None,
     ) -> None:
         super().__init__(
             name,
@@ -291,6 +295,7 @@ class KubeFunctionTask(KubeTask):
             retry=retry,
             on_exit=on_exit,
             max_concurrent=max_concurrent,
+            version=version,
         )
         self.script = script
         self.python = python
@@ -305,6 +310,10 @@ class KubeFunctionTask(KubeTask):
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         return self
+
+    def code_material(self) -> str:
+        """Return the manifest and the body's source."""
+        return f"{super().code_material()}\0{self.body.code_material()}"
 
     @property
     def in_pod(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any, Unpack
 
 from pydatatask.errors import ConfigurationError
 from pydatatask.repository.base import BlobRepository, MetadataRepository, Repository
-from pydatatask.task.base import Task, TaskOptions
+from pydatatask.task.base import Task, TaskOptions, source_of
 
 __all__ = ["ValueFunction", "ValueTask", "task"]
 
@@ -55,7 +55,6 @@ class ValueTask(Task):
         inputs: Mapping[str, Repository] | None = None,
         outputs: Mapping[str, Repository] | None = None,
         executor: concurrent.futures.Executor | None = None,
-        version: str | None = None,
         **options: Unpack[TaskOptions],
     ) -> None:
         super().__init__(name, done, **options)
@@ -65,7 +64,6 @@ class ValueTask(Task):
         self.inputs = dict(inputs or {})
         self.outputs = dict(outputs or {})
         self.executor = executor
-        self.version = version
         self.__doc__ = func.__doc__
         self.__wrapped__ = func
         for link_name, repo, what in [
@@ -89,6 +87,10 @@ class ValueTask(Task):
                 "give an executor to a plain def body"
             )
         self._takes_job = self._check_parameters()
+
+    def code_material(self) -> str:
+        """Return the body's source."""
+        return source_of(self.func)
 
     def _check_parameters(self) -> bool:
         """Match the body's parameters to the inputs now; return whether it takes ``job``."""
@@ -230,7 +232,6 @@ def task(
     inputs: Mapping[str, Repository] | None = None,
     outputs: Mapping[str, Repository] | None = None,
     executor: concurrent.futures.Executor | None = None,
-    version: str | None = None,
     **options: Unpack[TaskOptions],
 ) -> Callable[[ValueFunction], ValueTask]:
     """Turn a function over values into a task named after it (or ``name``).
@@ -252,7 +253,6 @@ def task(
             inputs=inputs,
             outputs=outputs,
             executor=executor,
-            version=version,
             **options,
         )
 

@@ -125,6 +125,23 @@ class RepositoryContract:
         assert isinstance(caught.value, KeyError)
         assert "missing" in str(caught.value)
 
+    async def test_tokens_change_with_the_value(self, repo: Repository) -> None:
+        """``tokens`` gives present jobs a token that changes when their value changes."""
+        jobs = [f"job-{number}" for number in range(40)]  # enough for a backend's bulk path
+        for job in jobs:
+            await self.put(repo, job, f"value of {job}")
+        one_by_one = {job: (await repo.tokens([job]))[job] for job in jobs[:3]}
+        together = await repo.tokens([*jobs, "missing"])
+        assert set(together) == set(jobs)
+        assert all(isinstance(token, str) and token for token in together.values())
+        assert {job: together[job] for job in jobs[:3]} == one_by_one
+        await self.put(repo, jobs[0], "a new and longer value")
+        after = await repo.tokens(jobs[:2])
+        assert after[jobs[0]] != together[jobs[0]]
+        assert after[jobs[1]] == together[jobs[1]]
+        with pytest.raises(InvalidJobIdError):
+            await repo.tokens(["../escape"])
+
     @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
     async def test_invalid_ids_are_rejected(self, repo: Repository, job: str) -> None:
         """Reads and deletes of an invalid id raise ``InvalidJobIdError``."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -64,6 +65,23 @@ class DirectoryRepository(FolderRepository):
         if not os.path.isdir(path):
             return False
         return not self.discard_empty or _nonempty_dir(path)
+
+    def _token_of(self, path: str) -> str | None:
+        """Hash the name, size and modification time of every file in the tree."""
+        if not self._is_member_path(path):
+            return None
+        digest = hashlib.blake2b(digest_size=8)
+        for folder, folders, files in os.walk(path):
+            folders.sort()
+            for name in sorted(files):
+                file = os.path.join(folder, name)
+                try:
+                    stat = os.lstat(file)
+                except FileNotFoundError:
+                    continue
+                relative = os.path.relpath(file, path)
+                digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     def _is_removable_path(self, path: str) -> bool:
         return os.path.islink(path) or os.path.isdir(path)
