@@ -249,7 +249,10 @@ async def job_states(pipeline: Pipeline, rerun_stale: bool = False) -> dict[str,
 
 
 async def status(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    """Count each task's jobs by state (see :func:`job_states`), and the ids in each link."""
+    """Count each task's jobs by state, and the ids in each link.
+
+    The states are those of :func:`~pydatatask.overview.job_states`.
+    """
     result: dict[str, dict[str, Any]] = {}
     for name, found in (await job_states(pipeline)).items():
         counts: dict[str, Any] = {state: len(found.jobs[state]) for state in STATES}

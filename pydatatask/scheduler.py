@@ -99,6 +99,7 @@ class Scheduler:
         self.last_refresh: float | None = None
         self.stale: dict[str, dict[str, Change]] = {}
         """The stale jobs to run again, by task, while :meth:`rerun_stale` is in force."""
+        self._rerun_attempts: dict[tuple[str, str], int] = {}
         self.facts = CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
@@ -343,8 +344,12 @@ class Scheduler:
         chosen = await self._choose(capacity)
         stale = self.stale
         for name, job in chosen:
-            # A stale job has a record already: it runs again on purpose, claim or not.
-            self._start(self.plans[name], job, forced=bool(stale) and job in stale.get(name, ()))
+            if stale and job in stale.get(name, ()):
+                # It has a record already: it runs again on purpose, as the next attempt.
+                attempt = self._rerun_attempts.pop((name, job), None)
+                self._start(self.plans[name], job, attempt=attempt, forced=True)
+            else:
+                self._start(self.plans[name], job)
         if self._impossible:
             impossible, self._impossible = self._impossible, []
             await asyncio.gather(
@@ -484,6 +489,11 @@ class Scheduler:
         found = await find_stale(self.pipeline, records)
         self.stale.clear()
         self.stale.update({name: dict(jobs) for name, jobs in found.items() if jobs})
+        self._rerun_attempts = {
+            (name, job): _attempt_after(records[name][job])
+            for name, jobs in self.stale.items()
+            for job in jobs
+        }
         self.facts.rerun()
         if self.last_refresh is not None:
             for plan in self.plans.values():
@@ -519,7 +529,11 @@ class Scheduler:
         states = self.states[task_name]
         if states.get(job) in (State.UNRECORDED,):
             raise JobNotReadyError(task_name, job, ["its last done record could not be written"])
-        self.start(task_name, job)
+        plan = self.plans[task_name]
+        record = await read_record(plan.task.done, job) if job in self.ids[plan.done] else None
+        # A job run again over its record runs as the next attempt, which no record covers.
+        attempt = None if record is None else _attempt_after(record)
+        self._start(plan, job, attempt=attempt, forced=True)
         try:
             ended = await finished
         finally:
@@ -705,6 +719,14 @@ class Scheduler:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     await self.wakeup.wait()
+
+
+def _attempt_after(record: Any) -> int:
+    """Return the attempt that follows the one a stored done record covers."""
+    try:
+        return int(record.get("attempt", 1)) + 1 if isinstance(record, dict) else 1
+    except (TypeError, ValueError):
+        return 1
 
 
 def _plan_retry(states: JobStates, job: str, result: JobResult) -> None:

@@ -356,3 +356,19 @@ async def test_status_leaves_another_controllers_job_and_rm_stops_it(tmp_path: P
         await admin.rm(remover, "proc", ["k"])
     assert marked_processes(mark) == []
     assert await pids.ids() == set()
+
+
+async def test_launch_force_runs_a_done_process_job_again(tmp_path: Path) -> None:
+    """A forced launch over a record runs as the next attempt, which no record covers."""
+    runs = tmp_path / "runs.log"
+    task = process_task(
+        LocalLinuxManager("app", tmp_path / "jobs"),
+        f"echo {{{{ job }}}} >> {runs}\n",
+        ready=Memory({"a": 1}),
+    )
+    async with pdt.Pipeline([task]) as pipeline:
+        await pdt.run(pipeline)
+        record = await admin.launch(pipeline, "proc", "a", force=True)
+    assert record["success"] is True
+    assert record["attempt"] == 2
+    assert runs.read_text() == "a\na\n"

@@ -127,7 +127,7 @@ class TaskOptions(TypedDict, total=False):
     max_concurrent: int | None
     """The most jobs of the task running at once."""
     version: str | None
-    """The task's code version, kept in every done record: a new one makes the task's
+    """The task's code version, kept in every done record; a new one makes the task's
     jobs stale (without it, a hash of the body, template, image or manifest is kept)."""
 
 
@@ -241,7 +241,7 @@ class Task(abc.ABC):
 
     @property
     def code_token(self) -> str:
-        """The token of the task's code in done records: its ``version``, else a hash.
+        """The token of the task's code in done records, its ``version`` or else a hash.
 
         The hash covers what :meth:`code_material` returns, taken once, when first asked.
         """
