@@ -63,12 +63,14 @@ if TYPE_CHECKING:
     from pydatatask.cli import main
     from pydatatask.executor.docker import DockerContainerManager
     from pydatatask.executor.kubernetes import PodManager
+    from pydatatask.executor.slurm import SlurmManager
     from pydatatask.executor.ssh import SSHLinuxManager
     from pydatatask.repository.docker import DockerRegistryClient, DockerRepository
     from pydatatask.repository.mongodb import MongoMetadataRepository
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
     from pydatatask.task.container import ContainerTask
     from pydatatask.task.kubernetes import KubeFunctionTask, KubeTask
+    from pydatatask.task.slurm import SlurmTask
 
 __version__ = "0.5.0"
 """The package's version; packaging metadata and the documentation read it from here."""
@@ -135,6 +137,8 @@ _PUBLIC: dict[str, str] = {
     "STDOUT": "pydatatask.task.process",
     "ScheduleRepository": "pydatatask.repository.schedule",
     "Session": "pydatatask.session",
+    "SlurmManager": "pydatatask.executor.slurm",
+    "SlurmTask": "pydatatask.task.slurm",
     "Task": "pydatatask.task.base",
     "ValueTask": "pydatatask.task.values",
     "YamlMetadataFileRepository": "pydatatask.repository.filesystem",

@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.servers.sshd",
     "tests.servers.docker",
     "tests.servers.kubeapi",
+    "tests.servers.slurm",
 ]

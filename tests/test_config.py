@@ -171,9 +171,9 @@ def test_more_problems_name_their_line_and_key(tmp_path: Path) -> None:
         """
     cases = {
         "tasks:\n  t:\n    inputs: {}\n": "2: tasks.t: a task needs one of the keys "
-        "container, function, kube, process",
+        "container, function, kube, process, slurm",
         "tasks:\n  t: {process: x, function: 'a:b'}\n": "2: tasks.t: a task has one kind: "
-        "give one of container, function, kube, process",
+        "give one of container, function, kube, process, slurm",
         "tasks:\n  t: {process: 'cat {{ nope }}', inputs: {src: books}}\n": "2: tasks.t.process: "
         "the template uses nope, not defined here; it can use done, env, environ, job, pids, "
         "src, task",

@@ -39,11 +39,13 @@ LAZY_MODULES = {
     "pydatatask.executor.docker",
     "pydatatask.executor.kubernetes",
     "pydatatask.executor.ssh",
+    "pydatatask.executor.slurm",
     "pydatatask.repository.docker",
     "pydatatask.repository.mongodb",
     "pydatatask.repository.s3",
     "pydatatask.task.container",
     "pydatatask.task.kubernetes",
+    "pydatatask.task.slurm",
 }
 
 # The names api.md promises, followed by the library's own contracts and errors.
@@ -114,6 +116,8 @@ EXPECTED_PUBLIC_NAMES = {
     "Quota",
     "ProcessExitError",
     "KubeTask",
+    "SlurmTask",
+    "SlurmManager",
     "KubeFunctionTask",
     "PodManager",
 }

@@ -242,3 +242,62 @@ async def test_staleness_in_memory_follows_the_values() -> None:
         report = await pydatatask.run(pipeline, rerun_stale=True)
         assert report.launched == 1
         assert await doubled.info("y") == 6
+
+
+def test_a_pipeline_file_gives_a_version_and_a_script_hashes_its_template(tmp_path: Path) -> None:
+    """``version:`` in pipeline.yaml, and a process task's script as its code token."""
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "a.txt").write_text("one two")
+    pipeline_file = tmp_path / "pipeline.yaml"
+
+    def write(version: str, script: str) -> None:
+        pipeline_file.write_text(
+            f"""
+repositories:
+  books: {{kind: file, path: books, extension: .txt}}
+  shouts: {{kind: file, path: shouts, extension: .txt}}
+  copies: {{kind: file, path: copies, extension: .txt}}
+tasks:
+  shout:
+    function: stale_pipeline:shout
+    version: "{version}"
+    inputs: {{book: books}}
+    outputs: {{shout: shouts}}
+  copy:
+    process: "{script}"
+    inputs: {{shout: shouts}}
+    outputs: {{copy: copies}}
+"""
+        )
+
+    def command(*args: str) -> Any:
+        env = dict(os.environ, STALE_BASE=str(tmp_path), PYTHONPATH=str(SCRIPT.parent))
+        done = subprocess.run(
+            [sys.executable, "-m", "pydatatask", "-f", str(pipeline_file), *args, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads(done.stdout)
+
+    write("1", "cp {{ shout }} {{ copy }}")
+    assert command("run")["succeeded"] == 2
+    record = yaml.safe_load((tmp_path / ".pydatatask" / "done" / "shout" / "a.yaml").read_text())
+    assert record["provenance"]["code"] == "1"
+    assert {task: counts["stale"] for task, counts in command("status").items()} == {
+        "shout": 0,
+        "copy": 0,
+    }
+    write("1", "cat {{ shout }} > {{ copy }}")
+    assert {task: counts["stale"] for task, counts in command("status").items()} == {
+        "shout": 0,
+        "copy": 1,
+    }
+    write("2", "cat {{ shout }} > {{ copy }}")
+    assert {task: counts["stale"] for task, counts in command("status").items()} == {
+        "shout": 1,
+        "copy": 1,
+    }
+    assert command("run", "--rerun-stale")["launched"] == 2

@@ -1,4 +1,4 @@
-"""The task kinds of pipeline files: ``function``, ``process``, ``container`` and ``kube``.
+"""The task kinds of pipeline files: ``function``, ``process``, ``container``, ``kube``, ``slurm``.
 
 Every kind takes the keys of :class:`TaskKeys` besides its own. A task without ``done``
 records its jobs in a YAML repository under ``.pydatatask/done/TASK`` beside the file.
@@ -16,6 +16,7 @@ from pydatatask.config.registry import (
     Choices,
     Kind,
     Reference,
+    RelativePath,
     RepositoryName,
     register,
 )
@@ -104,6 +105,8 @@ class TaskKeys(TypedDict, total=False):
     :param timeout: seconds after which a job is stopped and recorded as timed out.
     :param retry: a number of attempts, or a retry policy.
     :param max_concurrent: the most jobs of the task running at once.
+    :param version: the code's version, kept in every done record: a new one makes the
+        task's done jobs stale (default: a hash of the body, script or manifest).
     """
 
     inputs: dict[str, RepositoryName]
@@ -113,6 +116,7 @@ class TaskKeys(TypedDict, total=False):
     timeout: float
     retry: int | RetryOptions
     max_concurrent: int
+    version: str
 
 
 def import_function(spec: str, folder: Path) -> Any:
@@ -181,18 +185,18 @@ def function_task(
     /,
     *,
     function: str,
-    version: str | None = None,
     **keys: Unpack[TaskKeys],
 ) -> Task:
     """Run a function over values, as ``@pydatatask.task`` makes (``ValueTask``).
 
     :param function: ``module:attribute``, imported with the file's folder on
-        ``sys.path``: a function, or a ``@pydatatask.task`` whose function is used.
-    :param version: the body's version, recorded in every done record.
+        ``sys.path``: a function, or a ``@pydatatask.task`` whose function is used (and
+        its ``version``, unless the file gives one).
     """
     from pydatatask.task.values import ValueTask
 
     body = import_function(function, context.folder)
+    version = keys.get("version")
     if isinstance(body, ValueTask):
         version = version if version is not None else body.version
         body = body.func
@@ -230,6 +234,8 @@ def process_task(
     ready: RepositoryName | None = None,
     on_exit: _OnExit = "detach",
     kill_grace: float = 5.0,
+    user: str | None = None,
+    workdir: str | None = None,
     **keys: Unpack[TaskKeys],
 ) -> Task:
     """Run a shell script per job as a process, here or over SSH (``ProcessTask``).
@@ -248,6 +254,9 @@ def process_task(
     :param on_exit: ``detach`` leaves running jobs to the next controller; ``kill``
         kills them when the controller stops.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a job is killed.
+    :param user: run the script as this account (a name or uid; the controller must
+        run as root to switch, and over SSH only the connection's login is accepted).
+    :param workdir: run the script in this folder (default: the job's folder).
     """
     from pydatatask.executor.linux import LinuxProcessManager
     from pydatatask.executor.local import LocalLinuxManager
@@ -267,6 +276,8 @@ def process_task(
         template=process,
         environ=environ,
         kill_grace=kill_grace,
+        user=user,
+        workdir=workdir,
         **_script_options(context, keys, (stdin, stdout, stderr, merge_stderr), ready, on_exit),
     )
     return _wire(task, keys)
@@ -291,6 +302,7 @@ def _script_options(
         "retry": _retry(keys.get("retry")),
         "on_exit": cast(Literal["detach", "kill"], on_exit),
         "max_concurrent": keys.get("max_concurrent"),
+        "version": keys.get("version"),
     }
 
 
@@ -310,6 +322,8 @@ def container_task(
     network_mode: str = "none",
     ready: RepositoryName | None = None,
     on_exit: _OnExit = "detach",
+    user: str | None = None,
+    workdir: str | None = None,
     **keys: Unpack[TaskKeys],
 ) -> Task:
     """Run a shell script per job in a Docker container (``ContainerTask``).
@@ -327,6 +341,8 @@ def container_task(
     :param ready: a repository listing the jobs that may run, in place of the inputs.
     :param on_exit: ``detach`` leaves running containers to the next controller;
         ``kill`` removes them when the controller stops.
+    :param user: the container's user (``name``, ``uid`` or ``uid:gid``).
+    :param workdir: the container's working directory.
     """
     from pydatatask.executor.docker import DockerContainerManager
     from pydatatask.quota import Resources
@@ -342,6 +358,8 @@ def container_task(
         environ=environ,
         entrypoint=("/bin/sh", "-c") if entrypoint is None else entrypoint,
         network_mode=network_mode,
+        user=user,
+        workdir=workdir,
         **_script_options(context, keys, (stdin, stdout, stderr, merge_stderr), ready, on_exit),
     )
     return _wire(task, keys)
@@ -389,6 +407,56 @@ def kube_task(
         retry=_retry(keys.get("retry")),
         on_exit=cast(Literal["detach", "kill"], on_exit),
         max_concurrent=keys.get("max_concurrent"),
+        version=keys.get("version"),
+    )
+    return _wire(task, keys)
+
+
+def slurm_task(
+    context: BuildContext,
+    /,
+    *,
+    slurm: str,
+    partition: str | None = None,
+    sbatch_args: list[str] | None = None,
+    root: Annotated[Path, RelativePath()] | None = None,
+    environ: dict[str, str] | None = None,
+    stdin: BlobRepositoryName | None = None,
+    stdout: BlobRepositoryName | None = None,
+    stderr: BlobRepositoryName | None = None,
+    merge_stderr: bool = False,
+    ready: RepositoryName | None = None,
+    on_exit: _OnExit = "detach",
+    **keys: Unpack[TaskKeys],
+) -> Task:
+    """Submit a shell script per job to a Slurm cluster with ``sbatch`` (``SlurmTask``).
+
+    :param slurm: the jinja2 shell script; links are named in it by their names.
+    :param partition: the Slurm partition (default: the cluster's default).
+    :param sbatch_args: more ``sbatch`` options, such as ``["--time=10", "--mem=1G"]``.
+    :param root: a folder the compute nodes share, for the job folders (default:
+        ``.pydatatask/slurm`` beside the file).
+    :param environ: environment variables exported to the script.
+    :param stdin: a blob repository whose value is the script's standard input.
+    :param stdout: a blob repository receiving its standard output.
+    :param stderr: a blob repository receiving its standard error.
+    :param merge_stderr: send standard error to ``stdout``.
+    :param ready: a repository listing the jobs that may run, in place of the inputs.
+    :param on_exit: ``detach`` leaves submitted jobs to the next controller; ``kill``
+        cancels them when the controller stops.
+    """
+    from pydatatask.executor.slurm import SlurmManager
+    from pydatatask.task.slurm import SlurmTask
+
+    folder = root if root is not None else context.folder / ".pydatatask" / "slurm"
+    task = SlurmTask(
+        context.name,
+        slurm,
+        partition=partition,
+        sbatch_args=sbatch_args or (),
+        manager=SlurmManager(context.app, folder),
+        environ=environ,
+        **_script_options(context, keys, (stdin, stdout, stderr, merge_stderr), ready, on_exit),
     )
     return _wire(task, keys)
 
@@ -397,3 +465,4 @@ register(Kind("function", "task", function_task))
 register(Kind("process", "task", process_task))
 register(Kind("container", "task", container_task))
 register(Kind("kube", "task", kube_task))
+register(Kind("slurm", "task", slurm_task))

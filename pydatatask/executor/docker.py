@@ -89,6 +89,10 @@ class ContainerSpec:
     stdin: ByteReader | None = None
     """The job's standard input, copied into the container before it starts."""
     log_config: Mapping[str, Any] = field(default_factory=lambda: {"Type": "local"})
+    user: str | None = None
+    """The engine's ``User`` (a name, ``uid`` or ``uid:gid``), if not the image's user."""
+    workdir: str | None = None
+    """The engine's ``WorkingDir``, if not the image's."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,11 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
         entrypoint: list[str] | None = None
         if spec.stdin is not None:
             entrypoint = ["/bin/sh", "-c", f'exec "$0" "$@" < {STDIN_PATH}']
+        identity = {"User": spec.user} if spec.user is not None else {}
+        if spec.workdir is not None:
+            identity["WorkingDir"] = spec.workdir
         return {
+            **identity,
             "Image": spec.image,
             "Entrypoint": entrypoint or [command[0]],
             "Cmd": command if entrypoint else command[1:],

@@ -56,6 +56,7 @@ from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Output
 from pydatatask.streams import ByteReader, copy_stream
 
 __all__ = [
+    "Account",
     "LinuxProcessManager",
     "ProcessHandle",
     "ProcessSpec",
@@ -141,6 +142,13 @@ done
 """
 )
 
+# Prints the host's own uid, then the passwd entry of the account named (or numbered) $1.
+_ACCOUNT = """
+entry=$(getent passwd -- "$1") || exit 3
+id -u
+printf '%s\\n' "$entry"
+"""
+
 # Refuses while the folder's job still runs, so a job is never started twice at once.
 _PREPARE = (
     _STAT_HELPERS
@@ -197,6 +205,20 @@ class ProcessSpec:
     """Copied to the host before the script starts; None for no input."""
     merge_stderr: bool = False
     """Send standard error to standard output."""
+    user: str | None = None
+    """The account of the host (a name or uid) the script runs as, if not the host's own."""
+    workdir: str | None = None
+    """The folder the script runs in, if not the job folder."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account of the host that jobs run as, instead of the one that starts them."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
 
 
 @dataclass(frozen=True)
@@ -229,8 +251,18 @@ class ProcessHandle(JobHandle):
         return {"pid": self.pid, "start_time": self.start_time, "boot_id": self.boot_id}
 
 
-def wrapper_script(environ: Mapping[str, str], direct: bool, stdin: bool, merge: bool) -> str:
+def wrapper_script(
+    environ: Mapping[str, str],
+    direct: bool,
+    stdin: bool,
+    merge: bool,
+    account: Account | None = None,
+    workdir: str | None = None,
+) -> str:
     """Return the wrapper that runs ``./script`` and records its PID and exit status.
+
+    With an ``account``, the script runs as that account (through ``setpriv``); with a
+    ``workdir``, in that folder.
 
     :raises ConfigurationError: for an environment variable name that is not a shell name.
     """
@@ -249,6 +281,8 @@ def wrapper_script(environ: Mapping[str, str], direct: bool, stdin: bool, merge:
         lines.append(f"export {name}={shlex.quote(str(value))}")
     runner = "chmod u+x script && ./script" if direct else "sh ./script"
     redirect = f"<{'stdin' if stdin else '/dev/null'} >stdout 2>{'&1' if merge else 'stderr'}"
+    if account is not None or workdir is not None:
+        runner = _elsewhere(direct, account, workdir)
     lines += [
         f"{{ {runner}; }} {redirect}",
         "code=$?",
@@ -256,6 +290,23 @@ def wrapper_script(environ: Mapping[str, str], direct: bool, stdin: bool, merge:
         "",
     ]
     return "\n".join(lines)
+
+
+def _elsewhere(direct: bool, account: Account | None, workdir: str | None) -> str:
+    """Return the command that runs ``script`` in ``workdir`` and as ``account``.
+
+    The script is opened here, as descriptor 3, and run as ``/dev/fd/3``: the account
+    may not be allowed into the job folder, and ``workdir`` is not the job folder.
+    """
+    # `exec 3<`, not a redirection of the subshell: dash does not pass those on to `exec`.
+    steps = ["exec 3<script"] + ([] if workdir is None else [f"cd {shlex.quote(workdir)}"])
+    switch = ""
+    if account is not None:
+        home, name = shlex.quote(account.home), shlex.quote(account.name)
+        steps.append(f"export HOME={home} USER={name} LOGNAME={name}")
+        switch = f"setpriv --reuid={account.uid} --regid={account.gid} --init-groups "
+    steps.append(f"exec {switch}{'/dev/fd/3' if direct else 'sh /dev/fd/3'}")
+    return f"{'chmod a+rx script && ' if direct else ''}( {' && '.join(steps)} )"
 
 
 class LinuxProcessManager(Executor[ProcessSpec, ProcessHandle]):
@@ -299,6 +350,33 @@ class LinuxProcessManager(Executor[ProcessSpec, ProcessHandle]):
         :raises FileNotFoundError: when it does not exist.
         """
 
+    async def account(self, user: str) -> Account | None:
+        """Return the account of the host named (or numbered) ``user`` that jobs run as.
+
+        None means the host's own account, which needs no switch.
+
+        :raises ConfigurationError: when the host has no such account, or the host's own
+            account cannot switch to it (only root can).
+        :raises BackendUnavailableError: when the host cannot be reached.
+        """
+        status, out, _ = await self.run_shell(_ACCOUNT, user)
+        if status == 3:
+            raise ConfigurationError(f"{self!r}: no user account {user!r} on the host")
+        lines = out.decode(errors="replace").splitlines()
+        fields = lines[1].split(":") if status == 0 and len(lines) == 2 else []
+        if len(fields) < 7 or not (
+            lines[0].isdigit() and fields[2].isdigit() and fields[3].isdigit()
+        ):
+            raise BackendError(f"{self!r}: cannot read the account {user!r}: {lines!r}")
+        found = Account(fields[0], int(fields[2]), int(fields[3]), fields[5])
+        if found.uid == int(lines[0]):
+            return None
+        if int(lines[0]) != 0:
+            raise ConfigurationError(
+                f"{self!r}: cannot run jobs as {user!r}: switching accounts needs root"
+            )
+        return found
+
     # ------------------------------------------------------------ the layout
 
     def task_dir(self, task: str) -> str:
@@ -323,14 +401,18 @@ class LinuxProcessManager(Executor[ProcessSpec, ProcessHandle]):
 
         :raises BackendError: when the job cannot start, or its earlier start still runs.
         :raises BackendUnavailableError: when the host cannot be reached.
-        :raises ConfigurationError: for an environment variable name that is not a shell name.
+        :raises ConfigurationError: for an environment variable name that is not a shell
+            name, or a ``user`` the jobs cannot run as (see :meth:`account`).
         """
         directory = self.job_dir(task, job)
+        account = None if spec.user is None else await self.account(spec.user)
         wrapper = wrapper_script(
             spec.environ,
             spec.script.startswith("#!"),
             spec.stdin is not None,
             spec.merge_stderr,
+            account,
+            spec.workdir,
         )
         await self._check(_PREPARE, directory)
         try:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydatatask._optional import import_optional
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
-from pydatatask.executor.linux import LinuxProcessManager
+from pydatatask.executor.linux import Account, LinuxProcessManager
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader
 
 if TYPE_CHECKING:
@@ -175,6 +175,20 @@ class SSHLinuxManager(LinuxProcessManager):
         if connection.is_closed():
             raise BackendUnavailableError(f"{self!r}: the SSH connection is closed")
         return connection
+
+    async def account(self, user: str) -> Account | None:
+        """Accept ``user`` only as the connection's own login: jobs run as that account.
+
+        :raises ConfigurationError: for any other user; connect as that user instead.
+        :raises BackendUnavailableError: when the connection is closed.
+        """
+        login = (await self.connection()).get_extra_info("username")
+        if user != login:
+            raise ConfigurationError(
+                f"{self!r}: cannot run jobs as {user!r} over an SSH connection that logged "
+                f"in as {login!r}; connect as {user!r} instead"
+            )
+        return None
 
     async def _sftp_client(self) -> asyncssh.SFTPClient:
         self._for_this_loop()

@@ -66,6 +66,11 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
     :param log_config: the engine's ``LogConfig`` for the containers; the default
         ``local`` driver keeps the output byte-exact, whoever reads it.
     :param max_concurrent: the most jobs of this task running at once.
+    :param version: the code's version for provenance (default: a hash of the templates).
+    :param user: run the script as this user of the image (``name``, ``uid`` or
+        ``uid:gid``, as the engine's ``User``; default: the image's user).
+    :param workdir: run the script in this folder of the container (created if missing;
+        default: the image's working directory).
     :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind.
     """
@@ -93,6 +98,9 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
         on_exit: OnExit = "detach",
         log_config: Mapping[str, Any] | None = None,
         max_concurrent: int | None = None,
+        version: str | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
     ) -> None:
         if not isinstance(image, str):
             raise ConfigurationError(f"task {name!r}: image must be a str")
@@ -119,11 +127,14 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
             timeout=timeout,
             retry=retry,
             max_concurrent=max_concurrent,
+            version=version,
         )
         self.image = image
         self.entrypoint = list(entrypoint)
         self.network_mode = network_mode
         self.log_config = dict(log_config) if log_config is not None else {"Type": "local"}
+        self.user = user
+        self.workdir = workdir
 
     @property
     def manager(self) -> DockerContainerManager:
@@ -150,4 +161,6 @@ class ContainerTask(ScriptTask[ContainerSpec, ContainerHandle]):
             network_mode=self.network_mode,
             stdin=stdin,
             log_config=self.log_config,
+            user=self.user,
+            workdir=self.workdir,
         )

@@ -83,6 +83,11 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
         ``"kill"`` kills them, and they run again next time.
     :param kill_grace: seconds between SIGTERM and SIGKILL when a job is killed.
     :param max_concurrent: the most jobs of this task running at once.
+    :param version: the code's version for provenance (default: a hash of the templates).
+    :param user: run the script as this account of the host (a name or uid), switched
+        to with ``setpriv``, which needs the manager to run as root; over SSH only the
+        connection's own login is accepted. The pipeline checks it when it opens.
+    :param workdir: run the script in this folder of the host (default: the job's folder).
     :raises TypeError: for an unknown keyword argument.
     :raises ConfigurationError: for arguments of the wrong kind.
     """
@@ -108,6 +113,9 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
         on_exit: OnExit = "detach",
         kill_grace: float = 5.0,
         max_concurrent: int | None = None,
+        version: str | None = None,
+        user: str | None = None,
+        workdir: str | None = None,
     ) -> None:
         if template is None:
             raise ConfigurationError(f"task {name!r}: a ProcessTask needs a template (a script)")
@@ -132,10 +140,13 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
             timeout=timeout,
             retry=retry,
             max_concurrent=max_concurrent,
+            version=version,
         )
         self.pids = pids if pids is not None else _default_pids(name, manager, self.done)
         self.link("pids", self.pids, is_status=True, inhibits_start=True)
         self.claims = self.pids
+        self.user = user
+        self.workdir = workdir
 
     @property
     def manager(self) -> LinuxProcessManager:
@@ -146,12 +157,28 @@ class ProcessTask(ScriptTask[ProcessSpec, ProcessHandle]):
         """
         return self._manager.get()
 
+    async def bind(self) -> None:
+        """Check the wiring and templates, and that jobs can run as ``user`` on the host.
+
+        :raises ConfigurationError: as :meth:`ExternalTask.bind
+            <pydatatask.task.external.ExternalTask.bind>`, or for a ``user`` the host has
+            not, or its manager cannot switch to.
+        """
+        await super().bind()
+        if self.user is not None:
+            try:
+                await self.manager.account(self.user)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"task {self.name!r}: {exc}") from exc
+
     async def _spec(self, context: dict[str, Any], stdin: ByteReader | None) -> ProcessSpec:
         return ProcessSpec(
             script=await render(self.template, context),
             environ=self.environ,
             stdin=stdin,
             merge_stderr=self.merge_stderr,
+            user=self.user,
+            workdir=self.workdir,
         )
 
 
