@@ -44,10 +44,15 @@ def input_links(task: Task) -> list[tuple[str, Repository]]:
     return [(name, link.repo) for name, link in task.links.items() if link.is_input]
 
 
-async def provenance_of(task: Task, job: str) -> dict[str, Any]:
-    """Return what ``job`` of ``task`` runs with: the code token and its inputs' tokens."""
+async def provenance_of(
+    task: Task, job: str, links: list[tuple[str, Repository]] | None = None
+) -> dict[str, Any]:
+    """Return what ``job`` of ``task`` runs with: the code token and its inputs' tokens.
+
+    :param links: the task's :func:`input_links`, when the caller keeps them.
+    """
     inputs: dict[str, str] = {}
-    for name, repo in input_links(task):
+    for name, repo in input_links(task) if links is None else links:
         try:
             token = (await repo._tokens([job])).get(job)  # a listed, hence valid, id
         except BackendError as exc:  # the job finds out for itself; its record says less

@@ -18,14 +18,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import BackendError, JobClaimedError
 from pydatatask.leases import Claim, Leases
-from pydatatask.provenance import provenance_of
+from pydatatask.provenance import input_links, provenance_of
 from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded, read_record
 from pydatatask.task.base import Task, timestamp
 from pydatatask.task.stopping import StopReason, stop_reason
+
+if TYPE_CHECKING:
+    from pydatatask.repository.base import Repository
 
 __all__ = ["Finished", "JobRunner", "Stopped"]
 
@@ -70,6 +73,7 @@ class JobRunner:
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._withdrawn: set[tuple[str, str]] = set()
         self._workers: set[asyncio.Task[None]] = set()
+        self._input_links: dict[str, list[tuple[str, Repository]]] = {}
 
     def start(
         self, task: Task, job: str, attempt: int, reattach: bool = False, forced: bool = False
@@ -244,7 +248,10 @@ class JobRunner:
             logger.info("%s %s job %r (attempt %d)", verb, task.name, job, attempt)
         result: JobResult | None = None
         try:
-            provenance = await provenance_of(task, job)
+            links = self._input_links.get(task.name)
+            if links is None:  # the pipeline is open: its links are set for good
+                links = self._input_links[task.name] = input_links(task)
+            provenance = await provenance_of(task, job, links)
             result, error = await task.run_attempt(job, attempt, reattach)
             result.provenance = provenance
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):

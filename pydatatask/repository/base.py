@@ -44,6 +44,11 @@ MAX_JOB_ID_LENGTH = 200
 
 _MAX_NAMED_INVALID = 5
 
+_CHECKED: dict[re.Pattern[str] | None, set[str]] = {}
+"""Ids found valid so far, per pattern: listings check the same ids again and again."""
+_CHECKED_LIMIT = 1 << 22
+"""Past this many remembered ids (per pattern), the memory starts afresh."""
+
 
 def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str = "") -> str:
     """Return ``job`` if it is a valid job id, else raise :class:`InvalidJobIdError`.
@@ -54,6 +59,19 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
     not ``.`` or ``..``. A repository may narrow this with ``pattern`` (a full match), described by
     ``rule``.
     """
+    checked = _CHECKED.get(pattern)
+    if checked is not None and type(job) is str and job in checked:
+        return job
+    job = _check_rules(job, pattern, rule)
+    if type(job) is str:  # a subclass could compare equal to what it is not
+        if checked is None or len(checked) >= _CHECKED_LIMIT:
+            checked = _CHECKED[pattern] = set()
+        checked.add(job)
+    return job
+
+
+def _check_rules(job: object, pattern: re.Pattern[str] | None, rule: str) -> str:
+    """Return ``job``, or raise :class:`InvalidJobIdError` when it breaks a rule."""
     if not isinstance(job, str):
         raise InvalidJobIdError(job, f"a job id is a str, not {type(job).__name__}")
     if not job:
@@ -76,18 +94,22 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
     return job
 
 
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = (int, float, bool, type(None))
 
 
 def value_token(value: Any) -> str:
     """Return a short hash of ``value`` that is the same in every process.
 
-    Bytes are hashed as they are; other values through their canonical JSON (keys
-    sorted), or their ``repr`` when JSON cannot hold them.
+    Text and bytes are hashed as they are, numbers through their ``repr``, other values
+    through their canonical JSON (keys sorted), or their ``repr`` when JSON cannot hold
+    them.
     """
-    if isinstance(value, bytes | bytearray | memoryview):
+    kind = type(value)
+    if kind is str:  # the common case first; the prefix keeps "1" apart from 1
+        data = b"s" + value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
-    elif type(value) in _PLAIN:
+    elif kind in _PLAIN:
         data = repr(value).encode()
     else:
         try:
