@@ -345,9 +345,11 @@ class Scheduler:
         stale = self.stale
         for name, job in chosen:
             if stale and job in stale.get(name, ()):
-                # It has a record already: it runs again on purpose, as the next attempt.
-                attempt = self._rerun_attempts.pop((name, job), None)
-                self._start(self.plans[name], job, attempt=attempt, forced=True)
+                # It runs again over its record as the next attempt, which that record
+                # does not cover; a controller that reran it first leaves a record that
+                # does, so the job is not run twice.
+                attempt = self._rerun_attempts.get((name, job))
+                self._start(self.plans[name], job, attempt=attempt)
             else:
                 self._start(self.plans[name], job)
         if self._impossible:
@@ -602,8 +604,8 @@ class Scheduler:
             return False
         result = ended.result
         self.ids[plan.done].add(job)
-        if self.stale:
-            self.stale.get(name, {}).pop(job, None)  # it ran again: its new record stands
+        if self.stale and self.stale.get(name, {}).pop(job, None) is not None:
+            self._rerun_attempts.pop((name, job), None)  # it ran again: its new record stands
         if result.success:
             states.move(job, _SUCCEEDED)
             counters.succeeded += 1

@@ -3,20 +3,24 @@
 Driven through its command line by ``tests/test_provenance.py``:
 ``python tests/stale_pipeline.py run``. ``STALE_BASE`` is the folder that holds
 ``books/`` (the inputs), ``shouts/``, ``counts/`` and the done records;
-``STALE_SHOUT_VERSION``, when set, is the ``version=`` of the first stage. Every job
-appends ``TASK JOB`` to ``effects.log`` in that folder when it runs, so the test can
-count what ran.
+``STALE_SHOUT_VERSION``, when set, is the ``version=`` of the first stage;
+``STALE_LEASES=1`` lets several controllers share the pipeline through leases in
+``leases/``, and ``STALE_SLEEP`` is how long each job takes (seconds). Every job appends
+``TASK JOB`` to ``effects.log`` in that folder when it runs, so the test can count what
+ran.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pydatatask
 
 BASE = Path(os.environ["STALE_BASE"])
 EFFECTS = BASE / "effects.log"
+SLEEP = float(os.environ.get("STALE_SLEEP", "0"))
 
 books = pydatatask.FileRepository(BASE / "books", ".txt")
 shouts = pydatatask.FileRepository(BASE / "shouts", ".txt")
@@ -26,6 +30,7 @@ counts = pydatatask.YamlMetadataFileRepository(BASE / "counts")
 def _effect(task: str, job: str) -> None:
     with EFFECTS.open("a") as log:
         log.write(f"{task} {job}\n")
+    time.sleep(SLEEP)
 
 
 @pydatatask.task(
@@ -51,7 +56,12 @@ def count(job: str, shout: str) -> dict[str, int]:
     return {"words": len(shout.split())}
 
 
-pipeline = pydatatask.Pipeline([shout, count])
+leases = (
+    pydatatask.YamlMetadataFileRepository(BASE / "leases")
+    if os.environ.get("STALE_LEASES") == "1"
+    else None
+)
+pipeline = pydatatask.Pipeline([shout, count], leases=leases, lease_seconds=10)
 
 if __name__ == "__main__":
     pydatatask.main(pipeline)

@@ -21,13 +21,18 @@ from pydatatask.provenance import ChangeKind, find_stale
 SCRIPT = Path(__file__).with_name("stale_pipeline.py")
 
 
-def _cli(
-    base: Path, *args: str, version: str | None = None, script: Path = SCRIPT
-) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, STALE_BASE=str(base))
+def _environment(base: Path, version: str | None = None, **more: str) -> dict[str, str]:
+    env = dict(os.environ, STALE_BASE=str(base), **more)
     env.pop("STALE_SHOUT_VERSION", None)
     if version is not None:
         env["STALE_SHOUT_VERSION"] = version
+    return env
+
+
+def _cli(
+    base: Path, *args: str, version: str | None = None, script: Path = SCRIPT
+) -> subprocess.CompletedProcess[str]:
+    env = _environment(base, version)
     done = subprocess.run(
         [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=300
     )
@@ -301,3 +306,36 @@ tasks:
         "copy": 1,
     }
     assert command("run", "--rerun-stale")["launched"] == 2
+
+
+def test_two_controllers_rerun_each_stale_job_once(tmp_path: Path) -> None:
+    """Two ``run --rerun-stale`` at once, sharing leases: every stale job runs once."""
+    books = {f"book{number:02d}": f"words of book {number}" for number in range(16)}
+    _seed(tmp_path, books)
+    env = _environment(tmp_path, "v1", STALE_LEASES="1", STALE_SLEEP="0.05")
+    first = subprocess.run(
+        [sys.executable, str(SCRIPT), "run"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert first.returncode == 0, first.stderr
+    _effects(tmp_path)
+    env["STALE_SHOUT_VERSION"] = "v2"  # every shout, and so every count, is stale now
+    controllers = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), "run", "--rerun-stale", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    reports = []
+    for controller in controllers:
+        out, err = controller.communicate(timeout=300)
+        assert controller.returncode == 0, err
+        reports.append(json.loads(out))
+    assert _effects(tmp_path) == Counter(
+        {f"{task} {job}": 1 for task in ("shout", "count") for job in books}
+    )
+    assert sum(report["succeeded"] for report in reports) == 2 * len(books)
+    assert _stale(tmp_path, version="v2") == {"shout": 0, "count": 0}
