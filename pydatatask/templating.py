@@ -48,14 +48,14 @@ import re
 import secrets
 import shlex
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
-
-import jinja2
-import jinja2.meta
-import jinja2.nodes
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import ConfigurationError
+
+if TYPE_CHECKING:  # imported when the first template is parsed: importing it is slow
+    import jinja2
+    import jinja2.nodes
+    import jinja2.runtime
 
 __all__ = [
     "Lazy",
@@ -180,7 +180,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-@jinja2.pass_context
 def _placeholder(context: jinja2.runtime.Context, value: object) -> str:
     if isinstance(value, _Raw):
         return value
@@ -189,6 +188,8 @@ def _placeholder(context: jinja2.runtime.Context, value: object) -> str:
 
 
 def _new_environment(finalize: Callable[..., str]) -> jinja2.Environment:
+    import jinja2
+
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -212,10 +213,14 @@ def environment() -> jinja2.Environment:
 
 @functools.cache
 def _manifest_environment() -> jinja2.Environment:
-    return _new_environment(_placeholder)
+    import jinja2
+
+    return _new_environment(jinja2.pass_context(_placeholder))
 
 
 def _parse(template: str) -> jinja2.nodes.Template:
+    import jinja2
+
     try:
         return environment().parse(template)
     except jinja2.TemplateSyntaxError as exc:
@@ -228,6 +233,8 @@ def referenced_names(template: str) -> frozenset[str]:
 
     :raises ConfigurationError: when the template does not parse.
     """
+    import jinja2.meta
+
     return frozenset(jinja2.meta.find_undeclared_variables(_parse(template)))
 
 
@@ -240,6 +247,8 @@ def required_names(template: str) -> frozenset[str]:
 
     :raises ConfigurationError: when the template does not parse.
     """
+    import jinja2.nodes
+
     optional = {
         node.node.name
         for node in _parse(template).find_all((jinja2.nodes.Filter, jinja2.nodes.Test))
@@ -289,6 +298,8 @@ async def render_manifest(template: str, context: Mapping[str, Any]) -> Any:
         or values make two keys of one mapping equal.
     :raises jinja2.UndefinedError: when it uses a name that the context lacks.
     """
+    import yaml
+
     placeholders = _Placeholders()
     values = await _values(referenced_names(template), context)
     values[_PLACEHOLDERS] = placeholders

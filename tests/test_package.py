@@ -28,6 +28,9 @@ OPTIONAL_BACKEND_MODULES = [
     "asyncssh",
     "pyarrow",
     "pandas",
+    "jinja2",  # a core dependency, imported when the first template is parsed
+    "starlette",
+    "uvicorn",
 ]
 
 # The modules whose names resolve on first use: optional backends, and the command line.
@@ -100,6 +103,7 @@ EXPECTED_PUBLIC_NAMES = {
     "materialize",
     "task",
     "ValueTask",
+    "S3BucketInfo",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
     "MongoMetadataRepository",
@@ -167,6 +171,29 @@ def test_only_the_lazy_names_wait_for_first_use() -> None:
     )
     assert set(result.stdout.strip().split(",")) == set(pydatatask._LAZY)
     assert set(pydatatask._LAZY.values()) == LAZY_MODULES
+
+
+def test_deprecated_names_resolve_but_are_not_public() -> None:
+    import pydatatask.compat
+
+    assert set(pydatatask._DEPRECATED) == set(pydatatask.compat.__all__)
+    for name in pydatatask._DEPRECATED:
+        assert getattr(pydatatask, name) is getattr(pydatatask.compat, name)
+        assert name not in pydatatask.__all__
+        assert name not in vars(pydatatask)  # resolved each time, never kept
+
+
+def test_deprecated_names_load_no_optional_backend() -> None:
+    code = (
+        "import sys, pydatatask\n"
+        "pydatatask.update\n"
+        f"loaded = [m for m in {OPTIONAL_BACKEND_MODULES!r} if m in sys.modules]\n"
+        "print(','.join(loaded))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == ""
 
 
 def test_unknown_names_are_attribute_errors() -> None:
