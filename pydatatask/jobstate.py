@@ -8,7 +8,7 @@ inputs, or done before this controller started).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Set
+from collections.abc import Iterable, Iterator, Set
 
 __all__ = ["JobStates", "State", "TransitionError"]
 
@@ -192,21 +192,25 @@ class JobStates:
             self._notes.pop(job, None)
         return job  # its next attempt number is kept: it is about to start
 
-    def forget_settled(self, recorded: Set[str]) -> None:
-        """Forget what a full listing may have changed.
+    def forget_settled(self, recorded: Set[str], jobs: Iterable[str] | None = None) -> None:
+        """Forget what a full listing (or a notification about ``jobs``) may have changed.
 
         Jobs held by another controller are looked at afresh, and so are the stored
         outcomes (succeeded, failed, unreadable) of jobs whose record is gone from
         ``recorded``, the ids of the done repository.
         """
         settled = (State.SUCCEEDED, State.FAILED, State.UNREADABLE)
+        looked_at = self._state.items() if jobs is None else self._states_of(jobs)
         stale = [
             job
-            for job, state in self._state.items()
+            for job, state in looked_at
             if state is State.HELD or (state in settled and job not in recorded)
         ]
         for job in stale:
             self.move(job, None)
+
+    def _states_of(self, jobs: Iterable[str]) -> list[tuple[str, State]]:
+        return [(job, state) for job in jobs if (state := self._state.get(job)) is not None]
 
 
 def _name(state: State | None) -> str:

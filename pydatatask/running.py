@@ -31,7 +31,9 @@ async def run(
     :param pipeline: an open pipeline.
     :param forever: keep going when idle, re-reading repositories every
         ``pipeline.poll_interval`` seconds to pick up changes made from outside, and
-        when the next occurrence of a schedule falls due. A pipeline whose only inputs
+        when the next occurrence of a schedule falls due. Local folders are also
+        watched, so what lands in them is taken in at once (see
+        :mod:`pydatatask.watching`). A pipeline whose only inputs
         from outside are schedules sleeps until the next occurrence.
     :param launch_once: launch only in the first round, then wait for those jobs.
     :param timeout: stop after this many seconds; jobs still running are cancelled and
@@ -40,6 +42,23 @@ async def run(
         then what they make stale downstream; without it, a stale job is left as it is.
     """
     scheduler: Scheduler = pipeline.scheduler
+    if not forever:
+        return await _run(pipeline, scheduler, forever, launch_once, timeout, rerun_stale)
+    scheduler.start_watching()  # new inputs are noticed as they come, not at the next listing
+    try:
+        return await _run(pipeline, scheduler, forever, launch_once, timeout, rerun_stale)
+    finally:
+        await scheduler.stop_watching()
+
+
+async def _run(
+    pipeline: Pipeline,
+    scheduler: Scheduler,
+    forever: bool,
+    launch_once: bool,
+    timeout: float | None,  # noqa: ASYNC109 - the caller's
+    rerun_stale: bool,
+) -> RunReport:
     before = scheduler.totals()
     if rerun_stale:
         await scheduler.rerun_stale()

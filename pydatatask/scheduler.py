@@ -48,6 +48,7 @@ from pydatatask.report import Failure, RunReport, TaskCounters
 from pydatatask.repository.schedule import ScheduleRepository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import failure_record, timestamp
+from pydatatask.watching import Changes, changes_of
 
 if TYPE_CHECKING:
     from collections.abc import Set
@@ -100,6 +101,9 @@ class Scheduler:
         self.stale: dict[str, dict[str, Change]] = {}
         """The stale jobs to run again, by task, while :meth:`rerun_stale` is in force."""
         self._rerun_attempts: dict[tuple[str, str], int] = {}
+        self._noticed: dict[int, set[str]] = {}
+        self._watches: list[asyncio.Task[None]] = []
+        self._stop_watching = asyncio.Event()
         self.facts = CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
@@ -130,6 +134,8 @@ class Scheduler:
         """Reap, compute ready jobs, launch; return whether work remains."""
         self.wakeup.clear()  # what happens from now on wakes the next wait()
         await self._reap()
+        if self._noticed:
+            await self._take_noticed()
         if launch and not self._reattached:
             # Before the first listing: reattaching may settle jobs and change what is listed.
             self._reattached = True
@@ -199,6 +205,7 @@ class Scheduler:
     async def refresh(self) -> None:
         """List every watched repository and recompute the ready jobs from scratch."""
         first = self.last_refresh is None
+        self._noticed.clear()  # the listing sees those changes, and any made before it
         keys = list(self.watchers)
         listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
         self.ids.clear()  # in place: the cached facts hold this very dict
@@ -573,6 +580,10 @@ class Scheduler:
                 outputs.setdefault(key, set()).add(job)
         for key, jobs in outputs.items():
             await self._refresh_outputs(key, jobs, touched)
+        await self._recheck_touched(touched)
+
+    async def _recheck_touched(self, touched: dict[str, set[str]]) -> None:
+        """Look again at the jobs each task may see differently now."""
         for name, jobs in touched.items():
             plan = self.plans[name]
             if plan.task.ready is not None:
@@ -640,11 +651,72 @@ class Scheduler:
     ) -> None:
         """Check finished jobs' outputs in one batch and update what is known of them."""
         present = await self.repos[key]._contains_many(list(jobs))  # listed, hence valid
+        self._update_ids(key, jobs, present, touched)
+
+    def _update_ids(
+        self, key: int, jobs: Iterable[str], present: Set[str], touched: dict[str, set[str]]
+    ) -> list[str]:
+        """Bring the cached ids of ``key`` in line with ``present``; return the ids gone."""
         ids = self.ids[key]
+        gone: list[str] = []
         for job in jobs:
             if (job in present) != (job in ids):
-                (ids.add if job in present else ids.discard)(job)
+                if job in present:
+                    ids.add(job)
+                else:
+                    ids.discard(job)
+                    gone.append(job)
                 self._touch(touched, key, job)
+        return gone
+
+    # ------------------------------------------------------------- watching
+
+    def start_watching(self) -> int:
+        """Follow the repositories that notify of changes; return how many are followed.
+
+        Between full listings, the ids they name are checked and taken in at the next
+        round, which a notification starts (see :mod:`pydatatask.watching`).
+        """
+        if not self._watches:
+            self._stop_watching.clear()
+            for key, repo in self.repos.items():
+                follow = changes_of(repo)
+                if follow is not None:
+                    self._watches.append(asyncio.create_task(self._follow(key, follow)))
+        return len(self._watches)
+
+    async def stop_watching(self) -> None:
+        """Stop following repositories' changes."""
+        self._stop_watching.set()
+        watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.cancel()
+        await asyncio.gather(*watches, return_exceptions=True)
+
+    async def _follow(self, key: int, follow: Changes) -> None:
+        try:
+            async for jobs in follow(self._stop_watching):
+                self._noticed.setdefault(key, set()).update(jobs)
+                self.wakeup.set()
+        except Exception as exc:  # noqa: BLE001 - watching only saves listings
+            logger.warning(
+                "stopped watching %r (%s); its changes are seen at the next full listing",
+                self.repos[key],
+                exc,
+            )
+
+    async def _take_noticed(self) -> None:
+        """Check the ids notifications named, and look again at the jobs they concern."""
+        noticed, self._noticed = self._noticed, {}
+        touched: dict[str, set[str]] = {}
+        for key, named in noticed.items():
+            repo = self.repos[key]
+            jobs = [job for job in named if repo.is_valid_job_id(job)]
+            gone = self._update_ids(key, jobs, await repo._contains_many(jobs), touched)
+            for plan in self.watchers[key]:
+                if plan.done == key:  # a record removed from outside: its outcome goes
+                    self.states[plan.task.name].forget_settled(self.ids[key], gone)
+        await self._recheck_touched(touched)
 
     # -------------------------------------------------------------- shutdown
 

@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "readiness",
         "provenance",
+        "watching",
         "leases",
         "presence",
         "plans",
