@@ -60,7 +60,7 @@ async def _measure(count: int) -> dict[str, Any]:
         async with pipeline:
             running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
             try:
-                while pipeline.scheduler.last_refresh is None:
+                while pipeline.scheduler.last_refresh is None:  # noqa: ASYNC110 - no event
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.5)  # idle, as a controller between arrivals
                 listed_at = pipeline.scheduler.last_refresh
