@@ -34,6 +34,7 @@ __all__ = [
     "MetadataRepository",
     "Repository",
     "check_job_id",
+    "drop_invalid",
     "value_token",
 ]
 
@@ -68,6 +69,59 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
             checked = _CHECKED[pattern] = set()
         checked.add(job)
     return job
+
+
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_.,:;=+@%~\n-]*")
+"""Ids of these characters (printable ASCII without a separator) that do not start with
+``.`` pass every rule of :func:`check_job_id` but the length and a repository's own
+pattern; joined by newlines, a million of them are matched at once."""
+
+
+def _all_plain(jobs: set[Any]) -> bool:
+    """Whether every id in ``jobs`` is plain text, starts with no ``.`` and is short enough."""
+    try:
+        joined = "\n".join(jobs)
+    except TypeError:  # not all of them are strings
+        return False
+    return (
+        joined.count("\n") == len(jobs) - 1  # no id holds a newline of its own
+        and not joined.startswith((".", "\n"))
+        and "\n." not in joined
+        and "\n\n" not in joined
+        and not joined.endswith("\n")
+        and _PLAIN_TEXT.fullmatch(joined) is not None
+        and max(map(len, jobs)) <= MAX_JOB_ID_LENGTH
+    )
+
+
+def drop_invalid(
+    ids: set[str], pattern: re.Pattern[str] | None = None, rule: str = ""
+) -> list[Any]:
+    """Remove from ``ids`` those :func:`check_job_id` refuses; return them.
+
+    Ids passed before are not checked again, and plain ones are checked all at once: a
+    listing of a million ids costs a set difference and one match.
+    """
+    checked = _CHECKED.get(pattern)
+    unchecked = ids - checked if checked is not None else set(ids)
+    if not unchecked:
+        return []
+    refused: list[Any] = []
+    passed: Iterable[str]
+    if pattern is None and _all_plain(unchecked):
+        passed = unchecked
+    else:
+        passed = []
+        for job in unchecked:
+            try:
+                passed.append(check_job_id(job, pattern, rule))
+            except InvalidJobIdError:
+                refused.append(job)
+        ids.difference_update(refused)
+    if checked is None or len(checked) >= _CHECKED_LIMIT:
+        checked = _CHECKED[pattern] = set()
+    checked.update(passed)
+    return refused
 
 
 def _check_rules(job: object, pattern: re.Pattern[str] | None, rule: str) -> str:

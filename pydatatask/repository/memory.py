@@ -11,6 +11,7 @@ from pydatatask.repository.base import (
     BlobRepository,
     MetadataRepository,
     Repository,
+    drop_invalid,
     value_token,
 )
 from pydatatask.streams import ByteReader, BytesReader, ByteWriter
@@ -31,8 +32,15 @@ class _DictRepository(Repository):
             yield job
 
     async def ids(self) -> set[str]:
-        """Return the set of valid ids present."""
-        return {job for job in self.data if self.is_valid_job_id(job)}
+        """Return the set of valid ids present (checking only ids not seen valid before)."""
+        found = set(self.data)
+        if type(self).check_job_id is Repository.check_job_id:
+            refused = drop_invalid(found, self.job_id_pattern, self.job_id_rule)
+        else:  # a subclass's own rules: check every id
+            refused = [job for job in list(found) if not self.is_valid_job_id(job)]
+            found.difference_update(refused)
+        self._warn_skipped(refused)
+        return found
 
     async def _contains(self, job: str) -> bool:
         return job in self.data
