@@ -97,6 +97,7 @@ class Scheduler:
         """The controllers found holding jobs of this pipeline."""
         self.completions: list[tuple[str, str, Ended]] = []
         self.wakeup = asyncio.Event()
+        self._turn = asyncio.Lock()
         self.last_refresh: float | None = None
         self.stale: dict[str, dict[str, Change]] = {}
         """The stale jobs to run again, by task, while :meth:`rerun_stale` is in force."""
@@ -131,7 +132,16 @@ class Scheduler:
     # ----------------------------------------------------------------- the round
 
     async def round(self, launch: bool = True) -> bool:
-        """Reap, compute ready jobs, launch; return whether work remains."""
+        """Reap, compute ready jobs, launch; return whether work remains.
+
+        A round and a :meth:`refresh` (``status`` or a dashboard reading while this
+        controller runs) take turns: a listing that a round's reaping overtook would
+        forget jobs that just finished, and launch them again.
+        """
+        async with self._turn:
+            return await self._round(launch)
+
+    async def _round(self, launch: bool) -> bool:
         self.wakeup.clear()  # what happens from now on wakes the next wait()
         await self._reap()
         if self._noticed:
@@ -149,7 +159,7 @@ class Scheduler:
         ):
             if self._reattached and self.presence is not None:
                 await self.presence.announce()
-            await self.refresh()
+            await self._refresh()
         self._release_due_retries()
         if self.leases is not None and now >= self._held_check:
             self._held_check = now + min(self.leases.interval, self.pipeline.poll_interval)
@@ -203,7 +213,14 @@ class Scheduler:
             await self._recheck(plan, {job for task, job in pairs if task == name})
 
     async def refresh(self) -> None:
-        """List every watched repository and recompute the ready jobs from scratch."""
+        """List every watched repository and recompute the ready jobs from scratch.
+
+        It waits for a round that is under way to end (see :meth:`round`).
+        """
+        async with self._turn:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         first = self.last_refresh is None
         self._noticed.clear()  # the listing sees those changes, and any made before it
         keys = list(self.watchers)
@@ -505,8 +522,9 @@ class Scheduler:
         }
         self.facts.rerun()
         if self.last_refresh is not None:
-            for plan in self.plans.values():
-                await self._recompute(plan)
+            async with self._turn:
+                for plan in self.plans.values():
+                    await self._recompute(plan)
         return found
 
     def start(self, task_name: str, job: str) -> None:
@@ -547,7 +565,8 @@ class Scheduler:
             ended = await finished
         finally:
             self._waiters.pop((task_name, job), None)
-        await self._reap()
+        async with self._turn:
+            await self._reap()
         if isinstance(ended, Held):
             raise JobClaimedError(task_name, job, ended.holder)
         if isinstance(ended, Unrecorded):

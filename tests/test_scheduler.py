@@ -10,6 +10,7 @@ import pytest
 
 import pydatatask as pdt
 from pydatatask import InProcessMetadataRepository as Memory
+from pydatatask import admin
 from pydatatask.jobstate import State
 
 
@@ -470,3 +471,27 @@ def test_every_task_takes_the_shared_options_and_refuses_misspelt_ones() -> None
                 make(tiemout=5)
     finally:
         pool.shutdown()
+
+
+async def test_a_listing_while_the_pipeline_runs_launches_nothing_twice() -> None:
+    """``status`` (or a dashboard) reading a running controller's pipeline changes nothing."""
+    source = pdt.InProcessMetadataRepository({f"k{number}": number for number in range(3000)})
+    middle = pdt.InProcessMetadataRepository()
+    final = pdt.InProcessMetadataRepository()
+
+    @pdt.task(inputs={"number": source}, outputs={"double": middle})
+    async def double(number: int) -> int:
+        await asyncio.sleep(0)
+        return 2 * number
+
+    @pdt.task(inputs={"double": middle}, outputs={"plus": final})
+    async def plus(double: int) -> int:
+        return double + 1
+
+    async with pdt.Pipeline([double, plus]) as pipeline:
+        running = asyncio.create_task(pdt.run(pipeline))
+        while not running.done():
+            await admin.status(pipeline)
+            await pipeline.scheduler.refresh()
+        report = await running
+    assert report.launched == report.succeeded == 6000
