@@ -67,7 +67,11 @@ if TYPE_CHECKING:
     from pydatatask.executor.ssh import SSHLinuxManager
     from pydatatask.repository.docker import DockerRegistryClient, DockerRepository
     from pydatatask.repository.mongodb import MongoMetadataRepository
-    from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+    from pydatatask.repository.s3 import (
+        S3BucketInfo,
+        S3BucketRepository,
+        YamlMetadataS3Repository,
+    )
     from pydatatask.task.container import ContainerTask
     from pydatatask.task.kubernetes import KubeFunctionTask, KubeTask
     from pydatatask.task.slurm import SlurmTask
@@ -131,6 +135,7 @@ _PUBLIC: dict[str, str] = {
     "Result": "pydatatask.target",
     "RetryPolicy": "pydatatask.task.retry",
     "RunReport": "pydatatask.report",
+    "S3BucketInfo": "pydatatask.repository.s3",
     "S3BucketRepository": "pydatatask.repository.s3",
     "S3HiveDatasetRepository": "pydatatask.repository.dataset",
     "SSHLinuxManager": "pydatatask.executor.ssh",
@@ -155,14 +160,35 @@ __all__ = sorted(_PUBLIC)
 # The public names not imported above, each resolved from its module on first use.
 _LAZY: dict[str, str] = {name: module for name, module in _PUBLIC.items() if name not in globals()}
 
+# pydatatask 0.4's top-level functions: still resolved, but not public (not in __all__ or
+# dir()) and not kept in the module's namespace, so that every use meets its
+# DeprecationWarning. docs/upgrading.rst names their replacements.
+_DEPRECATED: dict[str, str] = {
+    name: "pydatatask.compat"
+    for name in (
+        "cat_data",
+        "delete_data",
+        "inject_data",
+        "launch",
+        "list_data",
+        "print_status",
+        "print_trace",
+        "update",
+    )
+}
+
 
 def __getattr__(name: str) -> Any:
     """Import a lazily resolved public name from its module, once.
+
+    pydatatask 0.4's deprecated functions (``update``, ``launch``, ...) resolve here too.
 
     :raises MissingDependencyError: when the name's backend needs an extra that is not
         installed.
     :raises AttributeError: for a name that is not public.
     """
+    if name in _DEPRECATED:
+        return getattr(importlib.import_module(_DEPRECATED[name]), name)
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'pydatatask' has no attribute {name!r}")

@@ -36,6 +36,27 @@ logger = logging.getLogger(__name__)
 
 _FIELDS = ("success", "attempt", "exception", "traceback", "timeout", "exit_code", "provenance")
 _TIMES = ("start_time", "end_time", "duration", "retry_at")
+_LEGACY_RESULT = "result"
+"""What pydatatask 0.4 wrote instead of ``success``: ``"success"`` or ``"exception"``."""
+_LEGACY_EXIT_CODE = "return_code"
+"""What pydatatask 0.4 wrote instead of ``exit_code``."""
+_LEGACY_FIELDS = (_LEGACY_RESULT, _LEGACY_EXIT_CODE)
+
+
+def _succeeded(record: Mapping[str, Any]) -> bool:
+    """Whether a stored record says its job succeeded, in today's words or in 0.4's.
+
+    ``success`` decides when present. Otherwise a 0.4 ``result`` succeeded only when it
+    is ``"success"``, and a 0.4 ``return_code`` only when it is 0; a record with none of
+    these (written by hand to mark a job done) counts as a success.
+    """
+    if "success" in record:
+        return record["success"] is not False
+    if _LEGACY_RESULT in record:
+        return bool(record[_LEGACY_RESULT] == "success")
+    if _LEGACY_EXIT_CODE in record:
+        return bool(record[_LEGACY_EXIT_CODE] == 0)
+    return True
 
 
 @dataclass(slots=True)
@@ -84,17 +105,29 @@ class JobResult:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> JobResult:
-        """Read a stored record (a record without ``success`` counts as a success)."""
-        extra = {key: value for key, value in record.items() if key not in (*_FIELDS, *_TIMES)}
-        exit_code = record.get("exit_code")
+        """Read a stored record (a record without ``success`` counts as a success).
+
+        A record written by pydatatask 0.4 reads the same way: its ``result`` (anything
+        but ``"success"`` is a failure) and ``return_code`` stand for ``success`` and
+        ``exit_code``, and a traceback stored as a list of lines is joined.
+        """
+        # A record with ``success`` is today's: a ``result`` there is a field of its own.
+        legacy = () if "success" in record else _LEGACY_FIELDS
+        extra = {
+            key: value for key, value in record.items() if key not in (*_FIELDS, *_TIMES, *legacy)
+        }
+        exit_code = record.get("exit_code", record.get(_LEGACY_EXIT_CODE) if legacy else None)
+        traceback = record.get("traceback")
+        if isinstance(traceback, list):
+            traceback = "".join(str(line) for line in traceback)
         return cls(
-            success=record.get("success", True) is not False,
+            success=_succeeded(record),
             attempt=int(record.get("attempt", 1)),
             start_time=str(record.get("start_time", "")),
             end_time=str(record.get("end_time", "")),
             duration=float(record.get("duration", 0.0)),
             exception=record.get("exception"),
-            traceback=record.get("traceback"),
+            traceback=traceback,
             timeout=bool(record.get("timeout", False)),
             exit_code=None if exit_code is None else int(exit_code),
             retry_at=record.get("retry_at"),
@@ -167,12 +200,14 @@ def outcome(record: Any) -> Outcome:
     """Classify a done record (as read by :func:`read_record`).
 
     A mapping succeeded unless its ``success`` is false; a mapping without the flag (one
-    written by hand to mark a job done) counts as a success. Anything else (an empty
-    file, a string, a list, an :class:`Unreadable`) is unreadable, never a success.
+    written by hand to mark a job done) counts as a success. A record written by
+    pydatatask 0.4 failed when its ``result`` is not ``"success"`` or its
+    ``return_code`` is not 0. Anything else (an empty file, a string, a list, an
+    :class:`Unreadable`) is unreadable, never a success.
     """
     if not isinstance(record, dict):
         return Outcome.UNREADABLE
-    if record.get("success", True) is False:
+    if not _succeeded(record):
         return Outcome.FAILED
     return Outcome.SUCCEEDED
 
@@ -226,7 +261,7 @@ def error_line(record: Any) -> str:
         return f"unreadable done record: {record.reason}"
     if not isinstance(record, dict):
         return f"unreadable done record: {_checked(record).reason}"
-    text = record.get("exception") or (
-        f"exit status {record['exit_code']}" if record.get("exit_code") else "failed"
-    )
+    legacy_code = None if "success" in record else record.get(_LEGACY_EXIT_CODE)
+    exit_code = record.get("exit_code", legacy_code)
+    text = record.get("exception") or (f"exit status {exit_code}" if exit_code else "failed")
     return " ".join(str(text).split())

@@ -49,8 +49,8 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     # 5: looking at a pipeline and showing it
     ("overview", "admin", "progress", "config", "web"),
-    # 6: the command line
-    ("arguments", "cli", "command", "__main__"),
+    # 6: the command line, and 0.4's functions that print like it (over admin and pipeline)
+    ("arguments", "cli", "command", "compat", "__main__"),
     # 7: what third parties import to test their backends, and the package's face
     ("testing", "__init__"),
 ]

@@ -342,7 +342,7 @@ async def test_listing_fetches_ids_only_and_info_all_is_one_query(mongo: Mongo) 
     assert set(everything) == jobs
     finds = mongo.recorder.on(mongo.name, "find")
     assert len(finds) == 1
-    assert finds[0].projection == {"_id": 1, "value": 1}
+    assert finds[0].projection is None  # whole documents: 0.4's layout has no 'value' field
 
     mongo.recorder.clear()
     assert await repo.contains("job3")
@@ -380,14 +380,13 @@ async def test_contains_agrees_with_listing(mongo: Mongo, caplog: pytest.LogCapt
     assert await repo.info_all() == {"a": "a", "c d": "c d"}
 
 
-async def test_document_without_value_is_a_backend_error(mongo: Mongo) -> None:
+async def test_a_document_without_value_reads_as_its_fields(mongo: Mongo) -> None:
+    """pydatatask 0.4 stored ``{_id, **value}``: such a document is its own value."""
     repo = MongoMetadataRepository(mongo.collection)
     await mongo.raw().insert_one({"_id": "foreign", "other": 1})
     assert await repo.contains("foreign")
-    with pytest.raises(BackendError, match=r"'foreign'.*'value'"):
-        await repo.info("foreign")
-    with pytest.raises(BackendError, match="'foreign'"):
-        await repo.info_all()
+    assert await repo.info("foreign") == {"other": 1}
+    assert await repo.info_all() == {"foreign": {"other": 1}}
 
 
 async def test_two_thousand_documents_list_completely(mongo: Mongo) -> None:

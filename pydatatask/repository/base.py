@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import unicodedata
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
@@ -202,6 +203,21 @@ class Repository(abc.ABC):
     job_id_rule: ClassVar[str] = ""
     """A description of :attr:`job_id_pattern` used in error messages."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Adapt a subclass written against pydatatask 0.4's hooks to today's contract.
+
+        A 0.4 repository implemented ``unfiltered_iter`` (every stored id), ``info``,
+        ``delete``, optionally ``contains``, and for a metadata repository ``dump``, as
+        public methods. Such a class gets the protected hooks (``_iter_ids``, ``_info``,
+        ``_delete``, ``_contains``, ``_dump``) that call its own methods, so it can be
+        instantiated and works everywhere a repository does, with one
+        ``DeprecationWarning`` when the class is defined. Without its own ``contains``,
+        presence is found by listing, as 0.4 did.
+        """
+        super().__init_subclass__(**kwargs)
+        if "unfiltered_iter" in cls.__dict__ and _is_abstract(cls, "_iter_ids"):
+            _adopt_legacy_hooks(cls)
+
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`."""
         return check_job_id(job, self.job_id_pattern, self.job_id_rule)
@@ -325,6 +341,71 @@ class Repository(abc.ABC):
 
     @abc.abstractmethod
     async def _info(self, job: str) -> Any: ...
+
+
+def _is_abstract(cls: type[Repository], name: str) -> bool:
+    return bool(getattr(getattr(cls, name, None), "__isabstractmethod__", False))
+
+
+def _adopt_legacy_hooks(cls: type[Repository]) -> None:
+    """Give ``cls`` the protected hooks that call the 0.4 methods it defines."""
+    warnings.warn(
+        f"{cls.__qualname__} implements pydatatask 0.4's repository hooks (unfiltered_iter, "
+        "info, delete, contains); implement _iter_ids, _info, _delete and _contains instead",
+        DeprecationWarning,
+        stacklevel=4,
+    )
+    overridden = {
+        name
+        for name in ("info", "delete", "contains")
+        if getattr(cls, name) is not getattr(Repository, name)
+    }
+    cls._iter_ids = _legacy_iter_ids  # type: ignore[method-assign]
+    if _is_abstract(cls, "_info") and "info" in overridden:
+        cls._info = _legacy_info  # type: ignore[method-assign]
+    if _is_abstract(cls, "_delete") and "delete" in overridden:
+        cls._delete = _legacy_delete  # type: ignore[method-assign]
+    if _is_abstract(cls, "_contains"):
+        cls._contains = (  # type: ignore[method-assign]
+            _legacy_contains if "contains" in overridden else _contains_by_listing
+        )
+    if (
+        issubclass(cls, MetadataRepository)
+        and _is_abstract(cls, "_dump")
+        and cls.dump is not MetadataRepository.dump
+    ):
+        cls._dump = _legacy_dump  # type: ignore[method-assign]
+
+
+# The hooks of a 0.4-style repository. Each calls the method through ``self``, so a
+# subclass that overrides one of 0.4's methods is called too.
+
+
+def _legacy_iter_ids(self: Any) -> AsyncIterator[str]:
+    return self.unfiltered_iter()  # type: ignore[no-any-return]
+
+
+async def _legacy_info(self: Repository, job: str) -> Any:
+    return await self.info(job)
+
+
+async def _legacy_delete(self: Repository, job: str) -> None:
+    await self.delete(job)
+
+
+async def _legacy_dump(self: MetadataRepository, job: str, value: Any) -> None:
+    await self.dump(job, value)
+
+
+async def _legacy_contains(self: Repository, job: str) -> bool:
+    return await self.contains(job)
+
+
+async def _contains_by_listing(self: Repository, job: str) -> bool:
+    async for present in self:
+        if present == job:
+            return True
+    return False
 
 
 class MetadataRepository(Repository, abc.ABC):

@@ -505,10 +505,12 @@ class MapRepository(Repository):
     """A view of ``child`` whose ``info`` is ``await func(info)`` and whose ids pass ``filt``.
 
     This is what :meth:`Repository.map` returns. Ids are the child's ids for which
-    ``await filt(job)`` is true (all of them when ``filt`` is None); ``info`` of an id
-    that is filtered out raises :class:`JobNotFoundError`, any other id behaves as it
-    does in ``child``. ``delete`` is forwarded to ``child`` only when ``allow_deletes`` is
-    true and is otherwise a no-op, so a view cannot destroy the data it shows.
+    ``await filt(job)`` is true (all of them when ``filt`` is None). ``info(job)`` is
+    ``await func(await child.info(job))`` for any id, as in pydatatask 0.4: ``filt``
+    decides what is listed and contained, not what can be looked up, so an absent id
+    behaves as it does in ``child``. ``delete`` is forwarded to ``child`` only when
+    ``allow_deletes`` is true and is otherwise a no-op, so a view cannot destroy the data
+    it shows.
     """
 
     def __init__(
@@ -556,8 +558,6 @@ class MapRepository(Repository):
         return await self.child.contains(job) and await self._passes(job)
 
     async def _info(self, job: str) -> Any:
-        if not await self._passes(job):
-            raise JobNotFoundError(job, self)
         return await self.func(await self.child.info(job))
 
     async def info_all(self) -> dict[str, Any]:

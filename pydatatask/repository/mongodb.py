@@ -1,8 +1,10 @@
 """A metadata repository stored in a MongoDB collection, one document per job.
 
 Each job is the document ``{"_id": job, "value": value}``, so ``info(job)`` returns
-exactly what ``dump`` stored. The collection comes from a session accessor and may
-belong to either of the two asyncio drivers:
+exactly what ``dump`` stored. A document of any other shape is read as pydatatask 0.4
+wrote it, ``{"_id": job, **value}``: its value is the document without ``_id``. The
+collection comes from a session accessor and may belong to either of the two asyncio
+drivers:
 
 - :class:`pymongo.AsyncMongoClient` (recommended), whose collections are
   ``pymongo.asynchronous.collection.AsyncCollection``;
@@ -95,8 +97,7 @@ class MongoMetadataRepository(MetadataRepository):
 
     :raises TypeError: from ``dump`` when the value cannot be encoded as BSON.
     :raises BackendError: when the value's document would exceed
-        :data:`MAX_DOCUMENT_SIZE`, when the server rejects an operation, or when a
-        stored document has no ``value`` field.
+        :data:`MAX_DOCUMENT_SIZE`, or when the server rejects an operation.
     :raises BackendUnavailableError: when the server cannot be reached in time.
     :raises ConfigurationError: when ``subcollection`` is not a valid collection name.
     """
@@ -205,10 +206,10 @@ class MongoMetadataRepository(MetadataRepository):
     async def _info(self, job: str) -> Any:
         collection = self._target()
         with self._translated(collection, "read", job):
-            document = await collection.find_one({"_id": job}, {"_id": 1, _VALUE: 1})
+            document = await collection.find_one({"_id": job})
         if document is None:
             raise JobNotFoundError(job, self)
-        return self._value_of(job, document)
+        return self._value_of(document)
 
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         """Hash each present job's value, reading the documents in batches of one query."""
@@ -217,29 +218,26 @@ class MongoMetadataRepository(MetadataRepository):
         for start in range(0, len(jobs), _TOKEN_BATCH):
             batch = jobs[start : start + _TOKEN_BATCH]
             with self._translated(collection, "read the values to hash"):
-                cursor = collection.find({"_id": {"$in": batch}}, {"_id": 1, _VALUE: 1})
+                cursor = collection.find({"_id": {"$in": batch}})
                 try:
                     async for document in cursor:
                         job = document["_id"]
-                        found[job] = value_token(self._value_of(job, document))
+                        found[job] = value_token(self._value_of(document))
                 finally:
                     await _maybe_await(cursor.close())
         return found
 
     async def info_all(self) -> dict[str, Any]:
-        """Return ``{job: value}`` for every valid id, in one query.
-
-        :raises BackendError: when a stored document has no ``value`` field.
-        """
+        """Return ``{job: value}`` for every valid id, in one query."""
         collection = self._target()
         result: dict[str, Any] = {}
         with self._translated(collection, "read every job"):
-            cursor = collection.find({}, {"_id": 1, _VALUE: 1})
+            cursor = collection.find({})
             try:
                 async for document in cursor:
                     job = document.get("_id")
                     if self.is_valid_job_id(job):
-                        result[job] = self._value_of(job, document)
+                        result[job] = self._value_of(document)
             finally:
                 await _maybe_await(cursor.close())
         return result
@@ -317,14 +315,18 @@ class MongoMetadataRepository(MetadataRepository):
             )
         return bson_raw.RawBSONDocument(data)
 
-    def _value_of(self, job: str, document: Any) -> Any:
-        try:
+    @staticmethod
+    def _value_of(document: dict[str, Any]) -> Any:
+        """Return the value a stored document holds.
+
+        ``{_id, value}`` is this repository's layout. Any other document is read as
+        pydatatask 0.4 stored it, ``{_id, **value}``, so data written by 0.4 stays
+        readable: its value is the document without ``_id``. (A 0.4 value that was
+        exactly ``{"value": x}`` therefore reads as ``x``.)
+        """
+        if len(document) == 2 and _VALUE in document:
             return document[_VALUE]
-        except KeyError:
-            raise BackendError(
-                f"{self!r}: the document of job {job!r} has no {_VALUE!r} field; "
-                "it was not written by this repository"
-            ) from None
+        return {key: item for key, item in document.items() if key != "_id"}
 
 
 class _Int64AsInt(bson_codec_options.TypeDecoder):

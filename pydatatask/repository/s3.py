@@ -27,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PART_SIZE",
     "MIN_PART_SIZE",
+    "S3BucketInfo",
     "S3BucketRepository",
     "YamlMetadataS3Repository",
 ]
@@ -316,13 +318,84 @@ class _S3Writer(ByteWriter):
             )
 
 
+@dataclass(frozen=True, eq=False)
+class S3BucketInfo(Mapping[str, Any]):
+    """Where a job's object is: what ``S3BucketRepository.info(job)`` returns.
+
+    ``str(info)`` is the object's URI ``s3://bucket/key``, so ``{{ repo }}`` in a
+    template names the object. The details are attributes (``info.endpoint``, as in
+    pydatatask 0.4) and also keys (``info["bucket"]``): ``bucket``, ``key``, ``uri``,
+    ``endpoint``, ``url``, then ``size`` when the object exists, and
+    ``incluster_endpoint`` and ``incluster_url`` when the repository has an in-cluster
+    endpoint. ``prefix`` and ``suffix`` are attributes only. As a mapping it equals a
+    dict with the same keys and values.
+    """
+
+    bucket: str
+    """The bucket's name."""
+    key: str
+    """The object's key, ``prefix + job + suffix``."""
+    endpoint: str | None
+    """The endpoint URL of the client, or None when the client does not say."""
+    prefix: str
+    """The repository's key prefix."""
+    suffix: str
+    """The repository's key suffix."""
+    size: int | None = None
+    """The object's size in bytes, or None when it does not exist (yet)."""
+    incluster_endpoint: str | None = None
+    """The endpoint as seen from inside a cluster, when the repository was given one."""
+
+    @property
+    def uri(self) -> str:
+        """The object's URI, ``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def url(self) -> str | None:
+        """The path-style URL of the object at :attr:`endpoint`."""
+        return _path_style_url(self.endpoint, self.bucket, self.key)
+
+    @property
+    def incluster_url(self) -> str | None:
+        """The path-style URL of the object at :attr:`incluster_endpoint`."""
+        return _path_style_url(self.incluster_endpoint, self.bucket, self.key)
+
+    def _fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "bucket": self.bucket,
+            "key": self.key,
+            "uri": self.uri,
+            "endpoint": self.endpoint,
+            "url": self.url,
+        }
+        if self.size is not None:
+            fields["size"] = self.size
+        if self.incluster_endpoint is not None:
+            fields["incluster_endpoint"] = self.incluster_endpoint
+            fields["incluster_url"] = self.incluster_url
+        return fields
+
+    def __getitem__(self, name: str) -> Any:
+        return self._fields()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields())
+
+    def __len__(self) -> int:
+        return len(self._fields())
+
+    def __str__(self) -> str:
+        return self.uri
+
+
 class S3BucketRepository(BlobRepository):
     """Blobs stored as objects in an S3 bucket (AWS or any S3-compatible store).
 
-    ``info(job)`` is a dict for templates: ``bucket``, ``key``, ``uri``
-    (``s3://bucket/key``), ``endpoint`` (the client's endpoint URL), ``url`` (the
-    path-style URL of the object), ``size``, and with ``incluster_endpoint`` set also
-    ``incluster_endpoint`` and ``incluster_url``.
+    ``info(job)``, whether or not the object exists yet (so a template can name an
+    output), is an :class:`S3BucketInfo`: ``str(info)`` is ``s3://bucket/key``, and its
+    details (``bucket``, ``key``, ``uri``, ``endpoint``, ``url``, ``size``, ...) are
+    attributes and keys.
 
     :param client: a zero-argument callable, usually a session resource, returning an
         aiobotocore S3 client. It is called on every use. Give the client bounded
@@ -471,28 +544,23 @@ class S3BucketRepository(BlobRepository):
         with contextlib.suppress(JobNotFoundError), self._errors(client, f"deleting {key!r}", job):
             await client.delete_object(Bucket=self.bucket, Key=key)
 
-    def _describe(self, client: S3Client, key: str, size: int | None) -> dict[str, Any]:
-        endpoint = getattr(getattr(client, "meta", None), "endpoint_url", None)
-        info: dict[str, Any] = {
-            "bucket": self.bucket,
-            "key": key,
-            "uri": f"s3://{self.bucket}/{key}",
-            "endpoint": endpoint,
-            "url": _path_style_url(endpoint, self.bucket, key),
-        }
-        if size is not None:
-            info["size"] = size
-        if self.incluster_endpoint is not None:
-            info["incluster_endpoint"] = self.incluster_endpoint
-            info["incluster_url"] = _path_style_url(self.incluster_endpoint, self.bucket, key)
-        return info
+    def _describe(self, client: S3Client, key: str, size: int | None) -> S3BucketInfo:
+        return S3BucketInfo(
+            bucket=self.bucket,
+            key=key,
+            endpoint=getattr(getattr(client, "meta", None), "endpoint_url", None),
+            prefix=self.prefix,
+            suffix=self.suffix,
+            size=size,
+            incluster_endpoint=self.incluster_endpoint,
+        )
 
     async def _info(self, job: str) -> Any:
-        """Return where ``job`` is stored: bucket, key, uri, endpoint, url, size.
-
-        With ``incluster_endpoint`` set, also ``incluster_endpoint`` and ``incluster_url``.
-        """
-        client, response = await self._head(job)
+        """Return where ``job`` is stored, present or not, as an :class:`S3BucketInfo`."""
+        try:
+            client, response = await self._head(job)
+        except JobNotFoundError:
+            return self._describe(self._client(), self._key(job), None)
         return self._describe(client, self._key(job), response.get("ContentLength"))
 
     async def info_all(self) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import logging
 import re
 import time
 import traceback
-from collections.abc import Awaitable
+import warnings
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypedDict, Unpack
 
@@ -19,6 +20,7 @@ from pydatatask.errors import ConfigurationError, JobClaimedError
 from pydatatask.link import Link
 from pydatatask.records import JobResult
 from pydatatask.repository.base import MetadataRepository, Repository
+from pydatatask.repository.combinators import RelatedItemRepository
 from pydatatask.repository.memory import InProcessMetadataRepository
 from pydatatask.task.retry import RetryPolicy
 from pydatatask.task.stopping import StopReason, stop_reason
@@ -238,6 +240,55 @@ class Task(abc.ABC):
         )
         self.links[name] = link
         return link
+
+    def plug(
+        self,
+        output: Task,
+        output_links: Iterable[str] | None = None,
+        meta: bool = True,
+        translator: Repository | None = None,
+        translate_allow_deletes: bool = False,
+        translate_prefetch_lookup: bool = True,
+    ) -> None:
+        """Link the outputs of the task ``output`` as inputs of this task.
+
+        Deprecated since 0.5, as pydatatask 0.4's way to connect tasks: link the
+        repository itself with :meth:`link` (``is_input=True``); a task that reads what
+        another writes already waits for it.
+
+        Every output link of ``output`` (those named in ``output_links``, when given)
+        becomes an input link of the same name. With ``meta``, the links that inhibit
+        ``output``'s output also inhibit this task's start, and those required for its
+        output are required for this task's start; such a link that is not an output is
+        named ``OUTPUT_LINK``. With ``translator``, every linked repository is seen
+        through ``RelatedItemRepository(repo, translator, translate_allow_deletes,
+        translate_prefetch_lookup)``.
+
+        :raises ConfigurationError: when a link name is already taken.
+        """
+        warnings.warn(
+            "Task.plug() is deprecated; link the other task's output repositories with "
+            "Task.link(name, repo, is_input=True): the dependency follows from them",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        wanted = None if output_links is None else set(output_links)
+        for name, link in list(output.links.items()):
+            options: dict[str, bool] = {}
+            if link.is_output and (wanted is None or name in wanted):
+                options["is_input"] = True
+            if meta and link.inhibits_output:
+                options["inhibits_start"] = True
+            if meta and link.required_for_output:
+                options["required_for_start"] = True
+            if not options:
+                continue
+            repo = link.repo
+            if translator is not None:
+                repo = RelatedItemRepository(
+                    repo, translator, translate_allow_deletes, translate_prefetch_lookup
+                )
+            self.link(name if link.is_output else f"{output.name}_{name}", repo, **options)
 
     @property
     def code_token(self) -> str:

@@ -25,7 +25,7 @@ __all__ = ["DirectoryRepository"]
 class DirectoryRepository(FolderRepository):
     """One directory per job: job ``k`` is the directory ``basedir / (k + extension)``.
 
-    ``info(job)`` is the :class:`pathlib.Path` of the directory, whether or not it exists
+    ``info(job)`` is the path of the directory (a ``str``), whether or not it exists
     yet, so a task's template can name the directory it is to fill (``contains`` says
     whether it exists).
 

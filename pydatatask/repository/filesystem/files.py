@@ -224,7 +224,7 @@ def _keep_mode(file: BinaryIO, target: str) -> None:
 class FileRepository(FolderRepository, BlobRepository):
     """One regular file per job: job ``k`` is the file ``basedir / (k + extension)``.
 
-    ``info(job)`` is the :class:`pathlib.Path` of the file, whether or not it exists yet,
+    ``info(job)`` is the path of the file (a ``str``), whether or not it exists yet,
     so a task's template can name the file it is to write (``contains`` says whether it
     exists). ``validate()`` creates the folder and its parents; a write also creates it
     when missing. Listing yields the names of regular files (or links to them) ending in

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import stat
 import time
+import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -186,6 +187,15 @@ def _remove_if_abandoned(path: str) -> None:
 def _nonempty_dir(path: str) -> bool:
     with os.scandir(path) as entries:
         return next(entries, None) is not None
+
+
+class LegacyPath(str):
+    """A path as pydatatask 0.4 gave it: a ``str``, which ``/`` still joins like a Path."""
+
+    __slots__ = ()
+
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
+        return Path(self) / other
 
 
 class FolderRepository(Repository):
@@ -377,8 +387,23 @@ class FolderRepository(Repository):
         return set(await self._names())
 
     async def info_all(self) -> dict[str, Any]:
-        """Return ``{job: path}`` for every job present."""
-        return {job: self.basedir / name for job, name in (await self._names()).items()}
+        """Return ``{job: path}`` for every job present, each path a ``str``."""
+        return {job: os.path.join(self._base, name) for job, name in (await self._names()).items()}
+
+    def fullpath(self, job: str) -> LegacyPath:
+        """Return the path of ``job``'s entry, ``basedir / (job + extension)``.
+
+        Deprecated since 0.5: this is pydatatask 0.4's name; use ``await repo.info(job)``
+        (the same path, as a ``str``).
+
+        :raises InvalidJobIdError: when ``job`` is not a valid id.
+        """
+        warnings.warn(
+            f"{type(self).__name__}.fullpath(job) is deprecated; use await repo.info(job)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return LegacyPath(self._exact(self.check_job_id(job)))
 
     def _find(self, job: str, predicate: Callable[[str], bool], every: bool = False) -> list[str]:
         """Return the paths of the entries for ``job`` that pass ``predicate``.
@@ -458,10 +483,10 @@ class FolderRepository(Repository):
         return f"{stat.st_size}-{stat.st_mtime_ns}"
 
     async def _info(self, job: str) -> Any:
-        """Return the path of ``job``, present or not: an output's path is known beforehand."""
+        """Return the path of ``job`` (a ``str``), present or not: outputs are named ahead."""
         if not self.case_insensitive:
-            return self.basedir / (job + self.extension)
-        return Path(await asyncio.to_thread(self._path_of, job))
+            return self._exact(job)
+        return await asyncio.to_thread(self._path_of, job)
 
     def _path_of(self, job: str) -> str:
         """Return the path of the entry holding ``job``, else the path a write would take."""
