@@ -17,6 +17,7 @@ from typing import Any
 import pydatatask
 from benchmarks._common import Stopwatch, keys, peak_rss_mib, scratch, value_of
 from pydatatask import yamltext
+from pydatatask.watching import watching_available
 
 NEW = 100
 _WAIT = 600.0  # seconds at most for the new jobs, so that a broken run still ends
@@ -92,5 +93,7 @@ async def _measure(count: int) -> dict[str, Any]:
 
 
 def main(count: int) -> dict[str, Any]:
-    """Measure with ``count`` done keys."""
+    """Measure with ``count`` done keys (skipped without the ``watch`` extra)."""
+    if not watching_available():
+        return {"skipped": "watchfiles is not installed (the 'watch' extra)"}
     return asyncio.run(_measure(count))

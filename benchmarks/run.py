@@ -38,7 +38,16 @@ W1_KINDS = [
     "w1-yaml",
     "w1-s3",
 ]
-ORDER = [*W1_KINDS, "chain", "import"]
+ORDER = [
+    *W1_KINDS,
+    "chain",
+    "import",
+    "web-pages",
+    "web-w1",
+    "stale-memory",
+    "stale-files",
+    "newkeys",
+]
 GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
     "w1-files": ["w1-files"],
@@ -50,6 +59,9 @@ GROUPS: dict[str, list[str]] = {
     "noop": ["w1-files"],
     "chain": ["chain"],
     "import": ["import"],
+    "web": ["web-pages", "web-w1"],
+    "stale": ["stale-memory", "stale-files"],
+    "newkeys": ["newkeys"],
 }
 """What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
 
@@ -75,6 +87,18 @@ def _worker(kind: str, count: int) -> dict[str, Any]:
         from benchmarks import imports
 
         return imports.main()
+    if kind.startswith("web-"):
+        from benchmarks import web
+
+        return web.main(kind.removeprefix("web-"), count)
+    if kind.startswith("stale-"):
+        from benchmarks import stale
+
+        return stale.main(kind.removeprefix("stale-"), count)
+    if kind == "newkeys":
+        from benchmarks import newkeys
+
+        return newkeys.main(count)
     raise ValueError(f"unknown workload {kind!r}")
 
 
@@ -253,6 +277,63 @@ def _chain_rows(chain: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _web_rows(result: dict[str, Any]) -> list[Row]:
+    from benchmarks import web
+
+    rows: list[Row] = web.rows(result)
+    return rows
+
+
+def _stale_rows(result: dict[str, Any]) -> list[Row]:
+    where = "in memory, 2 stages" if result["kind"] == "memory" else "on files, 1 stage"
+    floor = result["floor_s"]
+    rows = [
+        Row(
+            f"{command} over {result['count']:,} done keys {where}",
+            f"{result[key]:.2f}",
+            "s",
+            f"{floor / result[key]:.3f}x",
+            _mib(result["rss_peak_mib"]) if key == "status_s" else "",
+        )
+        for command, key in (
+            ("status", "status_s"),
+            ("plan", "plan_s"),
+            ("plan --rerun-stale", "plan_rerun_s"),
+        )
+    ]
+    floor_name = (
+        "hash every input and compare"
+        if result["kind"] == "memory"
+        else "stat every input, read every record"
+    )
+    rows.append(Row(f"  lower bound: {floor_name}, plain Python", f"{floor:.2f}", "s", "1.00x"))
+    return rows
+
+
+def _newkeys_rows(result: dict[str, Any]) -> list[Row]:
+    if "skipped" in result:
+        return [
+            Row("New keys with many done, run --forever on files", "skipped", result["skipped"])
+        ]
+    return [
+        Row(
+            f"{result['new']} new keys with {result['done']:,} done, run --forever on files",
+            f"{result['seconds']:.3f}",
+            "s",
+            f"{result['floor_seconds'] / result['seconds']:.3f}x",
+            _mib(result["peak_rss_mib"]),
+            target="< 1 s, no listing",
+            meets=_check(result["seconds"] < 1.0 and not result["listed_again"]),
+        ),
+        Row(
+            "  lower bound: write the files and records in plain Python",
+            f"{result['floor_seconds']:.3f}",
+            "s",
+            "1.00x",
+        ),
+    ]
+
+
 def _import_rows(result: dict[str, Any]) -> list[Row]:
     return [
         Row(
@@ -360,6 +441,11 @@ def measure_all(
     builders: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
         "chain": _chain_rows,
         "import": _import_rows,
+        "web-pages": _web_rows,
+        "web-w1": _web_rows,
+        "stale-memory": _stale_rows,
+        "stale-files": _stale_rows,
+        "newkeys": _newkeys_rows,
     }
     for kind in kinds:
         if kind == "w1-s3":

@@ -81,6 +81,7 @@ async def _memory(count: int) -> dict[str, Any]:
     before = peak_rss_mib()
     measured = await _measure(pydatatask.Pipeline([first, second]))
     with Stopwatch() as floor:
+        assert isinstance(first.done, pydatatask.InProcessMetadataRepository)
         recorded = first.done.data
         changed = [
             job

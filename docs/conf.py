@@ -67,10 +67,13 @@ _EXTERNAL_MODULES = [
     "jinja2",
     "motor",
     "pymongo",
+    "starlette",
+    "uvicorn",
+    "watchfiles",
 ]
 nitpick_ignore_regex = [(r"py:.*", rf"{module}(\..+)?") for module in _EXTERNAL_MODULES]
 # Names that annotations use unqualified (``from datetime import timedelta``, rich's Console).
-nitpick_ignore = [("py:class", "timedelta"), ("py:class", "Console")]
+nitpick_ignore = [("py:class", "timedelta"), ("py:class", "Console"), ("py:class", "Starlette")]
 # Private helpers (a leading underscore) are not documented, so a base class or a
 # parameter type named after one stays plain text.
 nitpick_ignore_regex.append(("py:class", r"pydatatask\..*\._[A-Za-z]\w*"))

@@ -27,6 +27,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is from 0 to 65535: {text!r}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     """Return the parser of ``python pipeline.py [-v] COMMAND ...``."""
     parser = argparse.ArgumentParser(description="Run and inspect this pipeline.")
@@ -68,6 +78,12 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run stale jobs again (their code or inputs changed), then what they make stale",
     )
+    command.add_argument(
+        "--serve",
+        type=_port,
+        metavar="PORT",
+        help="serve the live dashboard on 127.0.0.1:PORT while running (extra 'web')",
+    )
 
     commands.add_parser("update", help="one scheduler round; wait for the jobs it launched")
     command = commands.add_parser("status", help="count jobs by state for every task")
@@ -108,6 +124,15 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument("--json", action="store_true", help="print the Result as JSON")
     command.add_argument(
         "--rerun-failed", action="store_true", help="run jobs that failed before again"
+    )
+    command = commands.add_parser(
+        "serve", help="serve a read-only web dashboard of the pipeline (extra 'web')"
+    )
+    command.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default: loopback)"
+    )
+    command.add_argument(
+        "--port", type=_port, default=8765, help="the TCP port (default 8765; 0: any free one)"
     )
     command = commands.add_parser(
         "plan", help="list the jobs 'run' would launch now, and why (launches nothing)"

@@ -191,6 +191,16 @@ async def _run(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
         pipeline.max_concurrent_jobs = args.jobs
     # With --json, standard output carries the one JSON object, so progress goes to stderr.
     console = _console(sys.stderr) if args.json else _console()
+    async with contextlib.AsyncExitStack() as serving:
+        if args.serve is not None:
+            from pydatatask import web
+
+            url = await serving.enter_async_context(web.serving(pipeline, args.serve))
+            console.print(f"dashboard: {url}")
+        return await _run_and_report(pipeline, args, console)
+
+
+async def _run_and_report(pipeline: Pipeline, args: argparse.Namespace, console: Console) -> int:
     async with progress.display(pipeline.scheduler, console):
         if args.once:
             report = await _one_round(pipeline, args.rerun_stale)
@@ -329,6 +339,16 @@ async def _materialize(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -
     return EXIT_OK
 
 
+async def _serve(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
+    from pydatatask import web
+
+    async with web.serving(pipeline, args.port, args.host) as url:
+        _write(f"serving the dashboard at {url} (read-only; Ctrl-C stops)")
+        sys.stdout.flush()
+        await asyncio.Event().wait()  # until interrupted
+    return EXIT_OK
+
+
 async def _plan(pipeline: Pipeline, args: argparse.Namespace, _: bytes) -> int:
     planned = await admin.plan(pipeline, rerun_stale=args.rerun_stale)
     if args.json:
@@ -360,5 +380,6 @@ COMMANDS: dict[str, Command] = {
     "graph": _graph,
     "why": _why,
     "plan": _plan,
+    "serve": _serve,
     "materialize": _materialize,
 }

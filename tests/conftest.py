@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.servers.docker",
     "tests.servers.kubeapi",
     "tests.servers.slurm",
+    "tests.servers.browser",
 ]

@@ -7,12 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydatatask.watching import watching_available
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_quick_benchmarks_run_and_launch_each_job_once() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "w1-memory,noop,chain"],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--only",
+            "w1-memory,noop,chain,stale,newkeys",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -21,6 +30,8 @@ def test_quick_benchmarks_run_and_launch_each_job_once() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "W1 in-memory" in result.stdout
+    assert "status over 2,000 done keys in memory" in result.stdout
+    assert "100 new keys with 2,000 done" in result.stdout or not watching_available()
     json_run = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "w1-memory", "--json"],
         cwd=ROOT,
