@@ -299,7 +299,8 @@ def create_app(pipeline: Pipeline) -> Starlette:
     Pages show the latest reading of the pipeline (:func:`pydatatask.overview.job_states`)
     and never wait for one: a page finding none, or an old one, starts one once it is
     sent (the event stream then brings the counts). A reading is not repeated within
-    half a second, nor within four times as long as it took. Every request other than
+    half a second, nor within 19 times as long as it took (so that watching costs a
+    running controller at most a twentieth of its time). Every request other than
     GET or HEAD is answered with 405. ``await app.state.end_streams()`` ends the open
     event streams, so that a server that stops need not wait for the pages to close.
     """
