@@ -43,3 +43,10 @@ def test_pattern_narrows_the_charset() -> None:
     assert check_job_id("abc123", pattern) == "abc123"
     with pytest.raises(InvalidJobIdError, match="lower-case"):
         check_job_id("ABC", pattern, "only lower-case letters and digits")
+
+
+@pytest.mark.parametrize("job", [" ", "  ", " lead", "trail "])
+def test_an_id_may_not_start_or_end_with_a_space(job: str) -> None:
+    with pytest.raises(InvalidJobIdError, match="starts or ends with a space"):
+        check_job_id(job)
+    assert check_job_id("inner space") == "inner space"

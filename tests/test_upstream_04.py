@@ -70,8 +70,6 @@ KNOWN_DIFFERENCES = {
     # New documents are {_id, value}; the test reads the raw document (0.4's documents
     # still read back, and info of the deleted id raises, as for test_minio).
     "test_mongodb.TestMongoDB.test_mongo": 'find_one({"_id": "foo"}))["weh"]',
-    # " " is a valid job id under today's id rules, so listing it logs no warning.
-    "test_repo_base.TestRepoBase.test_derived": "no logs of level INFO",
 }
 """Tests that assert a deliberate difference (see docs/upgrading.rst), each with the
 text its failure report holds, so that any other failure of theirs is noticed."""

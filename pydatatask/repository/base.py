@@ -57,9 +57,9 @@ def check_job_id(job: object, pattern: re.Pattern[str] | None = None, rule: str 
 
     Every repository accepts only non-empty strings of at most :data:`MAX_JOB_ID_LENGTH`
     characters with no path separator, only printable characters (no control, format,
-    unassigned or private-use character, and no white space but the plain space), and
-    not ``.`` or ``..``. A repository may narrow this with ``pattern`` (a full match), described by
-    ``rule``.
+    unassigned or private-use character, and no white space but the plain space, which
+    may not start or end an id), and not ``.`` or ``..``. A repository may narrow this
+    with ``pattern`` (a full match), described by ``rule``.
     """
     checked = _CHECKED.get(pattern)
     if checked is not None and type(job) is str and job in checked:
@@ -137,6 +137,8 @@ def _check_rules(job: object, pattern: re.Pattern[str] | None, rule: str) -> str
         raise InvalidJobIdError(job, f"it is longer than {MAX_JOB_ID_LENGTH} characters")
     if job in (".", ".."):
         raise InvalidJobIdError(job, "it is a relative path component")
+    if job[0] == " " or job[-1] == " ":
+        raise InvalidJobIdError(job, "it starts or ends with a space")
     if "/" in job or "\\" in job:
         raise InvalidJobIdError(job, "it contains a path separator")
     if not job.isprintable():
