@@ -19,7 +19,7 @@ import logging
 import re
 import unicodedata
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Set
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydatatask.codecs import BUILTIN_CODECS, Codec, decode_value, encode_value
@@ -34,6 +34,7 @@ __all__ = [
     "BlobRepository",
     "MetadataRepository",
     "Repository",
+    "all_plain",
     "check_job_id",
     "drop_invalid",
     "value_token",
@@ -78,8 +79,12 @@ _PLAIN_TEXT = re.compile(r"[A-Za-z0-9_.,:;=+@%~\n-]*")
 pattern; joined by newlines, a million of them are matched at once."""
 
 
-def _all_plain(jobs: set[Any]) -> bool:
-    """Whether every id in ``jobs`` is plain text, starts with no ``.`` and is short enough."""
+def all_plain(jobs: Set[Any], max_length: int = MAX_JOB_ID_LENGTH) -> bool:
+    """Whether every id in ``jobs`` is plain text, starts with no ``.`` and is short enough.
+
+    Such ids pass every rule of :func:`check_job_id` (with no pattern); a million of them
+    are checked in one match over their text.
+    """
     try:
         joined = "\n".join(jobs)
     except TypeError:  # not all of them are strings
@@ -91,7 +96,7 @@ def _all_plain(jobs: set[Any]) -> bool:
         and "\n\n" not in joined
         and not joined.endswith("\n")
         and _PLAIN_TEXT.fullmatch(joined) is not None
-        and max(map(len, jobs)) <= MAX_JOB_ID_LENGTH
+        and max(map(len, jobs)) <= min(max_length, MAX_JOB_ID_LENGTH)
     )
 
 
@@ -109,7 +114,7 @@ def drop_invalid(
         return []
     refused: list[Any] = []
     passed: Iterable[str]
-    if pattern is None and _all_plain(unchecked):
+    if pattern is None and all_plain(unchecked):
         passed = unchecked
     else:
         passed = []

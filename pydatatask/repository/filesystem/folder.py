@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
-from pydatatask.repository.base import Repository
+from pydatatask.repository.base import Repository, all_plain
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +367,12 @@ class FolderRepository(Repository):
 
     def _valid_only(self, found: list[tuple[str, str]]) -> dict[str, str]:
         """Return ``{id: name}`` for the valid ids, warning once about the others."""
+        names = dict(reversed(found))  # the first name listed for an id wins
+        room = MAX_NAME_BYTES - len(os.fsencode(self.extension))
+        if type(self).check_job_id is FolderRepository.check_job_id and all_plain(
+            names.keys(), room
+        ):
+            return names  # plain ids of listed names never start with "." and fit
         result: dict[str, str] = {}
         skipped: list[str] = []
         for job, name in found:
