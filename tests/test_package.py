@@ -28,10 +28,13 @@ OPTIONAL_BACKEND_MODULES = [
     "asyncssh",
     "pyarrow",
     "pandas",
-    "jinja2",  # a core dependency, imported when the first template is parsed
     "starlette",
     "uvicorn",
 ]
+
+# Core dependencies that are slow to import, imported when first needed: jinja2 when
+# the first template is parsed, yaml when the first value is written or read.
+FIRST_USE_MODULES = ["jinja2", "yaml"]
 
 # The modules whose names resolve on first use: optional backends, and the command line.
 LAZY_MODULES = {
@@ -207,9 +210,10 @@ def test_version_is_single_sourced() -> None:
 
 
 def test_import_loads_no_optional_backend() -> None:
+    unwanted = [*OPTIONAL_BACKEND_MODULES, *FIRST_USE_MODULES]
     code = (
         "import sys, pydatatask\n"
-        f"loaded = [m for m in {OPTIONAL_BACKEND_MODULES!r} if m in sys.modules]\n"
+        f"loaded = [m for m in {unwanted!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )
     result = subprocess.run(

@@ -33,8 +33,6 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-import yaml
-
 from pydatatask import yamltext
 from pydatatask._optional import import_optional
 from pydatatask.codecs import Codec, codec_for
@@ -670,7 +668,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
             raw = await reader.read()
         try:
             return yamltext.load(raw)
-        except yaml.YAMLError as exc:
+        except yamltext.YamlError as exc:
             raise BackendError(
                 f"s3://{self.bucket}/{self._key(job)} is not valid YAML: {exc}"
             ) from exc

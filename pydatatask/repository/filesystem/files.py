@@ -10,8 +10,6 @@ import stat
 import threading
 from typing import Any, BinaryIO, ClassVar, TypeVar
 
-import yaml
-
 from pydatatask import yamltext
 from pydatatask.codecs import Codec, codec_for
 from pydatatask.errors import BackendError, JobNotFoundError
@@ -373,7 +371,7 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     def _parse(self, job: str, path: str, data: bytes) -> Any:
         try:
             return yamltext.load(data)
-        except yaml.YAMLError as exc:
+        except yamltext.YamlError as exc:
             raise BackendError(
                 f"{self!r}: the value of job {job!r} in {path} is not valid YAML: {exc}"
             ) from exc
@@ -417,7 +415,7 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     def _dump_sync(self, job: str, value: Any, exclusive: bool = False) -> bool:
         try:
             text = yamltext.dump(value)
-        except yaml.YAMLError as exc:
+        except yamltext.YamlError as exc:
             raise TypeError(
                 f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
                 f"as YAML: {exc}"
