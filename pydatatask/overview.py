@@ -191,9 +191,10 @@ async def job_states(pipeline: Pipeline, rerun_stale: bool = False) -> dict[str,
     tasks = pipeline.topological_order()
     rules = {task.name: _rule(pipeline, task) for task in tasks}
     listing = Listing()
-    # What the refresh just listed is not listed again; copied, as a running
-    # controller's scheduler changes its sets while this reads on.
-    listing.by_key.update((key, set(ids)) for key, ids in scheduler.ids.items())
+    # What the refresh just listed is not listed again. A running controller may change
+    # these sets while this reads on: they are only read in single C calls (membership,
+    # intersections, sizes), never iterated across an await.
+    listing.by_key.update(scheduler.ids)
     for repo in [
         *(link.repo for task in tasks for link in task.links.values()),
         *(repo for rule in rules.values() for _, repo in rule.required),
