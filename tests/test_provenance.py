@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 import pydatatask
@@ -249,6 +250,7 @@ async def test_staleness_in_memory_follows_the_values() -> None:
         assert await doubled.info("y") == 6
 
 
+@pytest.mark.backend  # pipeline files need the yaml-pipelines extra
 def test_a_pipeline_file_gives_a_version_and_a_script_hashes_its_template(tmp_path: Path) -> None:
     """``version:`` in pipeline.yaml, and a process task's script as its code token."""
     (tmp_path / "books").mkdir()
