@@ -81,7 +81,11 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}`` for every valid id."""
-        return {job: value for job, value in self.data.items() if self.is_valid_job_id(job)}
+        data = self.data
+        valid = await self.ids()
+        if len(valid) == len(data):
+            return dict(data)
+        return {job: data[job] for job in valid}
 
     async def _dump(self, job: str, value: Any) -> None:
         self.data[job] = value
