@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import BinaryIO
 
+from pydatatask.executor.commands import run_command
 from pydatatask.executor.linux import LinuxProcessManager, ProcessHandle
 from pydatatask.streams import DEFAULT_CHUNK, ByteReader
 
@@ -62,24 +63,7 @@ class LocalLinuxManager(LinuxProcessManager):
 
     async def run_shell(self, script: str, *args: str) -> tuple[int, bytes, bytes]:
         """Run ``sh -c script sh args...`` here; return (status, stdout, stderr)."""
-        process = await asyncio.create_subprocess_exec(
-            "sh",
-            "-c",
-            script,
-            "sh",
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await process.communicate()
-        except asyncio.CancelledError:
-            if process.returncode is None:
-                process.kill()
-            raise
-        assert process.returncode is not None
-        return process.returncode, out, err
+        return await run_command("sh", "-c", script, "sh", *args)
 
     async def write_file(self, path: str, data: bytes | ByteReader) -> None:
         """Write ``data`` to ``path``, copying a reader in bounded chunks."""

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
+from pydatatask.executor.commands import run_command
 from pydatatask.executor.linux import job_folder_name
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.executor.polling import BatchPoller
@@ -188,26 +189,13 @@ class SlurmManager(Executor[SlurmSpec, SlurmHandle]):
         :raises BackendError: when the command cannot be run at all.
         """
         try:
-            process = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env={**os.environ, **self.environ},
-            )
+            status, out, err = await run_command(*args, env={**os.environ, **self.environ})
         except OSError as exc:
             raise BackendError(f"{self!r}: cannot run {args[0]}: {exc}") from exc
-        try:
-            out, err = await process.communicate()
-        except asyncio.CancelledError:
-            if process.returncode is None:
-                process.kill()
-            raise
-        assert process.returncode is not None
         error = err.decode(errors="replace").strip()
-        if process.returncode != 0 and any(text in error for text in _UNREACHABLE):
+        if status != 0 and any(text in error for text in _UNREACHABLE):
             raise BackendUnavailableError(f"{self!r}: {args[0]}: {error}")
-        return process.returncode, out.decode(errors="replace"), error
+        return status, out.decode(errors="replace"), error
 
     async def _checked(self, *args: str) -> str:
         status, out, error = await self.command(*args)
