@@ -33,6 +33,9 @@ class _DictRepository(Repository):
 
     async def ids(self) -> set[str]:
         """Return the set of valid ids present (checking only ids not seen valid before)."""
+        return self._valid_ids()
+
+    def _valid_ids(self) -> set[str]:
         found = set(self.data)
         if type(self).check_job_id is Repository.check_job_id:
             refused = drop_invalid(found, self.job_id_pattern, self.job_id_rule)
@@ -82,7 +85,7 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}`` for every valid id."""
         data = self.data
-        valid = await self.ids()
+        valid = self._valid_ids()
         if len(valid) == len(data):
             return dict(data)
         return {job: data[job] for job in valid}
