@@ -60,6 +60,7 @@ __all__ = [
     "LinuxProcessManager",
     "ProcessHandle",
     "ProcessSpec",
+    "ScriptSpec",
     "job_folder_name",
     "wrapper_script",
 ]
@@ -195,16 +196,22 @@ def job_folder_name(job: str) -> str:
 
 
 @dataclass(frozen=True)
-class ProcessSpec:
-    """What to run: a rendered shell script, its environment and its standard input."""
+class ScriptSpec:
+    """A rendered shell script, its environment and its standard input."""
 
     script: str
     """Run with ``sh``, or directly when it starts with ``#!``."""
     environ: Mapping[str, str] = field(default_factory=dict)
     stdin: ByteReader | bytes | None = None
-    """Copied to the host before the script starts; None for no input."""
+    """Copied to where the script runs before it starts; None for no input."""
     merge_stderr: bool = False
     """Send standard error to standard output."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec(ScriptSpec):
+    """What to run as a process: a script, and as whom and where."""
+
     user: str | None = None
     """The account of the host (a name or uid) the script runs as, if not the host's own."""
     workdir: str | None = None

@@ -41,17 +41,17 @@ import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
 from pydatatask.executor.commands import run_command
-from pydatatask.executor.linux import job_folder_name
+from pydatatask.executor.linux import ScriptSpec, job_folder_name
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.executor.polling import BatchPoller
 from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Outputs
-from pydatatask.streams import ByteReader, copy_stream
+from pydatatask.streams import copy_stream
 
 __all__ = ["SlurmHandle", "SlurmManager", "SlurmSpec", "batch_script"]
 
@@ -78,16 +78,9 @@ _ENDED_ALREADY = ("already completing or completed", _UNKNOWN_JOB)
 
 
 @dataclass(frozen=True)
-class SlurmSpec:
-    """What to submit: a rendered shell script, its environment, input and sbatch options."""
+class SlurmSpec(ScriptSpec):
+    """What to submit: a script (its input copied into the job folder) and sbatch options."""
 
-    script: str
-    """Run with ``sh``, or directly when it starts with ``#!``."""
-    environ: Mapping[str, str] = field(default_factory=dict)
-    stdin: ByteReader | bytes | None = None
-    """Copied into the job folder before the job is submitted; None for no input."""
-    merge_stderr: bool = False
-    """Send standard error to standard output."""
     partition: str | None = None
     sbatch_args: Sequence[str] = ()
     """More ``sbatch`` options, after the ones the manager sets (so they win)."""
