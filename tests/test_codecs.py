@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pickle
 import sys
@@ -28,6 +29,7 @@ from pydatatask import (
 from pydatatask.codecs import BUILTIN_CODECS, EXTENSION_CODECS, Codec, codec_for
 from pydatatask.errors import CodecError
 from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.repository.dataset import HiveDatasetRepository, S3HiveDatasetRepository
 
 Make = Callable[..., Awaitable[BlobRepository]]
 """``await make(codec=None, extension="")``: a new, empty blob repository."""
@@ -153,6 +155,7 @@ class CodecSuite:
         await repo.save("job", {"version": 2})
         assert await repo.load("job") == {"version": 2}
 
+    @pytest.mark.backend  # the tables extra
     async def test_table_types_round_trip(self, make: Make) -> None:
         pyarrow = pytest.importorskip("pyarrow")
         table = pyarrow.table({"n": [1, 2, 3], "word": ["a", "b", "c"]})
@@ -165,6 +168,7 @@ class CodecSuite:
             await repo.save("tuple", tuple(ROWS))
             assert (await repo.load("tuple")).to_pylist() == ROWS
 
+    @pytest.mark.backend  # the tables extra
     async def test_dataframe(self, make: Make) -> None:
         pytest.importorskip("pyarrow")
         pandas = pytest.importorskip("pandas")
@@ -302,6 +306,7 @@ class TestFileRepositoryCodecs(CodecSuite):
         assert os.listdir(tmp_path / "repo") == ["job.json"]
         assert (tmp_path / "repo" / "job.json").read_text() == '{"a": 1}\n'
 
+    @pytest.mark.backend  # the tables extra
     async def test_parquet_file_is_plain_parquet(self, tmp_path: Path) -> None:
         pytest.importorskip("pyarrow")
         parquet = pytest.importorskip("pyarrow.parquet")
@@ -309,6 +314,7 @@ class TestFileRepositoryCodecs(CodecSuite):
         await repo.save("rows", ROWS)
         assert parquet.read_table(tmp_path / "rows.parquet").to_pylist() == ROWS
 
+    @pytest.mark.backend  # the tables extra
     async def test_csv_file_is_plain_csv(self, tmp_path: Path) -> None:
         pytest.importorskip("pyarrow")
         repo = FileRepository(tmp_path, ".csv")
@@ -381,6 +387,80 @@ class TestS3BucketRepositoryCodecs(CodecSuite):
         return sorted(entry["Key"] for entry in page.get("Contents", ()))
 
 
+class TestHiveDatasetCodecs(CodecSuite):
+    """A dataset's partitions go through its codec; its extension is the file name's."""
+
+    @pytest.fixture
+    def make(self, tmp_path: Path) -> Make:
+        count = 0
+
+        async def make(codec: Any = None, extension: str = "") -> BlobRepository:
+            nonlocal count
+            count += 1
+            return HiveDatasetRepository(
+                tmp_path / f"root{count}", "values", filename=f"data{extension}", codec=codec
+            )
+
+        return make
+
+    async def stored_names(self, repo: BlobRepository) -> list[str]:
+        """Every file and folder under the dataset's root, ``latest`` included."""
+        assert isinstance(repo, HiveDatasetRepository)
+        return sorted(str(path.relative_to(repo.root)) for path in repo.root.rglob("*"))
+
+    async def test_refused_value_keeps_latest(self, tmp_path: Path) -> None:
+        repo = HiveDatasetRepository(tmp_path, "values", filename="data.json")
+        await repo.save("2024-01-01", {"day": 1})
+        with pytest.raises(CodecError) as caught:
+            await repo.save("2024-01-02", {"day": object()})
+        assert (caught.value.job, caught.value.codec) == ("2024-01-02", "json")
+        assert await repo.ids() == {"2024-01-01"}
+        assert await repo.latest() == "2024-01-01"
+        assert json.loads(repo.latest_path.read_text()) == {"day": 1}
+        assert not (repo.dataset_path / "rundate=2024-01-02").exists()
+
+
+@pytest.mark.backend
+class TestS3HiveDatasetCodecs(CodecSuite):
+    @pytest_asyncio.fixture(loop_scope="function")
+    async def make(
+        self, s3_shared_bucket: str, s3_prefix: str, s3_client: Any
+    ) -> AsyncIterator[Make]:
+        pytest.importorskip("aiobotocore")
+        session = pydatatask.Session()
+
+        async def reuse() -> AsyncIterator[Any]:
+            yield s3_client
+
+        accessor = session.resource(reuse)
+        count = 0
+
+        async def make(codec: Any = None, extension: str = "") -> BlobRepository:
+            nonlocal count
+            count += 1
+            repo = S3HiveDatasetRepository(
+                accessor,
+                s3_shared_bucket,
+                "values",
+                prefix=f"{s3_prefix}{count}",
+                filename=f"data{extension}",
+                codec=codec,
+            )
+            await repo.validate()
+            return repo
+
+        async with session:
+            yield make
+
+    async def stored_names(self, repo: BlobRepository) -> list[str]:
+        """Every key under the dataset's root, ``latest`` included."""
+        assert isinstance(repo, S3HiveDatasetRepository)
+        root = repo.dataset_prefix.rpartition("dataset=")[0]
+        client = repo._client()
+        page = await client.list_objects_v2(Bucket=repo.bucket, Prefix=root)
+        return sorted(entry["Key"] for entry in page.get("Contents", ()))
+
+
 # --- metadata repositories and views -------------------------------------------------------
 
 
@@ -392,17 +472,22 @@ async def test_in_process_metadata_stores_any_value(name: str, value: Any) -> No
     assert await repo.info("job") is value
 
 
-async def test_in_process_metadata_stores_tables_and_objects() -> None:
+async def test_in_process_metadata_stores_any_object() -> None:
     repo = InProcessMetadataRepository()
     lock = threading.Lock()
     await repo.save("lock", lock)
     assert await repo.load("lock") is lock
+    with pytest.raises(JobNotFoundError):
+        await repo.load("missing")
+
+
+@pytest.mark.backend  # the tables extra
+async def test_in_process_metadata_stores_tables() -> None:
+    repo = InProcessMetadataRepository()
     pyarrow = pytest.importorskip("pyarrow")
     table = pyarrow.table({"n": [1]})
     await repo.save("table", table)
     assert await repo.load("table") is table
-    with pytest.raises(JobNotFoundError):
-        await repo.load("missing")
 
 
 async def test_yaml_file_repository_loads_its_objects(tmp_path: Path) -> None:

@@ -167,6 +167,51 @@ def test_the_command_line_prints_the_result_as_json(base: Path) -> None:
     failed = materialize("report", "bad")
     assert failed.returncode == 1
     assert "error: report job 'bad' failed: upstream count job 'bad' failed" in failed.stderr
+    failed = materialize("report", "bad", "--json", "--rerun-failed")
+    assert failed.returncode == 1
+    assert "error: report job 'bad' failed" in failed.stderr
+    shown = json.loads(failed.stdout)  # the Result so far
+    assert (shown["job"], shown["ran"], shown["record"]) == ("bad", False, None)
+    assert shown["deps"]["count"]["ran"] is True
+    assert "poisoned" in shown["deps"]["count"]["record"]["exception"]
+    assert _ran(base)[("count", "bad")] == 2
+    assert materialize("report").returncode == 2
+    assert materialize("nope", "zen").returncode == 2
+
+
+async def test_exactly_the_jobs_upstream_of_the_target_run() -> None:
+    """A diamond upstream, a sibling and a downstream task: only the diamond runs, once."""
+    ran: list[tuple[str, str]] = []
+    source = pydatatask.InProcessMetadataRepository({"x": 2, "y": 3})
+    repos = {name: pydatatask.InProcessMetadataRepository() for name in "abcdef"}
+
+    def stage(name: str, **inputs: pydatatask.Repository) -> pydatatask.ValueTask:
+        async def body(job: str, **values: int) -> int:
+            ran.append((name, job))
+            return sum(values.values())
+
+        return pydatatask.task(name, inputs=inputs, outputs={"out": repos[name]})(body)
+
+    tasks = [
+        stage("a", value=source),
+        stage("b", value=repos["a"]),
+        stage("c", value=repos["a"]),
+        stage("d", left=repos["b"], right=repos["c"]),
+        stage("e", value=repos["a"]),  # beside the target: not needed
+        stage("f", value=repos["d"]),  # after the target: not needed
+    ]
+    pipeline = pydatatask.Pipeline(tasks)
+    async with pipeline:
+        result = await pipeline.materialize("d", "x")
+        assert await result.load() == 4
+        assert sorted(ran) == [("a", "x"), ("b", "x"), ("c", "x"), ("d", "x")]
+        assert set(result.deps) == {"b", "c"}
+        assert result.deps["b"].deps["a"].record == result.deps["c"].deps["a"].record
+        assert await repos["e"].ids() == set()
+        assert await repos["a"].ids() == {"x"}
+        again = await pipeline.materialize("d", "x")
+        assert not again.ran
+        assert len(ran) == 4
 
 
 async def test_a_failed_job_whose_output_is_a_metadata_repository(tmp_path: Path) -> None:

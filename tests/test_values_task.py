@@ -88,6 +88,29 @@ async def test_several_outputs_and_a_body_that_returns_the_wrong_keys(tmp_path: 
     assert "unknown triple" in failed["exception"]
 
 
+async def test_an_output_its_codec_refuses_saves_no_output_of_the_job(tmp_path: Path) -> None:
+    source = pydatatask.InProcessMetadataRepository({"a": 1, "b": 2})
+    tables = pydatatask.FileRepository(tmp_path / "tables", ".json")
+    notes = pydatatask.FileRepository(tmp_path / "notes", ".txt")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "a.json").write_text('{"from": "an earlier run"}\n')
+
+    @pydatatask.task(inputs={"number": source}, outputs={"table": tables, "note": notes})
+    def describe(number: int) -> dict[str, Any]:
+        return {"table": {"number": number}, "note": number if number == 1 else f"{number}"}
+
+    pipeline = pydatatask.Pipeline([describe])
+    async with pipeline:
+        report = await pydatatask.run(pipeline)
+        failed = await describe.done.info("a")
+    assert (report.succeeded, report.failed) == (1, 1)
+    assert "CodecError" in failed["exception"]
+    assert "'a'" in failed["exception"]
+    assert "'text' codec" in failed["exception"]
+    assert sorted(os.listdir(tmp_path / "tables")) == ["b.json"]
+    assert sorted(os.listdir(tmp_path / "notes")) == ["b.txt"]
+
+
 async def test_one_failing_job_leaves_the_others_alone(tmp_path: Path) -> None:
     source = pydatatask.InProcessMetadataRepository({f"n{index}": index for index in range(6)})
     out = pydatatask.InProcessMetadataRepository()
@@ -116,6 +139,11 @@ def test_wrong_wiring_is_reported_at_decoration() -> None:
 
         @pydatatask.task(inputs={"number": numbers})
         def forgets(job: str) -> None: ...
+
+    with pytest.raises(ConfigurationError, match=r"parameter 'number' .* is positional-only"):
+
+        @pydatatask.task(inputs={"number": numbers})
+        def positional(number: int, /) -> None: ...
 
     with pytest.raises(ConfigurationError, match="async def body runs in the controller"):
 
@@ -159,6 +187,7 @@ async def test_a_module_level_body_runs_in_a_process_pool(bodies: ModuleType) ->
     assert {entry["pid"] for entry in found.values()}.isdisjoint({os.getpid()})
 
 
+@pytest.mark.backend  # dask[distributed]
 async def test_a_body_runs_unchanged_on_a_dask_cluster(bodies: ModuleType) -> None:
     distributed = pytest.importorskip("distributed")
     (bodies.WORK / "texts" / "bad.txt").write_text("poison")
@@ -188,6 +217,7 @@ def _accepts(port: int) -> bool:
         return True
 
 
+@pytest.mark.backend  # dask[distributed]
 async def test_a_dask_cluster_from_the_command_line_survives_a_killed_worker(
     bodies: ModuleType, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import inspect
@@ -33,7 +34,8 @@ class ValueTask(Task):
     stores no values, such as a schedule, ``await repo.info(job)``) and passed by name;
     ``job`` is passed when the body takes it. The return value is saved
     (``await repo.save(job, value)``) to the one output, or, with several outputs, the
-    returned dict is saved key by key. Inputs are input links and outputs output links,
+    returned dict is saved key by key; when one of them cannot be saved, those already
+    saved for the job are deleted again. Inputs are input links and outputs output links,
     so dependencies between tasks follow as for every task.
 
     :param func: the body; an ``async def`` runs in the controller's loop, a plain
@@ -42,7 +44,8 @@ class ValueTask(Task):
     :param outputs: output name -> the repository the value is saved to.
     :param version: the body's version, recorded as ``version`` in every done record.
     :raises ConfigurationError: for a body that is not callable, a parameter that names
-        no input, an input no parameter takes, a name used twice, a repository that
+        no input, an input no parameter takes, a positional-only parameter for an input
+        or ``job``, a name used twice, a repository that
         holds no values, or an ``async def`` body given an executor.
     """
 
@@ -99,6 +102,14 @@ class ValueTask(Task):
         for parameter in parameters.values():
             if parameter.kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
                 continue
+            if parameter.kind is inspect.Parameter.POSITIONAL_ONLY and (
+                parameter.name == "job" or parameter.name in self.inputs
+            ):
+                raise ConfigurationError(
+                    f"task {self.name!r}: parameter {parameter.name!r} of "
+                    f"{getattr(self.func, '__qualname__', self.func)!r} is positional-only, "
+                    "but values are passed by name"
+                )
             if parameter.name == "job" or parameter.name in self.inputs:
                 continue
             if parameter.default is inspect.Parameter.empty:
@@ -162,8 +173,18 @@ class ValueTask(Task):
                 f"task {self.name!r}: the returned dict does not match its outputs "
                 f"({'; '.join(problems)})"
             )
-        for name, repo in self.outputs.items():
-            await _save(repo, job, returned[name])
+        saved: list[Repository] = []
+        try:
+            for name, repo in self.outputs.items():
+                await _save(repo, job, returned[name])
+                saved.append(repo)
+        except BaseException:
+            # A failed job leaves none of its outputs: remove those saved before the one
+            # that could not be (a value its codec refuses, a storage error).
+            for repo in saved:
+                with contextlib.suppress(Exception):
+                    await repo.delete(job)
+            raise
 
 
 async def _load(repo: Repository, job: str) -> Any:
