@@ -100,16 +100,34 @@ def _resolve(naive: datetime, zone: tzinfo) -> datetime:
     return high
 
 
-def _moment(value: datetime | str, zone: tzinfo, what: str) -> datetime:
-    """Return ``value`` in UTC; a naive one is a wall-clock time in ``zone``."""
+def _parse(value: datetime | str, what: str) -> datetime:
+    """Return ``value`` as a datetime, reading a string as an ISO timestamp."""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value)
+            return datetime.fromisoformat(value)
         except ValueError:
             raise ConfigurationError(f"{what}={value!r} is not an ISO timestamp") from None
+    return value
+
+
+def _moment(value: datetime | str, zone: tzinfo, what: str) -> datetime:
+    """Return ``value`` in UTC; a naive one is a wall-clock time in ``zone``."""
+    value = _parse(value, what)
     if value.tzinfo is None:
         return _resolve(value, zone)
     return value.astimezone(UTC)
+
+
+def _wall(value: datetime | str, zone: tzinfo, what: str) -> datetime:
+    """Return the naive wall-clock time of ``value`` in ``zone``, as written when naive.
+
+    A naive time that a clock change skipped stays as written (its instant is the next
+    valid one, but later days keep the time asked for).
+    """
+    value = _parse(value, what)
+    if value.tzinfo is None:
+        return value.replace(fold=0)
+    return value.astimezone(zone).replace(tzinfo=None, fold=0)
 
 
 class ScheduleRepository(Repository):
@@ -175,6 +193,7 @@ class ScheduleRepository(Repository):
             raise ConfigurationError(f"catchup={catchup!r}: use 'all' or 'latest'")
         self.every, self.cron, self.catchup, self.id_format = every, cron, catchup, id_format
         self._start = _moment(start, self.tz, "start")
+        self._start_wall = _wall(start, self.tz, "start")
         self._end = None if end is None else _moment(end, self.tz, "end")
         self._now = now
         self._months, self._period = 0, timedelta(0)
@@ -265,8 +284,10 @@ class ScheduleRepository(Repository):
             yield _resolve(naive, self.tz)
 
     def _calendar_at(self, index: int) -> datetime:
-        local = self._start.astimezone(self.tz).replace(tzinfo=None)
-        return _resolve(_add_months(local, index * self._months) + index * self._period, self.tz)
+        if index == 0:
+            return self._start  # the first occurrence, even in a repeated hour's second half
+        wall = _add_months(self._start_wall, index * self._months) + index * self._period
+        return _resolve(wall, self.tz)
 
     def _calendar_from(self, moment: datetime) -> Iterator[datetime]:
         index = max(0, (moment - self._start) // (self._months * _AVERAGE_MONTH + self._period))
