@@ -45,6 +45,7 @@ from pydatatask.records import (
     read_records,
 )
 from pydatatask.report import Failure, RunReport, TaskCounters
+from pydatatask.repository.base import leaves
 from pydatatask.repository.schedule import ScheduleRepository
 from pydatatask.runner import JobRunner
 from pydatatask.task.base import failure_record, timestamp
@@ -113,13 +114,14 @@ class Scheduler:
         self._finished_elsewhere: set[tuple[str, str]] = set()
         self._lost: set[tuple[str, str]] = set()
         self._abandoning: asyncio.Task[None] | None = None
-        self.schedules = [
-            repo for repo in self.repos.values() if isinstance(repo, ScheduleRepository)
-        ]
-        """The schedules the pipeline reads; a new occurrence is listed when it falls due."""
+        stores = {id(leaf): leaf for repo in self.repos.values() for leaf in leaves(repo)}
+        self.schedules = [repo for repo in stores.values() if isinstance(repo, ScheduleRepository)]
+        """The schedules the pipeline reads, also through views such as
+        :class:`~pydatatask.AggregateAndRepository`; a new occurrence is listed when it
+        falls due."""
         sources = [pipeline.tasks[task].links[link].repo for task, link in pipeline.sources()]
         self.polls = not self.schedules or any(
-            not isinstance(repo, ScheduleRepository) for repo in sources
+            not isinstance(leaf, ScheduleRepository) for repo in sources for leaf in leaves(repo)
         )
         """Whether inputs other than schedules need re-reading every ``poll_interval``."""
         self.next_occurrence_at: float | None = None

@@ -106,3 +106,22 @@ async def test_run_forever_wakes_at_each_occurrence_not_at_the_poll(tmp_path: Pa
         await pydatatask.run(pipeline, forever=True, timeout=4.5)
     assert time.monotonic() - began < 60
     assert len(seen) >= 3, seen  # at 1, 2, 3 and 4 s, never waiting for the 600 s poll
+
+
+async def test_a_schedule_behind_a_combinator_still_wakes_the_run(tmp_path: Path) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    ticks = pydatatask.ScheduleRepository("1s", start=start, id_format="%Y%m%dT%H%M%S")
+    skipped = pydatatask.InProcessMetadataRepository()
+    source = pydatatask.BlockingRepository(pydatatask.AggregateOrRepository(tick=ticks), skipped)
+    seen: list[str] = []
+
+    @pydatatask.InProcessSyncTask("note", pydatatask.InProcessMetadataRepository())
+    async def note(job: str) -> None:
+        seen.append(job)
+
+    note.link("tick", source, is_input=True)
+    pipeline = pydatatask.Pipeline([note], poll_interval=600)
+    async with pipeline:
+        assert pipeline.scheduler.schedules == [ticks]
+        await pydatatask.run(pipeline, forever=True, timeout=4.5)
+    assert len(seen) >= 3, seen  # woken at each occurrence, not at the 600 s poll

@@ -19,7 +19,15 @@ import logging
 import re
 import unicodedata
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Set
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Set,
+)
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 from pydatatask.codecs import BUILTIN_CODECS, Codec, decode_value, encode_value
@@ -37,6 +45,7 @@ __all__ = [
     "all_plain",
     "check_job_id",
     "drop_invalid",
+    "leaves",
     "value_token",
 ]
 
@@ -98,6 +107,15 @@ def all_plain(jobs: Set[Any], max_length: int = MAX_JOB_ID_LENGTH) -> bool:
         and _PLAIN_TEXT.fullmatch(joined) is not None
         and max(map(len, jobs)) <= min(max_length, MAX_JOB_ID_LENGTH)
     )
+
+
+def leaves(repo: Repository) -> Iterator[Repository]:
+    """Yield the stores under ``repo``: itself, or those its views are made of, recursively."""
+    parts = repo.parts()
+    if not parts:
+        yield repo
+    for part in parts:
+        yield from leaves(part)
 
 
 def drop_invalid(
@@ -321,6 +339,10 @@ class Repository(abc.ABC):
             except JobNotFoundError:
                 continue
         return found
+
+    def parts(self) -> tuple[Repository, ...]:
+        """Return the repositories this one is a view over; none for a store of its own."""
+        return ()
 
     async def validate(self) -> None:  # noqa: B027 - most backends need no setup
         """Prepare the repository for use (create folders or buckets, check access)."""

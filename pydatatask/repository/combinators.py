@@ -82,6 +82,10 @@ class AggregateAndRepository(Repository):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {_describe(self.children)}>"
 
+    def parts(self) -> tuple[Repository, ...]:
+        """Return the children."""
+        return tuple(self.children.values())
+
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if every child can hold it, else raise :class:`InvalidJobIdError`."""
         checked = super().check_job_id(job)
@@ -152,6 +156,10 @@ class AggregateOrRepository(Repository):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {_describe(self.children)}>"
+
+    def parts(self) -> tuple[Repository, ...]:
+        """Return the children."""
+        return tuple(self.children.values())
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if some child can hold it, else raise :class:`InvalidJobIdError`."""
@@ -227,6 +235,10 @@ class BlockingRepository(Repository):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} source={self.source!r} unless={self.unless!r}>"
+
+    def parts(self) -> tuple[Repository, ...]:
+        """Return ``source`` and ``unless``."""
+        return (self.source, self.unless)
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if ``source`` can hold it, else raise :class:`InvalidJobIdError`."""
@@ -334,6 +346,10 @@ class RelatedItemRepository(Repository):
             f"<{kind.__name__} base={self.base!r} translator={self.translator!r}"
             f" allow_deletes={self.allow_deletes} prefetch_lookup={self.prefetch_lookup}>"
         )
+
+    def parts(self) -> tuple[Repository, ...]:
+        """Return ``translator`` (whose ids this view lists) and ``base``."""
+        return (self.translator, self.base)
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if ``translator`` can hold it, else raise :class:`InvalidJobIdError`."""
@@ -534,6 +550,10 @@ class MapRepository(Repository):
         func = getattr(self.func, "__qualname__", repr(self.func))
         filt = "" if self.filt is None else f" filt={getattr(self.filt, '__qualname__', self.filt)}"
         return f"<{type(self).__name__} child={self.child!r} func={func}{filt}>"
+
+    def parts(self) -> tuple[Repository, ...]:
+        """Return the child."""
+        return (self.child,)
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if ``child`` can hold it, else raise :class:`InvalidJobIdError`."""
