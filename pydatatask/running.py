@@ -42,13 +42,14 @@ async def run(
         then what they make stale downstream; without it, a stale job is left as it is.
     """
     scheduler: Scheduler = pipeline.scheduler
-    if not forever:
-        return await _run(pipeline, scheduler, forever, launch_once, timeout, rerun_stale)
-    scheduler.start_watching()  # new inputs are noticed as they come, not at the next listing
+    if forever:
+        scheduler.start_watching()  # new inputs are noticed as they come, not at the next listing
     try:
         return await _run(pipeline, scheduler, forever, launch_once, timeout, rerun_stale)
     finally:
-        await scheduler.stop_watching()
+        scheduler.survivors.thaw()
+        if forever:
+            await scheduler.stop_watching()
 
 
 async def _run(

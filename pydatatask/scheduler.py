@@ -48,6 +48,7 @@ from pydatatask.report import Failure, RunReport, TaskCounters
 from pydatatask.repository.base import leaves
 from pydatatask.repository.schedule import ScheduleRepository
 from pydatatask.runner import JobRunner
+from pydatatask.survivors import Survivors
 from pydatatask.task.base import failure_record, timestamp
 from pydatatask.watching import Changes, changes_of
 
@@ -97,6 +98,8 @@ class Scheduler:
         self.other_controllers: set[str] = set()
         """The controllers found holding jobs of this pipeline."""
         self.completions: list[tuple[str, str, Ended]] = []
+        self.survivors = Survivors()
+        """Keeps the garbage collector off what finished jobs leave behind."""
         self.wakeup = asyncio.Event()
         self._turn = asyncio.Lock()
         self.last_refresh: float | None = None
@@ -223,6 +226,7 @@ class Scheduler:
             await self._refresh()
 
     async def _refresh(self) -> None:
+        self.survivors.thaw()  # what the last listing held may be garbage now
         first = self.last_refresh is None
         self._noticed.clear()  # the listing sees those changes, and any made before it
         keys = list(self.watchers)
@@ -579,6 +583,8 @@ class Scheduler:
 
     async def _reap(self) -> None:
         completions, self.completions = self.completions, []
+        if completions:
+            self.survivors.finished(len(completions))
         finished = [
             (name, job)
             for name, job, ended in completions
@@ -773,6 +779,7 @@ class Scheduler:
 
     async def leave(self) -> None:
         """Give up this controller's leases (others may take its jobs at once), or its note."""
+        self.survivors.thaw()
         if self.leases is not None:
             await self.leases.close()
         if self.presence is not None:

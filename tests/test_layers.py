@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "report",
         "setexpr",
         "codecs",
+        "survivors",
     ),
     # 1: where data lives and where jobs run, and what a job may use of a quota
     ("repository", "executor", "records", "quota"),
