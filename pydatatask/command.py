@@ -15,9 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from pydatatask import arguments
 from pydatatask.cli import EXIT_OK, EXIT_USAGE, run_cli
 from pydatatask.config import json_schema, load_pipeline, validate_file
-from pydatatask.errors import ConfigurationError
+from pydatatask.errors import ConfigurationError, MissingDependencyError
 
 __all__ = ["main", "run_command"]
 
@@ -72,6 +73,34 @@ def _settings(pairs: Sequence[str], parser: argparse.ArgumentParser) -> dict[str
     return settings
 
 
+_OWN_COMMANDS = {
+    "validate": "Check the pipeline file, connecting to nothing: print nothing and exit 0, "
+    "or print one line naming the file, line and key and exit 2.",
+    "schema": "Print the JSON Schema of pipeline files.",
+}
+
+
+def _command(rest: list[str]) -> str | None:
+    """Return the command word of ``rest``, after options such as ``-v``."""
+    return next((word for word in rest if not word.startswith("-")), None)
+
+
+def _help(rest: list[str]) -> int:
+    """Print the help of a command without reading the pipeline file."""
+    command = _command(rest)
+    if command in _OWN_COMMANDS:
+        sys.stdout.write(
+            f"usage: pydatatask [-f FILE] [--set NAME=VALUE]... {command}\n\n"
+            f"{_OWN_COMMANDS[command]}\n"
+        )
+        return EXIT_OK
+    try:
+        arguments.parser().parse_args(rest)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    return EXIT_OK
+
+
 def run_command(argv: Sequence[str] | None = None) -> int:
     """Run ``pydatatask`` with ``argv`` (default: the process's); return its exit status."""
     parser = _parser()
@@ -83,16 +112,22 @@ def run_command(argv: Sequence[str] | None = None) -> int:
             parser.error("give a COMMAND")
     except SystemExit as exc:  # usage errors and --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if rest[0] == "schema":
+    if "-h" in rest or "--help" in rest:
+        return _help(rest)
+    command = _command(rest)
+    if command == "schema":
         sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
         return EXIT_OK
     try:
-        if rest[0] == "validate":
+        if command == "validate":
             validate_file(options.file, settings)
             return EXIT_OK
         pipeline = load_pipeline(options.file, settings)
     except (ConfigurationError, OSError) as exc:
         sys.stderr.write("error: " + " ".join(str(exc).split()) + "\n")
+        return EXIT_USAGE
+    except MissingDependencyError as exc:  # the file needs a package that is not installed
+        sys.stderr.write(f"error: {options.file}: " + " ".join(str(exc).split()) + "\n")
         return EXIT_USAGE
     return run_cli(pipeline, rest)
 

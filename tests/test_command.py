@@ -62,3 +62,107 @@ def test_no_file_and_bad_usage(tmp_path: Path) -> None:
     helped = pydatatask("--help")
     assert helped.returncode == 0
     assert "validate" in helped.stdout
+    verbose = pydatatask("-v", "schema")  # the log option of the other commands is accepted
+    assert verbose.returncode == 0, verbose.stderr
+    assert json.loads(verbose.stdout)["title"] == "pydatatask pipeline file"
+
+
+def test_the_help_of_a_command_needs_no_file(tmp_path: Path) -> None:
+    for command in ("run", "status", "validate", "schema"):
+        helped = pydatatask(command, "--help", cwd=tmp_path)  # no pipeline.yaml here
+        assert helped.returncode == 0, helped.stderr
+        assert helped.stdout.startswith("usage: pydatatask"), command
+        assert helped.stderr == ""
+    assert "--json" in pydatatask("run", "-h", cwd=tmp_path).stdout
+
+
+CALLER = """
+import json, subprocess, sys
+
+def run_pipeline(command, *options):
+    finished = subprocess.run(
+        [*command, "run", "--json", *options], capture_output=True, text=True
+    )
+    lines = finished.stdout.splitlines()
+    if finished.returncode in (0, 1) and lines:
+        return finished.returncode, json.loads(lines[-1])
+    raise RuntimeError(f"exit status {finished.returncode}: {finished.stderr.strip()}")
+
+try:
+    import pydatatask
+except ImportError:
+    pass
+else:
+    raise SystemExit("the caller must not see pydatatask")
+command = sys.argv[1:]
+first = run_pipeline(command)
+second = run_pipeline(command)
+print(json.dumps({"first": first, "second": second}))
+"""
+
+
+def test_an_orchestrator_reads_the_outcome_of_run_json(tmp_path: Path) -> None:
+    """A caller with only the standard library (not even pydatatask) runs the command."""
+    (tmp_path / "inbox").mkdir()
+    for name, text in {"good": "hello\n", "bad": ""}.items():
+        (tmp_path / "inbox" / f"{name}.txt").write_text(text)
+    (tmp_path / "pipeline.yaml").write_text(
+        "repositories:\n"
+        "  inbox: {kind: file, path: inbox, extension: .txt}\n"
+        "  upper: {kind: file, path: '${OUT:-upper}', extension: .txt}\n"
+        "tasks:\n"
+        "  shout:\n"
+        "    process: 'test -s {{ src }} && tr a-z A-Z < {{ src }} > {{ dst }}'\n"
+        "    inputs: {src: inbox}\n"
+        "    outputs: {dst: upper}\n"
+    )
+    (tmp_path / "caller.py").write_text(CALLER)
+    command = [COMMAND, "-f", str(tmp_path / "pipeline.yaml"), "--set", "OUT=shouted"]
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", str(tmp_path / "caller.py"), *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    status, summary = outcome["first"]
+    assert status == 1
+    assert (summary["launched"], summary["succeeded"], summary["failed"]) == (2, 1, 1)
+    assert summary["failed_jobs"] == [["shout", "bad"]]
+    assert "shout bad" in summary["errors"]
+    assert outcome["second"] == [0, EMPTY_RUN]
+    assert (tmp_path / "shouted" / "good.txt").read_text() == "HELLO\n"
+
+
+EMPTY_RUN = {
+    "launched": 0,
+    "succeeded": 0,
+    "failed": 0,
+    "failed_jobs": [],
+    "errors": {},
+    "timed_out": False,
+    "unreadable_jobs": [],
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "status"])
+def test_a_missing_extra_is_one_line_and_exit_two(
+    command: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pydatatask.command import run_command
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("resources:\n  store: {kind: s3, endpoint_url: 'http://127.0.0.1:9'}\n")
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)  # as if the s3 extra were missing
+    assert run_command(["-f", str(path), command]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err == (
+        f"error: {path}: the 'aiobotocore' package is needed for this backend; "
+        "install it with: pip install 'pydatatask[s3]'\n"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -87,7 +88,11 @@ def test_every_kind_builds_without_connecting() -> None:
         "remote": "ProcessTask",
         "boxed": "ContainerTask",
         "pod": "KubeTask",
+        "batch": "SlurmTask",
     }
+    batch: Any = pipeline.tasks["batch"]
+    assert type(batch.ready).__name__ == "ScheduleRepository"
+    assert type(batch.links["stdout"].repo).__name__ == "HiveDatasetRepository"
     remote = pipeline.tasks["remote"]
     assert type(remote.links["dst"].repo).__name__ == "S3BucketRepository"
     assert remote.links["known"].required_for_start is False
@@ -130,6 +135,16 @@ BROKEN_FILES = {
     "function_not_importable": "8: tasks.summary.function: cannot import "
     "'pydatatask_no_such_module:summary': ModuleNotFoundError: "
     "No module named 'pydatatask_no_such_module'",
+    "function_attribute_typo": "5: tasks.summary.function: cannot import "
+    "'json:JSONDecodr': 'json' has no 'JSONDecodr' (did you mean 'JSONDecoder'?)",
+    "task_kind_typo": "6: tasks.shout.proces: unknown key; a task needs one of the keys "
+    "container, function, kube, process, slurm (did you mean 'process'?)",
+    "misindented_task_key": "8: tasks.outputs: a task needs one of the keys container, "
+    "function, kube, process, slurm; 'outputs' is a key of a task: indent it under its task",
+    "misindented_repository": "2: repositories.books: expected a mapping, not nothing; "
+    "indent its keys under it",
+    "unknown_template_name": "6: tasks.shout.process: the template uses scr, not defined here; "
+    "it can use done, dst, env, environ, job, pids, src, task (did you mean 'src'?)",
 }
 
 

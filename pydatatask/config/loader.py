@@ -220,6 +220,7 @@ class _Builder:
                     (*where, key),
                     f"the {what} uses {names}, not defined here; it can use "
                     f"{', '.join(sorted(known))}",
+                    nearest(min(unknown), known),
                 )
 
     def _check_cycles(self, pipeline: Pipeline) -> None:

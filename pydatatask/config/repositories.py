@@ -6,8 +6,10 @@ S3, MongoDB or registry repository needs none of those packages.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydatatask.codecs import BUILTIN_CODECS
 from pydatatask.config.registry import (
@@ -291,7 +293,46 @@ def related_repository(
     return RelatedItemRepository(base, translator, allow_deletes, prefetch_lookup)
 
 
-# ``schedule`` and ``dataset`` register here the same way once those repositories exist.
+def _awaitable(func: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Return ``func`` as an async function (a plain function's result is returned as is)."""
+    if inspect.iscoroutinefunction(func):
+        return cast(Callable[..., Awaitable[Any]], func)
+
+    async def call(*args: Any) -> Any:
+        result = func(*args)
+        return await result if inspect.isawaitable(result) else result
+
+    return call
+
+
+def map_repository(
+    context: BuildContext,
+    /,
+    *,
+    base: RepositoryName,
+    function: str,
+    filter: str | None = None,
+    allow_deletes: bool = False,
+) -> Repository:
+    """Show another repository through a function of its items (``repo.map``).
+
+    :param base: the repository shown.
+    :param function: ``module:attribute``, imported as a ``function`` task's: a function
+        (``def`` or ``async def``) of an item's ``info`` that returns this view's ``info``.
+    :param filter: ``module:attribute``: a function of a job id; only the ids for which
+        it returns true are listed (default: every id of ``base``).
+    :param allow_deletes: let ``delete`` remove the base item.
+    """
+    from pydatatask.config.tasks import InvalidValueError, import_function
+
+    func = import_function(function, context.folder, "function")
+    filt = None if filter is None else import_function(filter, context.folder, "filter")
+    for key, found in (("function", func), ("filter", filt)):
+        if found is not None and not callable(found):
+            raise InvalidValueError(key, f"{type(found).__name__} is not a function")
+    return base.map(_awaitable(func), None if filt is None else _awaitable(filt), allow_deletes)
+
+
 register(Kind("memory", "repository", memory_repository))
 register(Kind("memory-blob", "repository", memory_blob_repository))
 register(Kind("file", "repository", file_repository))
@@ -305,3 +346,4 @@ register(Kind("all-of", "repository", all_of_repository))
 register(Kind("any-of", "repository", any_of_repository))
 register(Kind("blocking", "repository", blocking_repository))
 register(Kind("related", "repository", related_repository))
+register(Kind("map", "repository", map_repository))

@@ -223,9 +223,8 @@ def _problem(error: Any, document: Document) -> ConfigFileError:
     if check == "enum":
         return _not_one_of(error, where, document)
     if check == "type":
-        return document.error(
-            where, f"expected {_expected(error.validator_value)}, not {_type_of(error.instance)}"
-        )
+        problem = f"expected {_expected(error.validator_value)}, not {_type_of(error.instance)}"
+        return document.error(where, problem + _misplaced_key(where, error.instance))
     if check in ("anyOf", "oneOf"):
         return _none_matched(error, where, document)
     if check == "minimum":
@@ -264,7 +263,7 @@ def _none_matched(error: Any, where: KeyPath, document: Document) -> ConfigFileE
         keys = [name for branch in branches for name in branch["required"]]
         if any(key in error.instance for key in keys):
             return document.error(where, f"a task has one kind: give one of {', '.join(keys)}")
-        return document.error(where, f"a task needs one of the keys {', '.join(keys)}")
+        return _kindless_task(error.instance, keys, where, document)
     deeper = [sub for sub in error.context if sub.validator != "type"]
     if deeper:
         found = [_problem(sub, document) for sub in deeper]
@@ -274,6 +273,35 @@ def _none_matched(error: Any, where: KeyPath, document: Document) -> ConfigFileE
         kind = branch.get("type", "object")
         expected += [kind] if isinstance(kind, str) else kind
     return document.error(where, f"expected {_expected(expected)}, not {_type_of(error.instance)}")
+
+
+def _misplaced_key(where: KeyPath, instance: Any) -> str:
+    """Return a hint when an entry looks wrongly indented, else ``""``."""
+    if len(where) != 2 or where[0] not in _SECTIONS:
+        return ""
+    if instance is None:
+        return "; indent its keys under it"
+    kinds = registered(_SECTIONS[str(where[0])])
+    if where[1] == "kind" or any(where[1] in kind.keys for kind in kinds):
+        return f"; {where[1]!r} is a key of an entry: indent it under its entry"
+    return ""
+
+
+def _kindless_task(
+    instance: Any, kinds: list[str], where: KeyPath, document: Document
+) -> ConfigFileError:
+    """Report a task without a kind: at a key that looks like a misspelt kind, if any."""
+    problem = f"a task needs one of the keys {', '.join(kinds)}"
+    if not isinstance(instance, dict):
+        return document.error(where, problem)
+    known = {key for kind in registered("task") for key in kind.keys}
+    for key in sorted(instance, key=lambda key: document.line((*where, key))):
+        suggestion = None if key in known else nearest(key, kinds)
+        if suggestion is not None:
+            return document.error((*where, key), f"unknown key; {problem}", suggestion)
+    if len(where) == 2 and where[1] in known:
+        problem += f"; {where[1]!r} is a key of a task: indent it under its task"
+    return document.error(where, problem)
 
 
 def _expected(types_: str | list[str]) -> str:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Required, TypedDict, Unpack, cast
 
+from pydatatask.config.errors import nearest
 from pydatatask.config.registry import (
     BuildContext,
     Choices,
@@ -119,28 +120,38 @@ class TaskKeys(TypedDict, total=False):
     version: str
 
 
-def import_function(spec: str, folder: Path) -> Any:
+def import_function(spec: str, folder: Path, key: str = "function") -> Any:
     """Import ``module:attribute`` with ``folder`` first on ``sys.path`` (where it stays).
 
     As for any import, a module already imported under that name is used as it is.
 
+    :param key: the key naming the function, for errors.
     :raises InvalidValueError: for a malformed spec, or one that cannot be imported.
     """
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise InvalidValueError("function", "expected 'module:attribute'")
+        raise InvalidValueError(key, "expected 'module:attribute'")
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
     importlib.invalidate_caches()
     try:
         found: Any = importlib.import_module(module_name)
-        for part in attribute.split("."):
-            found = getattr(found, part)
     # Any error of the user's module, as it is imported, is a problem of this key.
     except Exception as exc:
         raise InvalidValueError(
-            "function", f"cannot import {spec!r}: {type(exc).__name__}: {exc}"
+            key, f"cannot import {spec!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    path = module_name
+    for part in attribute.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            guess = nearest(part, [name for name in dir(found) if not name.startswith("_")])
+            hint = "" if guess is None else f" (did you mean {guess!r}?)"
+            raise InvalidValueError(
+                key, f"cannot import {spec!r}: {path!r} has no {part!r}{hint}"
+            ) from None
+        path += f".{part}"
     return found
 
 
@@ -191,12 +202,17 @@ def function_task(
 
     :param function: ``module:attribute``, imported with the file's folder on
         ``sys.path``: a function, or a ``@pydatatask.task`` whose function is used (and
-        its ``version``, unless the file gives one).
+        its ``version``, unless the file gives one). An ``InProcessSyncTask`` or
+        ``ExecutorTask`` names a function over repositories instead: its body receives
+        the job id and, for each of its parameters, the link of that name.
     """
+    from pydatatask.task.function import FunctionTask
     from pydatatask.task.values import ValueTask
 
     body = import_function(function, context.folder)
     version = keys.get("version")
+    if isinstance(body, FunctionTask):
+        return _repository_function_task(context, function, body, keys)
     if isinstance(body, ValueTask):
         version = version if version is not None else body.version
         body = body.func
@@ -216,6 +232,27 @@ def function_task(
         max_concurrent=keys.get("max_concurrent"),
     )
     return _wire(task, keys, values_linked=True)
+
+
+def _repository_function_task(context: BuildContext, spec: str, body: Any, keys: TaskKeys) -> Task:
+    """Return a task over repositories with the body (and executor) of an imported one."""
+    from pydatatask.task.function import ExecutorTask, InProcessSyncTask
+
+    if body.func is None:
+        raise InvalidValueError("function", f"{spec!r} is a task without a body")
+    options: dict[str, Any] = {
+        "timeout": keys.get("timeout"),
+        "retry": _retry(keys.get("retry")),
+        "max_concurrent": keys.get("max_concurrent"),
+        "version": keys.get("version", body.version),
+    }
+    done = _done(context, keys)
+    task: Task
+    if isinstance(body, ExecutorTask):
+        task = ExecutorTask(context.name, body.executor, done, None, body.func, **options)
+    else:
+        task = InProcessSyncTask(context.name, done, None, body.func, **options)
+    return _wire(task, keys)
 
 
 def process_task(
