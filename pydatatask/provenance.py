@@ -34,7 +34,14 @@ if TYPE_CHECKING:
     from pydatatask.repository.base import Repository
     from pydatatask.task.base import Task
 
-__all__ = ["Change", "ChangeKind", "find_stale", "input_links", "provenance_of"]
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "find_stale",
+    "input_links",
+    "provenance_at_hand",
+    "provenance_of",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,24 @@ async def provenance_of(
         except BackendError as exc:  # the job finds out for itself; its record says less
             logger.warning("%s job %r: no token of input %r: %s", task.name, job, name, exc)
             continue
+        if token is not None:
+            inputs[name] = token
+    return {"code": task.code_token, "inputs": inputs}
+
+
+def provenance_at_hand(
+    task: Task, job: str, links: list[tuple[str, Repository]]
+) -> dict[str, Any] | None:
+    """Return :func:`provenance_of` without I/O, or None when an input needs it.
+
+    Inputs that hold their values in memory (see
+    :attr:`~pydatatask.Repository.tokens_at_hand`) give their tokens at once.
+    """
+    inputs: dict[str, str] = {}
+    for name, repo in links:
+        if not repo.tokens_at_hand:
+            return None
+        token = repo.token_at_hand(job)
         if token is not None:
             inputs[name] = token
     return {"code": task.code_token, "inputs": inputs}

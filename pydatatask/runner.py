@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydatatask.errors import BackendError, JobClaimedError
 from pydatatask.leases import Claim, Leases
-from pydatatask.provenance import input_links, provenance_of
+from pydatatask.provenance import input_links, provenance_at_hand, provenance_of
 from pydatatask.records import Ended, Held, JobResult, Recorded, Unrecorded, read_record
 from pydatatask.task.base import Task, timestamp
 from pydatatask.task.stopping import StopReason, stop_reason
@@ -251,7 +251,9 @@ class JobRunner:
             links = self._input_links.get(task.name)
             if links is None:  # the pipeline is open: its links are set for good
                 links = self._input_links[task.name] = input_links(task)
-            provenance = await provenance_of(task, job, links)
+            provenance = provenance_at_hand(task, job, links)
+            if provenance is None:
+                provenance = await provenance_of(task, job, links)
             result, error = await task.run_attempt(job, attempt, reattach)
             result.provenance = provenance
             if not result.success and task.retry.should_retry(attempt, error, result.timeout):

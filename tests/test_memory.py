@@ -39,3 +39,16 @@ async def test_blob_accepts_text_initial_data() -> None:
     async with await repo.open("a", "r") as reader:
         assert await reader.read() == "héllo"
     assert await repo.info("b") == b"raw"
+
+
+async def test_a_subclass_with_its_own_tokens_is_asked_for_them() -> None:
+    class Versioned(InProcessMetadataRepository):
+        async def _tokens(self, jobs: list[str]) -> dict[str, str]:
+            return {job: "v1" for job in jobs if job in self.data}
+
+    plain = InProcessMetadataRepository({"a": 1})
+    versioned = Versioned({"a": 1})
+    assert plain.tokens_at_hand
+    assert plain.token_at_hand("a") == (await plain.tokens(["a"]))["a"]
+    assert not versioned.tokens_at_hand
+    assert await versioned.tokens(["a"]) == {"a": "v1"}

@@ -379,6 +379,9 @@ def test_timestamps_match_isoformat() -> None:
 
     rng = random.Random(7)
     moments = [0.0, 0.9999, 59.5, 1_700_000_000.25] + [rng.uniform(0, 4e9) for _ in range(500)]
+    # Neighbours within one millisecond, and across millisecond and second boundaries.
+    moments += [1_700_000_000.2501, 1_700_000_000.2509, 1_700_000_000.2511, 1_700_000_000.9995]
+    moments += [1_700_000_001.0001, 1_700_000_001.0004, 1_700_000_002.0004]
     for moment in sorted(moments) + moments:
         expected = datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds")
         assert timestamp(moment) == expected

@@ -331,6 +331,19 @@ class Repository(abc.ABC):
         """
         return await self._tokens([self.check_job_id(job) for job in jobs])
 
+    @property
+    def tokens_at_hand(self) -> bool:
+        """Whether :meth:`token_at_hand` gives tokens without I/O (values held in memory)."""
+        return False
+
+    def token_at_hand(self, job: str) -> str | None:
+        """Return the token of a valid ``job`` (None when absent), taken without I/O.
+
+        Only where :attr:`tokens_at_hand` is true: a job's provenance is then taken
+        without a round trip through the event loop.
+        """
+        raise NotImplementedError(f"{type(self).__name__} takes its tokens with tokens()")
+
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for job in jobs:

@@ -18,6 +18,8 @@ from pydatatask.streams import ByteReader, BytesReader, ByteWriter
 
 __all__ = ["InProcessBlobRepository", "InProcessMetadataRepository"]
 
+_ABSENT = object()
+
 
 class _DictRepository(Repository):
     """Listing, membership, lookup and deletion over the dict ``self.data``."""
@@ -63,6 +65,16 @@ class _DictRepository(Repository):
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         data = self.data
         return {job: value_token(data[job]) for job in jobs if job in data}
+
+    @property
+    def tokens_at_hand(self) -> bool:
+        """True, unless a subclass takes its tokens its own way."""
+        return type(self)._tokens is _DictRepository._tokens
+
+    def token_at_hand(self, job: str) -> str | None:
+        """Return the token of ``job``'s value, or None when it is absent."""
+        value = self.data.get(job, _ABSENT)
+        return None if value is _ABSENT else value_token(value)
 
 
 class InProcessMetadataRepository(_DictRepository, MetadataRepository):

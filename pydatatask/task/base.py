@@ -54,15 +54,22 @@ def source_of(func: object) -> str:
 def timestamp(epoch: float) -> str:
     """Format a Unix time as an ISO 8601 UTC string, the form done records use."""
     second = int(epoch)
+    milliseconds = min(999, int((epoch - second) * 1000))
+    moment = (second, milliseconds)
+    if moment == _last_millisecond[0]:
+        return str(_last_millisecond[1])
     if second != _last_second[0]:
         prefix = datetime.fromtimestamp(second, UTC).isoformat()[: -len("+00:00")]
         _last_second[:] = [second, prefix]
-    milliseconds = min(999, int((epoch - second) * 1000))
-    return f"{_last_second[1]}.{milliseconds:03d}+00:00"
+    text = f"{_last_second[1]}.{milliseconds:03d}+00:00"
+    _last_millisecond[:] = [moment, text]
+    return text
 
 
-# The formatted date and time of the last whole second seen: jobs finish many a second.
+# The formatted date and time of the last whole second and of the last millisecond seen:
+# many jobs start and end within the same ones.
 _last_second: list[Any] = [None, ""]
+_last_millisecond: list[Any] = [None, ""]
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:

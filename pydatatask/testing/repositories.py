@@ -141,6 +141,9 @@ class RepositoryContract:
         assert after[jobs[1]] == together[jobs[1]]
         with pytest.raises(InvalidJobIdError):
             await repo.tokens(["../escape"])
+        if repo.tokens_at_hand:  # the same tokens, taken without I/O
+            assert {job: repo.token_at_hand(job) for job in jobs[:2]} == after
+            assert repo.token_at_hand("missing") is None
 
     @pytest.mark.parametrize("job", INVALID_IDS + TRAVERSAL_IDS)
     async def test_invalid_ids_are_rejected(self, repo: Repository, job: str) -> None:
