@@ -218,6 +218,8 @@ async def job_states(pipeline: Pipeline, rerun_stale: bool = False) -> dict[str,
         running = set(scheduler.jobs(name, State.RUNNING)) | set(scheduler.jobs(name, State.ENDING))
         elsewhere = {job: held for (task_name, job), held in holders.items() if task_name == name}
         running |= set(elsewhere) - set(records[name])
+        if task.claims is not None:  # jobs a stopped controller left running, or its claims
+            running |= await listing.ids(task.claims) - set(records[name])
         sets = [listed[id(repo)] for _, repo in rule.required]
         eligible = set(sets[0]).intersection(*sets[1:]) if sets else set()
         eligible -= set(records[name]) - (stale_jobs if rerun_stale else set())

@@ -349,6 +349,7 @@ async def test_status_leaves_another_controllers_job_and_rm_stops_it(tmp_path: P
     async with looker:
         status = await admin.status(looker)
     assert status["proc"]["succeeded"] == 0
+    assert (status["proc"]["running"], status["proc"]["blocked"]) == (1, 0)
     assert marked_processes(mark)
 
     remover = pipeline("kill")
