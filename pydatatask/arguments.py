@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 
 __all__ = ["parser"]
 
@@ -37,8 +38,23 @@ def _port(text: str) -> int:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    """Return the parser of ``python pipeline.py [-v] COMMAND ...``."""
+def parser(extra: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """Return the parser of ``python pipeline.py [-v] COMMAND ...``.
+
+    :param extra: more commands without options, by name, with their help (the
+        ``pydatatask`` command's own ``validate`` and ``schema``).
+    """
+    return _build(extra)[0]
+
+
+def command_names() -> frozenset[str]:
+    """Return the names of the commands :func:`parser` knows."""
+    return frozenset(_build(None)[1].choices)
+
+
+def _build(
+    extra: Mapping[str, str] | None,
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(description="Run and inspect this pipeline.")
     parser.add_argument(
         "-v",
@@ -48,6 +64,8 @@ def parser() -> argparse.ArgumentParser:
         help="log launches, finishes, retries and listings on stderr (-vv: more detail)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in (extra or {}).items():
+        commands.add_parser(name, help=text, description=text)
 
     command = commands.add_parser("run", help="run jobs until no work remains")
     mode = command.add_mutually_exclusive_group()
@@ -142,4 +160,4 @@ def parser() -> argparse.ArgumentParser:
     command = commands.add_parser("why", help="explain why a job is or is not ready")
     command.add_argument("task", metavar="TASK")
     command.add_argument("job", metavar="JOB")
-    return parser
+    return parser, commands

@@ -80,22 +80,21 @@ _OWN_COMMANDS = {
 }
 
 
+_COMMANDS = arguments.command_names() | _OWN_COMMANDS.keys()
+
+
 def _command(rest: list[str]) -> str | None:
     """Return the command word of ``rest``, after options such as ``-v``."""
     return next((word for word in rest if not word.startswith("-")), None)
 
 
-def _help(rest: list[str]) -> int:
-    """Print the help of a command without reading the pipeline file."""
-    command = _command(rest)
-    if command in _OWN_COMMANDS:
-        sys.stdout.write(
-            f"usage: pydatatask [-f FILE] [--set NAME=VALUE]... {command}\n\n"
-            f"{_OWN_COMMANDS[command]}\n"
-        )
-        return EXIT_OK
+def _parse_alone(rest: list[str]) -> int:
+    """Parse a command line without reading the pipeline file.
+
+    For help, or to refuse an unknown command with the list of every known one.
+    """
     try:
-        arguments.parser().parse_args(rest)
+        arguments.parser(_OWN_COMMANDS).parse_args(rest)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     return EXIT_OK
@@ -112,9 +111,9 @@ def run_command(argv: Sequence[str] | None = None) -> int:
             parser.error("give a COMMAND")
     except SystemExit as exc:  # usage errors and --help
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    if "-h" in rest or "--help" in rest:
-        return _help(rest)
     command = _command(rest)
+    if "-h" in rest or "--help" in rest or command not in _COMMANDS:
+        return _parse_alone(rest)
     if command == "schema":
         sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
         return EXIT_OK

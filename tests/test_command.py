@@ -166,3 +166,11 @@ def test_a_missing_extra_is_one_line_and_exit_two(
         f"error: {path}: the 'aiobotocore' package is needed for this backend; "
         "install it with: pip install 'pydatatask[s3]'\n"
     )
+
+
+def test_an_unknown_command_is_refused_with_every_known_one(tmp_path: Path) -> None:
+    refused = pydatatask("stauts", cwd=tmp_path)  # no pipeline.yaml here either
+    assert refused.returncode == 2
+    assert "invalid choice: 'stauts'" in refused.stderr
+    assert "'validate'" in refused.stderr
+    assert "'status'" in refused.stderr

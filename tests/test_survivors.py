@@ -25,7 +25,7 @@ def test_a_full_batch_freezes_and_thaw_gives_it_back() -> None:
     survivors = Survivors(every=3)
     survivors.finished(2)
     assert gc.get_freeze_count() == 0
-    kept = [{"provenance": {}} for _ in range(10)]
+    kept: list[dict[str, dict[str, str]]] = [{"provenance": {}} for _ in range(10)]
     survivors.finished(1)
     assert gc.get_freeze_count() >= len(kept)
     survivors.thaw()
