@@ -11,10 +11,18 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydatatask._optional import import_optional
 from pydatatask.config.registry import BuildContext, Choices, Kind, RelativePath, register
+
+if TYPE_CHECKING:
+    import aiodocker
+    import asyncssh
+    from kubernetes_asyncio.client import ApiClient, Configuration
+    from kubernetes_asyncio.config import new_client_from_config
+
+    from pydatatask.repository.docker import DockerRegistryClient
 
 __all__ = ["ResourceFactory"]
 
@@ -136,7 +144,7 @@ def ssh_resource(
     if not agent:
         options["agent_path"] = None
 
-    async def ssh_connection() -> AsyncIterator[Any]:
+    async def ssh_connection() -> AsyncIterator[asyncssh.SSHClientConnection]:
         from pydatatask.executor.ssh import ssh_connection as connect
 
         async with connect(host, port, **options) as connection:
@@ -153,9 +161,9 @@ def docker_resource(context: BuildContext, /, *, url: str | None = None) -> Reso
     """
     import_optional("aiodocker", "docker")
 
-    async def docker_client() -> AsyncIterator[Any]:
-        aiodocker = import_optional("aiodocker", "docker")
-        async with aiodocker.Docker(url=url) as client:
+    async def docker_client() -> AsyncIterator[aiodocker.Docker]:
+        docker: type[aiodocker.Docker] = import_optional("aiodocker", "docker").Docker
+        async with docker(url=url) as client:
             yield client
 
     return docker_client
@@ -177,7 +185,7 @@ def docker_registry_resource(
     """
     import_optional("aiohttp", "docker")
 
-    async def registry_client() -> AsyncIterator[Any]:
+    async def registry_client() -> AsyncIterator[DockerRegistryClient]:
         from pydatatask.repository.docker import DockerRegistryClient
 
         client = DockerRegistryClient(username=username, password=password, timeout=timeout)
@@ -204,15 +212,23 @@ def kubernetes_resource(
     """
     import_optional("kubernetes_asyncio", "kubernetes")
 
-    async def kubernetes_client() -> AsyncIterator[Any]:
+    async def kubernetes_client() -> AsyncIterator[ApiClient]:
         config = import_optional("kubernetes_asyncio.config", "kubernetes")
         client = import_optional("kubernetes_asyncio.client", "kubernetes")
+        api: ApiClient
         if kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            configuration = client.Configuration()
+            configuration_type: type[Configuration] = client.Configuration
+            api_client: type[ApiClient] = client.ApiClient
+            configuration = configuration_type()
+            # load_incluster_config has no annotations: called through the untyped module.
             config.load_incluster_config(client_configuration=configuration)
-            api = client.ApiClient(configuration)
+            api = api_client(configuration)
         else:
-            api = await config.new_client_from_config(
+            if TYPE_CHECKING:  # checked against the package's own signature
+                new_client = new_client_from_config
+            else:
+                new_client = config.new_client_from_config
+            api = await new_client(
                 config_file=None if kubeconfig is None else str(kubeconfig),
                 context=context,
                 persist_config=False,

@@ -145,14 +145,13 @@ class DockerContainerManager(Executor[ContainerSpec, ContainerHandle]):
         and ``-`` (starting with a letter or digit).
     """
 
-    def __init__(self, app: str, docker: Callable[[], Any]) -> None:
+    def __init__(self, app: str, docker: Callable[[], aiodocker.Docker]) -> None:
         if not isinstance(app, str) or _APP_NAME.fullmatch(app) is None:
             raise ConfigurationError(
                 f"invalid app name {app!r}: use letters, digits, '_', '.' and '-'"
             )
         self.app = app
-        # Typed for the calls made here; callers' clients need no type stubs.
-        self._docker: Callable[[], aiodocker.Docker] = docker
+        self._docker = docker
 
     def __repr__(self) -> str:
         return f"<DockerContainerManager {self.app}>"

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     import aiohttp
     from kubernetes_asyncio.client import ApiClient, Configuration, CoreV1Api
     from kubernetes_asyncio.client.exceptions import ApiException
+    from kubernetes_asyncio.config import load_kube_config
 
 __all__ = ["PodManager"]
 
@@ -131,7 +132,7 @@ class PodManager(Executor[PodSpec, PodHandle]):
         self,
         app: str,
         namespace: str,
-        config: Callable[[], Any] | None = None,
+        config: Callable[[], ApiClient] | None = None,
         *,
         poll_interval: float = 0.5,
         max_poll_interval: float = 5.0,
@@ -152,8 +153,7 @@ class PodManager(Executor[PodSpec, PodHandle]):
             raise ConfigurationError("need 0 < poll_interval <= max_poll_interval")
         self.app = app
         self.namespace = namespace
-        # Typed for the calls made here; callers' clients need no type stubs.
-        self._config: Callable[[], ApiClient] | None = config
+        self._config = config
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.request_timeout = request_timeout
@@ -230,14 +230,19 @@ class PodManager(Executor[PodSpec, PodHandle]):
             yield given, core_api(given)
             return
         if self._configuration is None:
-            configuration: Configuration = kube.client.Configuration()
+            configuration_type: type[Configuration] = kube.client.Configuration
+            configuration = configuration_type()
+            if TYPE_CHECKING:  # checked against the package's own signature
+                load_kubeconfig = load_kube_config
+            else:
+                load_kubeconfig = kube.config.load_kube_config
             with _translate("load the cluster configuration"):
-                # The configuration loaders are the only calls left unchecked: the
-                # package's stubs do not cover kubernetes_asyncio.config.
                 if os.environ.get("KUBERNETES_SERVICE_HOST"):
+                    # The one call left unchecked: load_incluster_config has no
+                    # annotations, so it is called through the untyped module object.
                     kube.config.load_incluster_config(client_configuration=configuration)
                 else:
-                    await kube.config.load_kube_config(
+                    await load_kubeconfig(
                         config_file=os.environ.get("KUBECONFIG") or None,
                         client_configuration=configuration,
                     )

@@ -89,7 +89,10 @@ async def ssh_connection(
         ``connect_timeout`` seconds, or refuses the connection.
     :raises BackendError: when authentication fails or the host key is not trusted.
     """
-    connect: Callable[..., Awaitable[asyncssh.SSHClientConnection]] = _asyncssh().connect
+    if TYPE_CHECKING:  # checked against asyncssh's own signature; imported lazily below
+        connect = asyncssh.connect
+    else:
+        connect = _asyncssh().connect
     where = (
         f"ssh://{options.get('username', '')}{'@' if 'username' in options else ''}{host}:{port}"
     )
@@ -134,7 +137,7 @@ class SSHLinuxManager(LinuxProcessManager):
     def __init__(
         self,
         app: str,
-        ssh: Callable[[], Any],
+        ssh: Callable[[], asyncssh.SSHClientConnection | Awaitable[asyncssh.SSHClientConnection]],
         remote_path: str = "/tmp/pydatatask",
         *,
         max_sessions: int = 8,
@@ -145,10 +148,7 @@ class SSHLinuxManager(LinuxProcessManager):
         if max_sessions < 1:
             raise ConfigurationError("max_sessions must be at least 1")
         super().__init__(app, remote_path)
-        # Typed for the calls made here; callers' connections need no type stubs.
-        self._ssh: Callable[
-            [], asyncssh.SSHClientConnection | Awaitable[asyncssh.SSHClientConnection]
-        ] = ssh
+        self._ssh = ssh
         self._max_sessions = max_sessions
         self.command_timeout = command_timeout
         self._sftp: tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient] | None = None
