@@ -283,3 +283,29 @@ async def test_s3_csv_round_trip(s3_dataset: S3HiveDatasetRepository) -> None:
     assert await read_key(s3_dataset, s3_dataset.latest_key) == await read_key(
         s3_dataset, s3_dataset.object_key("2024-01-01")
     )
+
+
+async def test_a_process_task_writing_the_partition_file_updates_latest(tmp_path: Path) -> None:
+    days = InProcessMetadataRepository({"2026-03-01": "a", "2026-03-02": "b"})
+    dataset = HiveDatasetRepository(tmp_path / "lake", "temps", filename="data.txt")
+    extract = pydatatask.ProcessTask(
+        "extract",
+        pydatatask.LocalLinuxManager("lake", local_path=tmp_path / "jobs"),
+        template="echo {{ job | shquote }} > {{ out | shquote }}",
+        done=InProcessMetadataRepository(),
+    )
+    extract.link("day", days, is_input=True)
+    extract.link("out", dataset, is_output=True)
+    latest = tmp_path / "lake" / "latest" / "dataset=temps" / "data.txt"
+    async with Pipeline([extract]) as pipeline:
+        report = await run(pipeline)
+        assert report.succeeded == 2
+        assert latest.read_text() == "2026-03-02\n"
+        # A backfill of an older day leaves latest/ alone; a newer day replaces it.
+        days.data["2026-02-28"] = "c"
+        days.data["2026-03-03"] = "d"
+        await pipeline.scheduler.refresh()
+        assert (await run(pipeline)).succeeded == 2
+    assert latest.read_text() == "2026-03-03\n"
+    assert await dataset.ids() == {"2026-02-28", "2026-03-01", "2026-03-02", "2026-03-03"}
+    assert (tmp_path / "lake" / "dataset=temps" / "rundate=2026-02-28" / "data.txt").exists()

@@ -357,6 +357,20 @@ class Repository(abc.ABC):
         """Return the repositories this one is a view over; none for a store of its own."""
         return ()
 
+    async def before_outside_write(self, job: str) -> None:  # noqa: B027 - most need nothing
+        """Prepare for a job that writes ``job``'s value itself, where :meth:`info` says.
+
+        Process, container and batch tasks call it on their output repositories before
+        the job starts (a dataset creates the partition's folder).
+        """
+
+    async def after_outside_write(self, job: str) -> None:  # noqa: B027 - most need nothing
+        """Take in ``job``'s value, written by a job itself, once that job succeeded.
+
+        Process, container and batch tasks call it on their output repositories before
+        the job's done record is written (a dataset updates ``latest/``).
+        """
+
     async def validate(self) -> None:  # noqa: B027 - most backends need no setup
         """Prepare the repository for use (create folders or buckets, check access)."""
 

@@ -124,6 +124,11 @@ class _HiveDataset(BlobRepository, abc.ABC):
             if greatest is None or job >= greatest:
                 await self._copy_to_latest(job)
 
+    async def after_outside_write(self, job: str) -> None:
+        """Point ``latest/`` at ``job`` if it is the greatest, as a write through this would."""
+        if self.keeps_latest:
+            await self._after_write(self.check_job_id(job))
+
     async def _open_writer(self, job: str) -> ByteWriter:
         inner = await self._open_partition_writer(job)
         if not self.keeps_latest:
@@ -243,6 +248,11 @@ class HiveDatasetRepository(_HiveDataset):
     async def _info(self, job: str) -> Any:
         """Return the path of the partition's file, present or not."""
         return self.dataset_path / f"{self.partition}={job}" / self.filename
+
+    async def before_outside_write(self, job: str) -> None:
+        """Create the partition's folder, so that a job can write the file ``info`` names."""
+        folder = self.dataset_path / f"{self.partition}={self.check_job_id(job)}"
+        await asyncio.to_thread(os.makedirs, folder, exist_ok=True)
 
     async def validate(self) -> None:
         """Create the dataset's folder, and tidy what interrupted writers left behind.

@@ -297,6 +297,8 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
             if claim:
                 await self._claim(job, attempt)
             try:
+                for repo in self._written_outside():
+                    await repo.before_outside_write(job)
                 handle = await self.executor.submit(self.name, job, attempt, spec)
             except BaseException:
                 await asyncio.shield(self._unclaim(job))
@@ -331,9 +333,20 @@ class ExternalTask(Task, Generic[SpecT, HandleT]):
         if status.code is not None:
             fields["exit_code"] = status.code
         if status.succeeded:
+            for repo in self._written_outside():
+                await repo.after_outside_write(job)
             return fields
         self._failed[job] = fields
         raise ProcessExitError(f"job {job!r} of {self.name} {status.describe()}", status.code)
+
+    def _written_outside(self) -> list[Repository]:
+        """Return the output repositories the job writes itself (not through a stream)."""
+        streamed = set(self.streams.values())
+        return [
+            link.repo
+            for name, link in self.links.items()
+            if link.is_output and name not in streamed
+        ]
 
     async def _collect(self, job: str, handle: HandleT) -> None:
         """Copy the ended job's output streams into their links."""
