@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: status, why, plan and the dashboard read one listing
+# through the same functions, so that they cannot disagree.
 """Where an open pipeline stands: counts by state, failed jobs, traces and explanations.
 
 Every function reads the repositories afresh and asks the one readiness rule of

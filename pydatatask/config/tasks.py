@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: one short builder per task kind, all sharing the keys
+# and the wiring of TaskKeys, which read best side by side.
 """The task kinds of pipeline files: ``function``, ``process``, ``container``, ``kube``, ``slurm``.
 
 Every kind takes the keys of :class:`TaskKeys` besides its own. A task without ``done``

@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the repository contracts and the id checks every one
+# of them calls are one protocol; split apart, each part would import the others.
 """The repository contracts and the one place where job ids are validated.
 
 A repository maps job ids to values. Public methods check the id and then call the

@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the registry client (tokens, manifests, tags) and the
+# repository over it change together.
 """The tags of one image repository in a Docker registry, through the registry HTTP API v2.
 
 Job ``k`` is the image ``domain/repository:k``; ``info(k)`` is that full image name, ready

@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the task contract and the one place where a job's
+# attempt is timed, bounded and turned into its record belong together.
 """The task contract: links, readiness inputs, and the one place a job's outcome is recorded."""
 
 from __future__ import annotations

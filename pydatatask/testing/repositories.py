@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the contract suites live in one module, so that a
+# backend's tests subclass them from one import.
 """Behaviour every repository must show, as pytest test classes that backends subclass.
 
 A backend's test module subclasses one of the contracts, :class:`RepositoryContract`,

@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: the blob and YAML file repositories share the atomic
+# writer and the durability rules of done records.
 """Blob and YAML repositories with one file per job."""
 
 from __future__ import annotations
