@@ -1,3 +1,5 @@
+# Longer than 400 lines on purpose: claims, their renewal, takeover and release share one
+# clock and one store protocol, whose rules read best in one place.
 """Leases: claims that let several controllers share one pipeline, each job run once.
 
 Claims live in one metadata repository whose ``create`` is atomic (exactly one of
@@ -139,6 +141,8 @@ class Leases:
         self._valid_until = 0.0
         self._beats: dict[str, float] = {}
         """Heartbeat key -> its expiry (wall clock) as last read: it only ever grows."""
+        self._expired: set[str] = set()
+        """Heartbeats read when already expired: their claims stand for no one, for good."""
         self._retired: str | None = None
         """A heartbeat whose claims were lost, deleted when the next one starts."""
         self._starting = asyncio.Lock()
@@ -187,6 +191,23 @@ class Leases:
             raise BackendUnavailableError("the lease repository answered too slowly to use")
         if self._renewing is None:
             self._renewing = asyncio.get_running_loop().create_task(self._renew_forever())
+            await self._sweep()
+
+    async def _sweep(self) -> None:
+        """Delete the heartbeats of controllers gone for more than a lease (at start and close).
+
+        A controller killed outright leaves its heartbeat behind; the claims hanging on
+        it are taken over and deleted by others, so only the heartbeat would stay. A
+        heartbeat expired that long ago stands for no one, present or not.
+        """
+        try:
+            keys = [key for key in await self.repo.ids() if key.startswith(_HEARTBEAT_PREFIX)]
+            gone_before = self._clock() - self.lease_seconds
+            for key in keys:
+                if key != self._heartbeat and await self._expires(key) < gone_before:
+                    await self.repo.delete(key)
+        except (BackendError, OSError) as exc:
+            logger.debug("cannot remove the heartbeats of stopped controllers: %s", exc)
 
     async def _renew_forever(self) -> None:
         while True:
@@ -245,6 +266,8 @@ class Leases:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewing
             self._closing.clear()
+        if self._heartbeat is not None or self._retired is not None:
+            await self._sweep()  # those left by controllers killed since this one started
         for heartbeat in (self._heartbeat, self._retired):
             if heartbeat is None:
                 continue
@@ -288,12 +311,18 @@ class Leases:
                 if generation > 0:  # released while we looked: start from the first
                     generation = 0
                 continue
-            if not await self.repo.contains(self._key(task, job, generation + 1)):
-                holder = await self._standing_holder(entry)
-                if holder is not None:
-                    return holder
-                if isinstance(entry, dict) and entry.get("heartbeat") == heartbeat:
-                    return Claim(task, job, generation, heartbeat, taken_over=False)
+            # Any generation whose claim stands holds the job, not only the newest: a
+            # release deletes the oldest first, so a new first generation may stand
+            # under a newer one that is being (or, if its holder died, was never) deleted.
+            holder = await self._standing_holder(entry)
+            if holder is not None:
+                return holder
+            if (
+                isinstance(entry, dict)
+                and entry.get("heartbeat") == heartbeat
+                and not await self.repo.contains(self._key(task, job, generation + 1))
+            ):
+                return Claim(task, job, generation, heartbeat, taken_over=False)
             generation += 1
 
     async def _current_heartbeat(self) -> str:
@@ -325,8 +354,11 @@ class Leases:
     async def _expires(self, heartbeat: str) -> float:
         """Return when the heartbeat's claims expire (wall clock); 0 for a missing one."""
         known = self._beats.get(heartbeat)
-        if known is not None and known > self._clock():
-            return known  # an expiry only ever moves later, so a future one still holds
+        if known is not None and (known > self._clock() or heartbeat in self._expired):
+            # A future expiry still holds, as an expiry only moves later; one already
+            # past when it was read is final, as its controller stopped trusting its
+            # claims before then (a past one cached earlier may have been renewed since).
+            return known
         try:
             value = await self.repo.info(heartbeat)
         except JobNotFoundError:
@@ -336,17 +368,23 @@ class Leases:
         except (KeyError, TypeError, ValueError):
             expires = 0.0
         self._beats[heartbeat] = expires
+        if expires <= self._clock():
+            self._expired.add(heartbeat)
         return expires
 
     async def release(self, claim: Claim) -> None:
-        """Give a claim up, newest generation first, so the job can be claimed at once.
+        """Give a claim up, oldest generation first, so the job can be claimed at once.
 
-        A claim that no longer stands is left alone: another controller may hold the job
-        now, and deleting older generations under it would let a third one in.
+        Oldest first: once the first generation is gone, the next controller wins the job
+        by creating it again, and its claim stands above the newer generations still
+        being deleted (or left behind, if this controller dies midway). Deleting the
+        newest first would let one controller take the older ones over while another
+        creates the first generation afresh. A claim that no longer stands is left
+        alone: another controller may hold the job now.
         """
         if not self.holds(claim):
             return
-        for generation in range(claim.generation, -1, -1):
+        for generation in range(claim.generation + 1):
             await self.repo.delete(self._key(claim.task, claim.job, generation))
 
     async def standing(self) -> dict[tuple[str, str], ControllerId]:
@@ -357,7 +395,7 @@ class Leases:
         """
         entries = await read_records(self.repo)
         expiry: dict[str, float] = {}
-        newest: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        claims: list[tuple[int, tuple[str, str], dict[str, Any]]] = []
         for key, entry in entries.items():
             if not isinstance(entry, dict):
                 continue
@@ -368,11 +406,14 @@ class Leases:
             task, job, generation = entry.get("task"), entry.get("job"), entry.get("generation")
             if not (isinstance(task, str) and isinstance(job, str) and isinstance(generation, int)):
                 continue  # not a claim this library wrote
-            if generation >= newest.get((task, job), (-1, {}))[0]:
-                newest[(task, job)] = (generation, entry)
+            claims.append((generation, (task, job), entry))
         now, here = self._clock(), ControllerId.current().host
         found: dict[tuple[str, str], ControllerId] = {}
-        for pair, (_, entry) in newest.items():
+        # The newest generation that stands names the holder (an older one may stand
+        # under a newer one being given back).
+        for _, pair, entry in sorted(claims, key=lambda claim: claim[0], reverse=True):
+            if pair in found:
+                continue
             controller = ControllerId.from_record(entry.get("controller"))
             if controller is None or expiry.get(str(entry.get("heartbeat")), 0.0) <= now:
                 continue
@@ -384,13 +425,12 @@ class Leases:
     async def holder_of(self, task: str, job: str) -> Holder | None:
         """Return who holds ``task``'s ``job`` now, without claiming it; None if no one."""
         generation = 0
-        found: Any = None
         while True:
             try:
                 found = await self.repo.info(self._key(task, job, generation))
             except JobNotFoundError:
-                break
+                return None
+            holder = await self._standing_holder(found)
+            if holder is not None:
+                return holder
             generation += 1
-        if generation == 0:
-            return None
-        return await self._standing_holder(found)

@@ -181,7 +181,13 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(params=["files", "s3", "mongo"])
+@pytest.fixture(
+    params=[
+        "files",
+        pytest.param("s3", marks=pytest.mark.backend),
+        pytest.param("mongo", marks=pytest.mark.backend),
+    ]
+)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield a lease store's name and the settings the pipeline script needs for it."""
     if request.param == "files":
@@ -342,6 +348,7 @@ def test_without_leases_a_second_controller_says_another_one_runs(tmp_path: Path
     assert not (tmp_path / "done_first" / ".controllers").exists()  # notes removed
 
 
+@pytest.mark.backend
 def test_no_job_starts_while_the_lease_repository_is_unreachable(
     tmp_path: Path, s3_server: S3Server
 ) -> None:

@@ -1,0 +1,100 @@
+"""Takeover and fencing with leases on S3 (SeaweedFS) and MongoDB (SecantusDB).
+
+The same checks as ``tests/test_leases.py`` makes with leases on files: a controller
+killed with ``kill -9`` leaves its jobs to the others, and one stopped past its lease
+writes no late done record.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.servers.mongodb import MongoServer
+from tests.servers.s3 import S3Server, unique_bucket_name
+from tests.test_leases import (
+    _effects,
+    _environment,
+    _finish,
+    _kill,
+    _recorded,
+    _start,
+    _wait_for,
+)
+
+pytestmark = pytest.mark.backend
+
+
+@pytest.fixture(params=["s3", "mongo"])
+def remote_store(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
+    """Yield a lease store on a server and the settings the pipeline script needs for it."""
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        yield (
+            "s3",
+            {
+                "s3_endpoint": server.endpoint_url,
+                "s3_key": server.access_key,
+                "s3_secret": server.secret_key,
+                "s3_bucket": unique_bucket_name(),
+            },
+        )
+    else:
+        mongo: MongoServer = request.getfixturevalue("mongo_server")
+        yield "mongo", {"mongo_uri": mongo.uri, "mongo_db": f"leases_{uuid.uuid4().hex[:12]}"}
+
+
+def test_the_survivors_finish_what_a_killed_controller_held(
+    tmp_path: Path, remote_store: tuple[str, dict[str, str]]
+) -> None:
+    name, settings = remote_store
+    env = _environment(
+        tmp_path, name, "function", jobs=40, sleep=0.2, seconds=2, concurrency=4, **settings
+    )
+    victim = _start(env, "run")
+    _wait_for(lambda: len(_recorded(tmp_path, "first")) >= 5, "the first jobs to finish")
+    others = [_start(env, "run") for _ in range(2)]
+    _wait_for(lambda: len(_recorded(tmp_path, "second")) >= 3, "progress in every stage")
+    _kill(victim)
+    finished_before = {task: set(_recorded(tmp_path, task)) for task in ("first", "second")}
+    for code, _, err in map(_finish, others):
+        assert code == 0, err
+    effects = _effects(tmp_path)
+    for task, jobs in finished_before.items():
+        assert set(_recorded(tmp_path, task)) == {f"item{index}" for index in range(40)}
+        for job in jobs:
+            assert effects[(task, job)] == 1, f"{task} {job} ran again after it was done"
+
+
+def test_a_stopped_controller_writes_no_late_records(
+    tmp_path: Path, remote_store: tuple[str, dict[str, str]]
+) -> None:
+    name, settings = remote_store
+    env = _environment(tmp_path, name, "process", jobs=4, sleep=4, seconds=2, **settings)
+    sleeper = _start(env, "-vv", "run")
+    _wait_for(lambda: len(_effects(tmp_path)) >= 4, "the stopped controller to start its jobs")
+    sleeper.send_signal(signal.SIGSTOP)
+    try:
+        code, _, err = _finish(_start(env, "run"))
+        assert code == 0, err
+        snapshot = {
+            task: {
+                path.name: path.read_bytes() for path in (tmp_path / f"done_{task}").glob("*.yaml")
+            }
+            for task in ("first", "second")
+        }
+        assert all(len(files) == 4 for files in snapshot.values())
+    finally:
+        sleeper.send_signal(signal.SIGCONT)
+    code, _, err = _finish(sleeper)
+    assert code == 0, err
+    assert "leases expired" in err, err
+    for task, files in snapshot.items():
+        now = {path.name: path.read_bytes() for path in (tmp_path / f"done_{task}").glob("*.yaml")}
+        assert now == files, f"the stopped controller rewrote {task}'s records"
+    effects = _effects(tmp_path)
+    assert effects[("first", "item0")] == 1  # the process ran on and was adopted
