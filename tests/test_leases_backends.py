@@ -7,7 +7,6 @@ writes no late done record.
 
 from __future__ import annotations
 
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.test_leases import (
     _recorded,
     _start,
     _wait_for,
+    check_no_late_records,
 )
 
 pytestmark = pytest.mark.backend
@@ -75,26 +75,5 @@ def test_a_stopped_controller_writes_no_late_records(
 ) -> None:
     name, settings = remote_store
     env = _environment(tmp_path, name, "process", jobs=4, sleep=4, seconds=2, **settings)
-    sleeper = _start(env, "-vv", "run")
-    _wait_for(lambda: len(_effects(tmp_path)) >= 4, "the stopped controller to start its jobs")
-    sleeper.send_signal(signal.SIGSTOP)
-    try:
-        code, _, err = _finish(_start(env, "run"))
-        assert code == 0, err
-        snapshot = {
-            task: {
-                path.name: path.read_bytes() for path in (tmp_path / f"done_{task}").glob("*.yaml")
-            }
-            for task in ("first", "second")
-        }
-        assert all(len(files) == 4 for files in snapshot.values())
-    finally:
-        sleeper.send_signal(signal.SIGCONT)
-    code, _, err = _finish(sleeper)
-    assert code == 0, err
-    assert "leases expired" in err, err
-    for task, files in snapshot.items():
-        now = {path.name: path.read_bytes() for path in (tmp_path / f"done_{task}").glob("*.yaml")}
-        assert now == files, f"the stopped controller rewrote {task}'s records"
-    effects = _effects(tmp_path)
-    assert effects[("first", "item0")] == 1  # the process ran on and was adopted
+    check_no_late_records(tmp_path, env)
+    assert _effects(tmp_path)[("first", "item0")] == 1  # the process ran on and was adopted
