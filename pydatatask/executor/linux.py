@@ -258,6 +258,30 @@ class ProcessHandle(JobHandle):
         return {"pid": self.pid, "start_time": self.start_time, "boot_id": self.boot_id}
 
 
+def export_lines(environ: Mapping[str, str]) -> list[str]:
+    """Return the shell lines that export a job's environment.
+
+    :raises ConfigurationError: for an environment variable name that is not a shell name.
+    """
+    lines = []
+    for name, value in environ.items():
+        if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
+            raise ConfigurationError(f"invalid environment variable name {name!r}")
+        lines.append(f"export {name}={shlex.quote(str(value))}")
+    return lines
+
+
+def script_command(direct: bool, stdin: bool, merge: bool) -> tuple[str, str]:
+    """Return how a wrapper runs ``./script``, and the redirections of its streams.
+
+    The script runs directly or through ``sh``; its streams go to the job folder's
+    ``stdin``, ``stdout`` and ``stderr`` files.
+    """
+    runner = "chmod u+x script && ./script" if direct else "sh ./script"
+    redirect = f"<{'stdin' if stdin else '/dev/null'} >stdout 2>{'&1' if merge else 'stderr'}"
+    return runner, redirect
+
+
 def wrapper_script(
     environ: Mapping[str, str],
     direct: bool,
@@ -282,12 +306,8 @@ def wrapper_script(
         # Survive a polite kill of the group long enough to record the script's status.
         "trap : HUP INT TERM",
     ]
-    for name, value in environ.items():
-        if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
-            raise ConfigurationError(f"invalid environment variable name {name!r}")
-        lines.append(f"export {name}={shlex.quote(str(value))}")
-    runner = "chmod u+x script && ./script" if direct else "sh ./script"
-    redirect = f"<{'stdin' if stdin else '/dev/null'} >stdout 2>{'&1' if merge else 'stderr'}"
+    lines += export_lines(environ)
+    runner, redirect = script_command(direct, stdin, merge)
     if account is not None or workdir is not None:
         runner = _elsewhere(direct, account, workdir)
     lines += [

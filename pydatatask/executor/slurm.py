@@ -38,7 +38,6 @@ import logging
 import os
 import posixpath
 import re
-import shlex
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from typing import Any
 
 from pydatatask.errors import BackendError, BackendUnavailableError, ConfigurationError
 from pydatatask.executor.commands import run_command
-from pydatatask.executor.linux import ScriptSpec, job_folder_name
+from pydatatask.executor.linux import ScriptSpec, export_lines, job_folder_name, script_command
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.executor.polling import BatchPoller
 from pydatatask.executor.protocol import Executor, ExitStatus, JobHandle, Outputs
@@ -58,7 +57,6 @@ __all__ = ["SlurmHandle", "SlurmManager", "SlurmSpec", "batch_script"]
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _FIELD = re.compile(r"(\w+)=(\S*)")
 _ENDED_OWN_WAY = frozenset({"COMPLETED", "FAILED"})
@@ -108,12 +106,8 @@ def batch_script(environ: Mapping[str, str], direct: bool, stdin: bool, merge: b
         # A cancelled job's script is sent SIGTERM; the status is still recorded.
         "trap : HUP INT TERM",
     ]
-    for name, value in environ.items():
-        if not isinstance(name, str) or _ENV_NAME.fullmatch(name) is None:
-            raise ConfigurationError(f"invalid environment variable name {name!r}")
-        lines.append(f"export {name}={shlex.quote(str(value))}")
-    runner = "chmod u+x script && ./script" if direct else "sh ./script"
-    redirect = f"<{'stdin' if stdin else '/dev/null'} >stdout 2>{'&1' if merge else 'stderr'}"
+    lines += export_lines(environ)
+    runner, redirect = script_command(direct, stdin, merge)
     lines += [
         f"{{ {runner}; }} {redirect}",
         "code=$?",
