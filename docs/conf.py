@@ -65,6 +65,7 @@ _EXTERNAL_MODULES = [
     "aiohttp",
     "asyncssh",
     "jinja2",
+    "kubernetes_asyncio",
     "motor",
     "pymongo",
     "starlette",
@@ -73,7 +74,12 @@ _EXTERNAL_MODULES = [
 ]
 nitpick_ignore_regex = [(r"py:.*", rf"{module}(\..+)?") for module in _EXTERNAL_MODULES]
 # Names that annotations use unqualified (``from datetime import timedelta``, rich's Console).
-nitpick_ignore = [("py:class", "timedelta"), ("py:class", "Console"), ("py:class", "Starlette")]
+nitpick_ignore = [
+    ("py:class", "timedelta"),
+    ("py:class", "Console"),
+    ("py:class", "Starlette"),
+    ("py:class", "ApiClient"),
+]
 # Private helpers (a leading underscore) are not documented, so a base class or a
 # parameter type named after one stays plain text.
 nitpick_ignore_regex.append(("py:class", r"pydatatask\..*\._[A-Za-z]\w*"))
