@@ -58,10 +58,26 @@ class Stopwatch:
         self.seconds = time.perf_counter() - self._start
 
 
+TMPFS = Path("/dev/shm")
+"""Where the ``-tmpfs`` variants keep their files: memory-backed, no disk underneath."""
+
+
+def tmpfs_missing() -> str | None:
+    """Return why the ``-tmpfs`` variants cannot run here, or None when they can."""
+    if not TMPFS.is_dir():
+        return f"{TMPFS} does not exist on this machine"
+    if not os.access(TMPFS, os.W_OK | os.X_OK):
+        return f"{TMPFS} is not writable"
+    return None
+
+
 @contextlib.contextmanager
-def scratch(name: str) -> Iterator[Path]:
-    """Yield a fresh folder under the system temporary folder; remove it afterwards."""
-    folder = Path(tempfile.mkdtemp(prefix=f"pydatatask-bench-{name}-"))
+def scratch(name: str, under: Path | None = None) -> Iterator[Path]:
+    """Yield a fresh folder under ``under`` (default: the system temporary folder).
+
+    The folder is removed afterwards.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=f"pydatatask-bench-{name}-", dir=under))
     try:
         yield folder
     finally:

@@ -19,6 +19,7 @@ from benchmarks import _s3
 from benchmarks._common import (
     CONCURRENCY,
     DONE_MARKER,
+    TMPFS,
     Stopwatch,
     keys,
     peak_rss_mib,
@@ -173,7 +174,8 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
             seconds = await _s3_bound(where, names, counter)
         extra["requests"] = dict(sorted(counter.by_operation.items()))
     else:
-        with scratch(f"lower-{variant}") as root:
+        under = TMPFS if variant.endswith("-tmpfs") else None
+        with scratch(f"lower-{variant}", under) as root:
             seconds = await _files(root, names, as_yaml=variant == "yaml")
     return {
         "n": count,

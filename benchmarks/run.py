@@ -21,11 +21,38 @@ from typing import Any
 if not __package__:  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.table import (
+    MEMORY_1M_N,
+    W1_TITLES,
+    Row,
+    chain_rows,
+    check,
+    format_table,
+    import_rows,
+    jobs,
+    memory_1m_rows,
+    newkeys_rows,
+    noop_curve_rows,
+    peers_rows,
+    stale_rows,
+    w1_rows,
+    web_rows,
+)
+
 DEFAULT_N = 100_000
 QUICK_N = 2_000
 S3_DEFAULT_N = 5_000
 S3_QUICK_N = 300
 """S3 is far slower per request, so W1 over S3 uses fewer keys (``--s3-n``)."""
+MEMORY_1M_QUICK_N = 20_000
+"""W1 in memory at a fixed large N (``--memory-1m-n``), whatever ``--n`` says."""
+NOOP_MEMORY_K = (10_000, 100_000, 1_000_000)
+NOOP_MEMORY_QUICK_K = (2_000, 20_000)
+NOOP_FILES_K = (2_000, 20_000, 200_000)
+NOOP_FILES_QUICK_K = (500, 2_000)
+"""Done keys of the no-op curve (``--noop-k`` sets both lists)."""
+PEERS_N = 1_000
+"""Keys of W1 next to Dask (``--peers-n``), with or without ``--quick``."""
 _ROOT = Path(__file__).resolve().parent.parent
 _RESULT_PREFIX = "BENCHMARK-RESULT "
 
@@ -33,6 +60,7 @@ W1_KINDS = [
     "w1-memory",
     "w1-memory-values",
     "w1-files",
+    "w1-files-tmpfs",
     "w1-files-values",
     "w1-files-leases",
     "w1-yaml",
@@ -40,6 +68,9 @@ W1_KINDS = [
 ]
 ORDER = [
     *W1_KINDS,
+    "w1-memory-1m",
+    "noop-curve",
+    "peers",
     "chain",
     "import",
     "web-pages",
@@ -51,6 +82,10 @@ ORDER = [
 GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
     "w1-files": ["w1-files"],
+    "tmpfs": ["w1-files-tmpfs"],
+    "memory-1m": ["w1-memory-1m"],
+    "noop-curve": ["noop-curve"],
+    "peers": ["peers"],
     "w1-files-leases": ["w1-files", "w1-files-leases"],
     "w1-values": ["w1-memory", "w1-memory-values", "w1-files", "w1-files-values"],
     "w1-yaml": ["w1-yaml"],
@@ -71,6 +106,18 @@ GROUPS: dict[str, list[str]] = {
 
 def _worker(kind: str, count: int) -> dict[str, Any]:
     """Measure one workload in this process."""
+    if kind == "w1-memory-1m":
+        from benchmarks import w1
+
+        return w1.main("memory", count)
+    if kind.startswith("noop-"):
+        from benchmarks import noop
+
+        return noop.main(kind.removeprefix("noop-"), count)
+    if kind.startswith("dask-"):
+        from benchmarks import peers
+
+        return peers.main(kind.removeprefix("dask-"), count)
     if kind.startswith("lower-"):
         from benchmarks import lower_bound
 
@@ -136,253 +183,6 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-# ------------------------------------------------------------------- table
-
-
-@dataclass
-class Row:
-    """One line of the report."""
-
-    name: str
-    value: str
-    unit: str
-    ratio: str = ""
-    rss: str = ""
-    target: str = ""
-    meets: str = ""
-
-
-def _check(ok: bool) -> str:
-    return "yes" if ok else "NO"
-
-
-def _jobs(value: float) -> str:
-    return f"{value:,.0f}"
-
-
-def _mib(value: float) -> str:
-    return f"{value:.1f}"
-
-
-W1_TITLES = {
-    "w1-memory": ("W1 in-memory", "plain asyncio, dicts"),
-    "w1-files": ("W1 filesystem, plain files", "plain asyncio, to_thread files"),
-    "w1-memory-values": ("W1 in-memory, functions over values", "plain asyncio, dicts"),
-    "w1-files-values": (
-        "W1 filesystem, plain files, functions over values",
-        "plain asyncio, to_thread files",
-    ),
-    "w1-files-leases": (
-        "W1 filesystem, plain files, with leases (files)",
-        "plain asyncio, to_thread files (no claims)",
-    ),
-    "w1-yaml": ("W1 filesystem, YAML", "plain asyncio, to_thread YAML"),
-    "w1-s3": ("W1 S3, SeaweedFS", "plain asyncio, one aiobotocore client"),
-}
-W1_RATIO_TARGET = {"w1-memory": 1.0, "w1-files": 0.5, "w1-yaml": 0.5}
-"""The project's goals; W1 over S3 has none yet, so its ratio is shown without one."""
-RSS_TARGET_MIB = 300.0
-NO_OP_TARGET_S = 2.0
-CHAIN_TARGET_MS = 100.0
-IMPORT_TARGET_S = 0.2
-IMPORT_RSS_TARGET_MIB = 40.0
-
-
-def _w1_rows(kind: str, framework: dict[str, Any], lower: dict[str, Any]) -> list[Row]:
-    title, lower_title = W1_TITLES[kind]
-    if kind == "w1-s3":
-        title += f", N={framework['n']:,}"
-    ratio = framework["jobs_per_second"] / lower["jobs_per_second"]
-    target = W1_RATIO_TARGET.get(kind)
-    rows = [
-        Row(
-            f"{title} ({framework['jobs']:,} jobs)",
-            _jobs(framework["jobs_per_second"]),
-            "jobs/s",
-            f"{ratio:.2f}x",
-            _mib(framework["peak_rss_mib"]),
-            "" if target is None else f">= {target:.1f}x",
-            "" if target is None else _check(ratio >= target),
-        ),
-        Row(
-            f"  lower bound: {lower_title}",
-            _jobs(lower["jobs_per_second"]),
-            "jobs/s",
-            "1.00x",
-            _mib(lower["peak_rss_mib"]),
-        ),
-    ]
-    if "requests" in framework and "requests" in lower:
-        per_job = [sum(side["requests"].values()) / side["jobs"] for side in (framework, lower)]
-        rows.append(
-            Row(
-                "  S3 requests per job: pydatatask / lower bound",
-                f"{per_job[0]:.2f} / {per_job[1]:.2f}",
-                "requests",
-            )
-        )
-    if framework["extra_launches"]:
-        rows.append(
-            Row(
-                "  launches beyond one per job",
-                f"{framework['extra_launches']:,}",
-                "jobs",
-                target="0",
-                meets="NO",
-            )
-        )
-    if kind == "w1-memory":
-        rows.append(
-            Row(
-                "W1 in-memory peak RSS",
-                _mib(framework["peak_rss_mib"]),
-                "MiB",
-                target=f"< {RSS_TARGET_MIB:.0f} MiB",
-                meets=_check(framework["peak_rss_mib"] < RSS_TARGET_MIB),
-            )
-        )
-    if "no_op" in framework:
-        no_op = framework["no_op"]
-        rows.append(
-            Row(
-                f"No-op re-run, filesystem ({no_op['done_jobs_considered']:,} done jobs)",
-                f"{no_op['seconds']:.3f}",
-                "s",
-                target=f"< {NO_OP_TARGET_S:.0f} s",
-                meets=_check(no_op["seconds"] < NO_OP_TARGET_S),
-            )
-        )
-        rows.append(
-            Row(
-                "  of which run() alone; jobs launched",
-                f"{no_op['run_seconds']:.3f}",
-                f"s; {no_op['launched']}",
-            )
-        )
-    return rows
-
-
-def _chain_rows(chain: dict[str, Any]) -> list[Row]:
-    ratio = chain["lower_bound_ms"] / chain["ms"]
-    return [
-        Row(
-            f"Chain of {chain['stages']} stages, 1 key (median of {chain['trials']})",
-            f"{chain['ms']:.2f}",
-            "ms",
-            f"{ratio:.3f}x",
-            target=f"< {CHAIN_TARGET_MS:.0f} ms",
-            meets=_check(chain["ms"] < CHAIN_TARGET_MS),
-        ),
-        Row("  lower bound: plain asyncio tasks", f"{chain['lower_bound_ms']:.3f}", "ms", "1.00x"),
-    ]
-
-
-def _web_rows(result: dict[str, Any]) -> list[Row]:
-    from benchmarks import web
-
-    rows: list[Row] = web.rows(result)
-    return rows
-
-
-def _stale_rows(result: dict[str, Any]) -> list[Row]:
-    where = "in memory, 2 stages" if result["kind"] == "memory" else "on files, 1 stage"
-    floor = result["floor_s"]
-    rows = [
-        Row(
-            f"{command} over {result['count']:,} done keys {where}",
-            f"{result[key]:.2f}",
-            "s",
-            f"{floor / result[key]:.3f}x",
-            _mib(result["rss_peak_mib"]) if key == "status_s" else "",
-        )
-        for command, key in (
-            ("status", "status_s"),
-            ("plan", "plan_s"),
-            ("plan --rerun-stale", "plan_rerun_s"),
-        )
-    ]
-    floor_name = (
-        "hash every input and compare"
-        if result["kind"] == "memory"
-        else "stat every input, read every record"
-    )
-    rows.append(Row(f"  lower bound: {floor_name}, plain Python", f"{floor:.2f}", "s", "1.00x"))
-    return rows
-
-
-def _newkeys_rows(result: dict[str, Any]) -> list[Row]:
-    if "skipped" in result:
-        return [
-            Row("New keys with many done, run --forever on files", "skipped", result["skipped"])
-        ]
-    return [
-        Row(
-            f"{result['new']} new keys with {result['done']:,} done, run --forever on files",
-            f"{result['seconds']:.3f}",
-            "s",
-            f"{result['floor_seconds'] / result['seconds']:.3f}x",
-            _mib(result["peak_rss_mib"]),
-            target="< 1 s, no listing",
-            meets=_check(result["seconds"] < 1.0 and not result["listed_again"]),
-        ),
-        Row(
-            "  lower bound: write the files and records in plain Python",
-            f"{result['floor_seconds']:.3f}",
-            "s",
-            "1.00x",
-        ),
-    ]
-
-
-def _import_rows(result: dict[str, Any]) -> list[Row]:
-    return [
-        Row(
-            f"import pydatatask, -X importtime (median of {result['runs']})",
-            f"{result['seconds']:.3f}",
-            "s",
-            target=f"< {IMPORT_TARGET_S:.1f} s",
-            meets=_check(result["seconds"] < IMPORT_TARGET_S),
-        ),
-        Row(
-            "  wall clock over bare python -c pass",
-            f"{result['wall_delta_seconds']:.3f}",
-            "s",
-        ),
-        Row(
-            "import pydatatask peak RSS",
-            _mib(result["peak_rss_mib"]),
-            "MiB",
-            target=f"< {IMPORT_RSS_TARGET_MIB:.0f} MiB",
-            meets=_check(result["peak_rss_mib"] < IMPORT_RSS_TARGET_MIB),
-        ),
-        Row(
-            f"  over bare python ({_mib(result['bare_peak_rss_mib'])} MiB)",
-            _mib(result["delta_rss_mib"]),
-            "MiB",
-        ),
-    ]
-
-
-HEADERS = Row("benchmark", "value", "unit", "vs lower bound", "peak RSS MiB", "target", "meets")
-
-
-def format_table(rows: list[Row]) -> str:
-    """Return the rows as aligned plain text: names left, figures right."""
-    table = [list(asdict(row).values()) for row in [HEADERS, *rows]]
-    widths = [max(len(line[column]) for line in table) for column in range(len(HEADERS.__dict__))]
-    left = {0, 2, 5, 6}
-    lines = []
-    for index, line in enumerate(table):
-        cells = [
-            cell.ljust(width) if column in left else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if index == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------- main
 
 
@@ -400,7 +200,7 @@ def _s3_versus_files(results: dict[str, Any]) -> Row | None:
     s3 = results["w1-s3"]["pydatatask"]["jobs_per_second"]
     files = results["w1-files"]["pydatatask"]["jobs_per_second"]
     return Row(
-        f"  W1 S3 next to W1 filesystem, plain files ({_jobs(files)} jobs/s)",
+        f"  W1 S3 next to W1 filesystem, plain files ({jobs(files)} jobs/s)",
         f"{s3 / files:.3f}",
         "x the files speed",
     )
@@ -428,26 +228,84 @@ def _values_cost(results: dict[str, Any], kind: str) -> Row:
         f"{extra * 100:+.1f}",
         "%",
         target="<= +10 %",
-        meets=_check(extra <= 0.10),
+        meets=check(extra <= 0.10),
     )
 
 
+@dataclass
+class Sizes:
+    """The fixed sizes of the workloads that do not follow ``--n``."""
+
+    memory_1m: int = MEMORY_1M_N
+    noop_memory: tuple[int, ...] = NOOP_MEMORY_K
+    noop_files: tuple[int, ...] = NOOP_FILES_K
+    peers: int = PEERS_N
+
+
+def _skipped(results: dict[str, Any], rows: list[Row], kind: str, title: str, why: str) -> None:
+    _progress(f"skipping {kind}: {why}")
+    results[kind] = {"skipped": why}
+    rows.append(Row(title, "skipped", "(see the note below)"))
+
+
+def _measure_fixed(kind: str, sizes: Sizes, results: dict[str, Any], rows: list[Row]) -> None:
+    """Run one of the workloads whose sizes are fixed rather than ``--n``."""
+    if kind == "w1-memory-1m":
+        lower = _spawn("lower-memory", sizes.memory_1m)
+        framework = _spawn(kind, sizes.memory_1m)
+        results[kind] = {"pydatatask": framework, "lower_bound": lower}
+        rows.extend(memory_1m_rows(framework, lower))
+    elif kind == "noop-curve":
+        curve = {
+            "memory": [_spawn("noop-memory", count) for count in sizes.noop_memory],
+            "files": [_spawn("noop-files", count) for count in sizes.noop_files],
+        }
+        results[kind] = curve
+        rows.extend(noop_curve_rows(curve))
+    elif kind == "peers":
+        from benchmarks import peers
+
+        reason = peers.missing()
+        if reason is not None:
+            _skipped(results, rows, kind, "Peers: W1 with Dask", reason)
+            return
+        results[kind] = {
+            where: {
+                "pydatatask": _spawn(f"w1-{where}", sizes.peers),
+                "dask": _spawn(f"dask-{where}", sizes.peers),
+            }
+            for where in ("memory", "files")
+        }
+        rows.extend(peers_rows(results[kind]))
+
+
 def measure_all(
-    kinds: list[str], count: int, s3_count: int = S3_DEFAULT_N
+    kinds: list[str], count: int, s3_count: int = S3_DEFAULT_N, sizes: Sizes | None = None
 ) -> tuple[dict[str, Any], list[Row]]:
     """Run the chosen workloads, each lower bound just before its framework run."""
+    sizes = sizes or Sizes()
     results: dict[str, Any] = {}
     rows: list[Row] = []
     builders: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
-        "chain": _chain_rows,
-        "import": _import_rows,
-        "web-pages": _web_rows,
-        "web-w1": _web_rows,
-        "stale-memory": _stale_rows,
-        "stale-files": _stale_rows,
-        "newkeys": _newkeys_rows,
+        "chain": chain_rows,
+        "import": import_rows,
+        "web-pages": web_rows,
+        "web-w1": web_rows,
+        "stale-memory": stale_rows,
+        "stale-files": stale_rows,
+        "newkeys": newkeys_rows,
     }
     for kind in kinds:
+        if kind in ("w1-memory-1m", "noop-curve", "peers"):
+            _measure_fixed(kind, sizes, results, rows)
+            continue
+        if kind == "w1-files-tmpfs":
+            from benchmarks import _common
+
+            reason = _common.tmpfs_missing()
+            if reason is not None:
+                _skipped(results, rows, kind, W1_TITLES[kind][0], reason)
+                continue
         if kind == "w1-s3":
             from benchmarks import _s3
 
@@ -460,7 +318,7 @@ def measure_all(
             lower = _spawn_s3("lower-s3", s3_count)
             framework = _spawn_s3(kind, s3_count)
             results[kind] = {"pydatatask": framework, "lower_bound": lower}
-            rows.extend(_w1_rows(kind, framework, lower))
+            rows.extend(w1_rows(kind, framework, lower))
             versus = _s3_versus_files(results)
             if versus is not None:
                 rows.append(versus)
@@ -470,7 +328,7 @@ def measure_all(
             lower = _spawn(f"lower-{base}", count)
             framework = _spawn(kind, count)
             results[kind] = {"pydatatask": framework, "lower_bound": lower}
-            rows.extend(_w1_rows(kind, framework, lower))
+            rows.extend(w1_rows(kind, framework, lower))
             if kind == "w1-files-leases" and "w1-files" in results:
                 rows.append(_lease_overhead(results))
             if kind.endswith("-values") and kind.removesuffix("-values") in results:
@@ -479,6 +337,30 @@ def measure_all(
             results[kind] = _spawn(kind, count)
             rows.extend(builders[kind](results[kind]))
     return results, rows
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("every count must be at least 1")
+    return counts
+
+
+def _listing(counts: tuple[int, ...]) -> str:
+    return ", ".join(f"{count:,}" for count in counts)
+
+
+def _sizes(args: argparse.Namespace) -> Sizes:
+    quick = bool(args.quick)
+    return Sizes(
+        memory_1m=args.memory_1m_n or (MEMORY_1M_QUICK_N if quick else MEMORY_1M_N),
+        noop_memory=args.noop_k or (NOOP_MEMORY_QUICK_K if quick else NOOP_MEMORY_K),
+        noop_files=args.noop_k or (NOOP_FILES_QUICK_K if quick else NOOP_FILES_K),
+        peers=args.peers_n or PEERS_N,
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -503,6 +385,23 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only these (repeatable or comma-separated): {', '.join(GROUPS)}",
     )
+    parser.add_argument(
+        "--memory-1m-n",
+        type=int,
+        default=None,
+        help=f"keys in w1-memory-1m (default {MEMORY_1M_N:,}; {MEMORY_1M_QUICK_N:,} with --quick)",
+    )
+    parser.add_argument(
+        "--noop-k",
+        type=_counts,
+        default=None,
+        metavar="K[,K...]",
+        help="done keys of every point of the no-op curve, in memory and on files "
+        f"(default {_listing(NOOP_MEMORY_K)} in memory, {_listing(NOOP_FILES_K)} on files)",
+    )
+    parser.add_argument(
+        "--peers-n", type=int, default=None, help=f"keys in W1 next to Dask (default {PEERS_N:,})"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -512,8 +411,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                 parser.error(f"unknown benchmark {part!r}; choose from {', '.join(GROUPS)}")
     if args.n is not None and args.n < 1:
         parser.error("--n must be at least 1")
-    if args.s3_n is not None and args.s3_n < 1:
-        parser.error("--s3-n must be at least 1")
+    for option in ("s3_n", "memory_1m_n", "peers_n"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
     return args
 
 
@@ -526,12 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     s3_count = args.s3_n if args.s3_n is not None else S3_QUICK_N if args.quick else S3_DEFAULT_N
     started = time.perf_counter()
-    results, rows = measure_all(_selected(args.only), count, s3_count)
+    sizes = _sizes(args)
+    results, rows = measure_all(_selected(args.only), count, s3_count, sizes)
     elapsed = time.perf_counter() - started
     if args.json:
         payload = {
             "n": count,
             "s3_n": s3_count,
+            "sizes": asdict(sizes),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "elapsed_seconds": round(elapsed, 3),

@@ -12,6 +12,7 @@ import pydatatask
 from benchmarks import _s3
 from benchmarks._common import (
     CONCURRENCY,
+    TMPFS,
     Stopwatch,
     keys,
     peak_rss_mib,
@@ -20,9 +21,19 @@ from benchmarks._common import (
     write_inputs,
 )
 
-VARIANTS = ("memory", "memory-values", "files", "files-values", "files-leases", "yaml", "s3")
+VARIANTS = (
+    "memory",
+    "memory-values",
+    "files",
+    "files-tmpfs",
+    "files-values",
+    "files-leases",
+    "yaml",
+    "s3",
+)
 """``files-leases`` is ``files`` with every job claimed in a lease repository of YAML files;
-``-values`` variants write the same stages as functions over values (``@pydatatask.task``)."""
+``-values`` variants write the same stages as functions over values (``@pydatatask.task``);
+``files-tmpfs`` is ``files`` in a folder under ``/dev/shm``."""
 
 
 def _memory_pipeline(names: list[str]) -> tuple[pydatatask.Pipeline, Any]:
@@ -247,12 +258,14 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
     else:
         makers: dict[str, Callable[[Path], tuple[pydatatask.Pipeline, Any]]] = {
             "files": _files_pipeline,
+            "files-tmpfs": _files_pipeline,
             "files-leases": functools.partial(_files_pipeline, leases=True),
             "files-values": _files_values_pipeline,
             "yaml": _yaml_pipeline,
         }
         maker = makers[variant]
-        with scratch(f"w1-{variant}") as root:
+        under = TMPFS if variant.endswith("-tmpfs") else None
+        with scratch(f"w1-{variant}", under) as root:
             write_inputs(root / "input", names, as_yaml=variant == "yaml")
             pipeline, lengths = maker(root)
             total, running, report = await _timed_run(pipeline)

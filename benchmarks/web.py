@@ -208,7 +208,7 @@ async def w1_served(count: int) -> dict[str, Any]:
 
 def rows(result: dict[str, Any]) -> list[Any]:
     """Return the report's rows for the ``web-pages`` and ``web-w1`` results."""
-    from benchmarks.run import Row
+    from benchmarks.table import Row
 
     found = []
     if "keys" in result:
