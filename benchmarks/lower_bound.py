@@ -162,6 +162,46 @@ async def _s3_bound(
     return watch.seconds
 
 
+def _write_durably(folder: str, name: str, data: bytes) -> None:
+    """Write a record as pydatatask writes done records: synced, renamed, folder synced."""
+    temp = os.path.join(folder, f".{name}.tmp")
+    with open(temp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, os.path.join(folder, name))
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _files_sync(root: Path, names: list[str]) -> float:
+    """W1 on files as plain synchronous Python: one loop per stage, no event loop, no threads.
+
+    Outputs go to a temporary name and are renamed into place; done markers are made
+    durable as pydatatask's done records are. This is the like-for-like floor: the same
+    files written the same way, with nothing else.
+    """
+    folders = {part: str(root / part) for part in ("input", "upper", "lengths", "done_a", "done_b")}
+    write_inputs(root / "input", names, as_yaml=False)
+    with Stopwatch() as watch:
+        for folder in ("upper", "lengths", "done_a", "done_b"):
+            os.makedirs(folders[folder], exist_ok=True)
+        for key in names:
+            data = _read(os.path.join(folders["input"], key))
+            _write(folders["upper"], key, data.upper())
+            _write_durably(folders["done_a"], key + ".yaml", DONE_MARKER)
+        for key in names:
+            data = _read(os.path.join(folders["upper"], key))
+            _write(folders["lengths"], key, str(len(data)).encode())
+            _write_durably(folders["done_b"], key + ".yaml", DONE_MARKER)
+    if len(os.listdir(folders["done_b"])) != len(names):
+        raise RuntimeError("the synchronous filesystem floor missed keys")
+    return watch.seconds
+
+
 async def measure(variant: str, count: int) -> dict[str, Any]:
     """Run the lower bound matching W1 ``variant`` and return its figures."""
     names = keys(count)
@@ -174,9 +214,12 @@ async def measure(variant: str, count: int) -> dict[str, Any]:
             seconds = await _s3_bound(where, names, counter)
         extra["requests"] = dict(sorted(counter.by_operation.items()))
     else:
-        under = TMPFS if variant.endswith("-tmpfs") else None
+        under = TMPFS if "-tmpfs" in variant else None
         with scratch(f"lower-{variant}", under) as root:
-            seconds = await _files(root, names, as_yaml=variant == "yaml")
+            if variant.endswith("-sync"):
+                seconds = _files_sync(root, names)
+            else:
+                seconds = await _files(root, names, as_yaml=variant == "yaml")
     return {
         "n": count,
         "jobs": 2 * count,

@@ -23,6 +23,7 @@ if not __package__:  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.table import (
     MEMORY_1M_N,
+    SYNC_FLOORS,
     W1_TITLES,
     Row,
     chain_rows,
@@ -328,7 +329,9 @@ def measure_all(
             lower = _spawn(f"lower-{base}", count)
             framework = _spawn(kind, count)
             results[kind] = {"pydatatask": framework, "lower_bound": lower}
-            rows.extend(w1_rows(kind, framework, lower))
+            if kind in SYNC_FLOORS:  # the like-for-like floor too: plain synchronous Python
+                results[kind]["sync_floor"] = _spawn(f"lower-{base}-sync", count)
+            rows.extend(w1_rows(kind, framework, lower, results[kind].get("sync_floor")))
             if kind == "w1-files-leases" and "w1-files" in results:
                 rows.append(_lease_overhead(results))
             if kind.endswith("-values") and kind.removesuffix("-values") in results:

@@ -68,7 +68,17 @@ NOOP_FILES_TARGET = (200_000, 1.5)
 """(keys, factor): over 200k done keys on files, within 1.5x the listing floor's time."""
 
 
-def w1_rows(kind: str, framework: dict[str, Any], lower: dict[str, Any]) -> list[Row]:
+SYNC_FLOORS = {"w1-files": 0.8, "w1-files-tmpfs": 0.5}
+"""W1 variants measured against plain synchronous Python too, and the ratio each aims at."""
+
+
+def w1_rows(
+    kind: str,
+    framework: dict[str, Any],
+    lower: dict[str, Any],
+    sync_floor: dict[str, Any] | None = None,
+) -> list[Row]:
+    """Return the rows of one W1 variant: its speed against its lower bound(s)."""
     title, lower_title = W1_TITLES[kind]
     if kind == "w1-s3":
         title += f", N={framework['n']:,}"
@@ -92,6 +102,21 @@ def w1_rows(kind: str, framework: dict[str, Any], lower: dict[str, Any]) -> list
             mib(lower["peak_rss_mib"]),
         ),
     ]
+    if sync_floor is not None:
+        sync_ratio = framework["jobs_per_second"] / sync_floor["jobs_per_second"]
+        aim = SYNC_FLOORS[kind]
+        rows.append(
+            Row(
+                "  like-for-like floor: plain synchronous Python, temp + rename, "
+                "durable done markers",
+                jobs(sync_floor["jobs_per_second"]),
+                "jobs/s",
+                f"{sync_ratio:.2f}x",
+                mib(sync_floor["peak_rss_mib"]),
+                f">= {aim:.1f}x",
+                check(sync_ratio >= aim),
+            )
+        )
     if "requests" in framework and "requests" in lower:
         per_job = [sum(side["requests"].values()) / side["jobs"] for side in (framework, lower)]
         rows.append(
