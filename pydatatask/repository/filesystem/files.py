@@ -193,7 +193,7 @@ class _FileWriter(ByteWriter):
 
     async def _commit(self) -> None:
         self._touched = True
-        await asyncio.to_thread(self._commit_sync, self._take())
+        await self._repository._small_io(self._commit_sync, self._take())
 
     async def _discard(self) -> None:
         self._take()
@@ -299,6 +299,8 @@ class FileRepository(FolderRepository, BlobRepository):
             raise
 
     async def _open_reader(self, job: str) -> ByteReader:
+        if self._inline_io:
+            return self._open_reader_sync(job)
         return await _in_thread(self._open_reader_sync, _FileReader.close_sync, job)
 
     def _open_reader_sync(self, job: str) -> _FileReader:
@@ -400,7 +402,7 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
         return loaded
 
     async def _info(self, job: str) -> Any:
-        return await asyncio.to_thread(self._load_sync, job)
+        return await self._small_io(self._load_sync, job)
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: value}``, reading and parsing the files in batches in worker threads.
@@ -425,7 +427,7 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
         return self._write_sync(job, text.encode("utf-8"), exclusive)
 
     async def _dump(self, job: str, value: Any) -> None:
-        await asyncio.to_thread(self._dump_sync, job, value)
+        await self._small_io(self._dump_sync, job, value)
 
     async def _create(self, job: str, value: Any) -> bool:
-        return await asyncio.to_thread(self._dump_sync, job, value, True)
+        return await self._small_io(self._dump_sync, job, value, True)

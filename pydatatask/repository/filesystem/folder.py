@@ -118,6 +118,40 @@ def fsync_folder(folder: str) -> None:
         os.close(descriptor)
 
 
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+"""Filesystems held in memory: no operation on them waits for a device."""
+
+
+def filesystem_type(path: str) -> str | None:
+    """Return the type of the filesystem that holds ``path`` (``ext4``, ``tmpfs``, ...).
+
+    Read from ``/proc/self/mountinfo``: the mount with the longest mount point that
+    contains ``path``. None where that cannot be read (not Linux).
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    where = os.path.realpath(path)
+    best, found = -1, None
+    for line in lines:
+        mount, _, rest = line.partition(" - ")
+        fields = mount.split()
+        if len(fields) < 5 or not rest:
+            continue
+        point = _unescape(fields[4])
+        inside = where == point or where.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > best:
+            best, found = len(point), rest.split()[0]
+    return found
+
+
+def _unescape(field: str) -> str:
+    """Decode the octal escapes (a space is written as backslash 040) of a mountinfo field."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
 async def _in_thread(func: Callable[..., _T], undo: Callable[[_T], object], *args: Any) -> _T:
     """Run ``func(*args)`` in a worker thread; if the caller is cancelled meanwhile, undo it.
 
@@ -213,10 +247,23 @@ class FolderRepository(Repository):
         self.extension = extension
         self.case_insensitive = case_insensitive
         self._base = str(self.basedir)
+        self._inline_io = False
+        """Whether small file operations run in the event loop: on a filesystem held in
+        memory (tmpfs), where they never wait for a device and a thread hop costs more than
+        the operation. Found out by :meth:`validate`."""
 
     def __repr__(self) -> str:
         extension = f" extension={self.extension!r}" if self.extension else ""
         return f"<{type(self).__name__} {self._base!r}{extension}>"
+
+    async def _small_io(self, func: Callable[..., _T], *args: Any) -> _T:
+        """Run a short file operation: in the event loop on a filesystem held in memory.
+
+        Elsewhere it runs in a worker thread, as a disk may keep it waiting.
+        """
+        if self._inline_io:
+            return func(*args)
+        return await asyncio.to_thread(func, *args)
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`.
@@ -253,6 +300,7 @@ class FolderRepository(Repository):
             os.makedirs(self._base, exist_ok=True)
         except OSError as exc:
             raise BackendError(f"{self!r}: cannot create the folder: {exc}") from exc
+        self._inline_io = filesystem_type(self._base) in MEMORY_FILESYSTEMS
         if not os.access(self._base, os.W_OK | os.X_OK):
             raise BackendError(f"{self!r}: the folder is not writable")
         self._tidy_sync()
