@@ -119,7 +119,7 @@ def fsync_folder(folder: str) -> None:
 
 
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
-"""Filesystems held in memory: no operation on them waits for a device."""
+"""The filesystems held in memory, where no operation waits for a device."""
 
 
 def filesystem_type(path: str) -> str | None:
