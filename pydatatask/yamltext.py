@@ -10,6 +10,8 @@ PyYAML is imported when the first value is written or read, not with pydatatask.
 from __future__ import annotations
 
 import functools
+import math
+import re
 from typing import Any
 
 __all__ = ["YamlError", "dump", "load"]
@@ -45,6 +47,9 @@ def dump(value: Any) -> str:
 
     :raises YamlError: for a value outside YAML's safe subset.
     """
+    fast = _plain_mapping(value)
+    if fast is not None:
+        return fast
     import yaml
 
     _, dumper = _dialect()
@@ -67,3 +72,74 @@ def load(data: bytes | str) -> Any:
         return yaml.load(data, Loader=loader)
     except yaml.YAMLError as exc:
         raise YamlError(str(exc)) from exc
+
+
+# A mapping of plain values (a done record, most metadata) is written directly: PyYAML's
+# representer costs more than the rest of writing a small file. The text differs from
+# PyYAML's only in where long strings would be folded; it loads back to the same value.
+_PLAIN_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_./+-]*")
+_SPECIAL_WORDS = frozenset({"y", "yes", "n", "no", "true", "false", "on", "off", "null"})
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+
+
+def _plain_mapping(value: Any) -> str | None:
+    """Return ``value`` as block YAML if it is a dict of plain values, else None."""
+    if type(value) is not dict or not value:
+        return None
+    lines: list[str] = []
+    return "".join(lines) if _mapping_lines(value, "", lines) else None
+
+
+def _mapping_lines(mapping: dict[Any, Any], indent: str, lines: list[str]) -> bool:
+    for key, item in mapping.items():
+        name = _scalar(key) if type(key) is str else None
+        if name is None:
+            return False
+        kind = type(item)
+        if kind is dict and item:
+            lines.append(f"{indent}{name}:\n")
+            if not _mapping_lines(item, indent + "  ", lines):
+                return False
+        elif kind is list and item:
+            lines.append(f"{indent}{name}:\n")
+            for element in item:
+                text = _scalar(element)
+                if text is None:
+                    return False
+                lines.append(f"{indent}- {text}\n")
+        else:
+            text = _scalar(item)
+            if text is None:
+                return False
+            lines.append(f"{indent}{name}: {text}\n")
+    return True
+
+
+def _scalar(value: Any) -> str | None:
+    """Return ``value`` as a one-line YAML scalar, or None when it is not a plain value."""
+    kind = type(value)
+    if kind is str:
+        text: str = value
+        if _PLAIN_WORD.fullmatch(text) and text.lower() not in _SPECIAL_WORDS:
+            return text
+        if _PRINTABLE_ASCII.fullmatch(text):
+            return "'" + text.replace("'", "''") + "'"
+        return None
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if math.isnan(value):
+            return ".nan"
+        if math.isinf(value):
+            return ".inf" if value > 0 else "-.inf"
+        text = repr(value).lower()
+        return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
+    if value is None:
+        return "null"
+    if kind is dict and not value:
+        return "{}"
+    if kind is list and not value:
+        return "[]"
+    return None
