@@ -96,3 +96,17 @@ def write_inputs(folder: Path, names: list[str], as_yaml: bool) -> None:
         suffix = ".yaml" if as_yaml else ""
         with open(folder / f"{key}{suffix}", "wb") as file:
             file.write(data)
+
+
+def read_file(path: str) -> bytes:
+    """Return a file's bytes, as plain Python reads them."""
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def replace_file(folder: str, name: str, data: bytes) -> None:
+    """Write to a hidden temporary name in the folder, then rename it into place."""
+    temp = os.path.join(folder, f".{name}.tmp")
+    with open(temp, "wb") as file:
+        file.write(data)
+    os.replace(temp, os.path.join(folder, name))

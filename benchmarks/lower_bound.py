@@ -23,6 +23,8 @@ from benchmarks._common import (
     Stopwatch,
     keys,
     peak_rss_mib,
+    read_file,
+    replace_file,
     scratch,
     value_of,
     write_inputs,
@@ -65,25 +67,12 @@ async def _memory(names: list[str]) -> float:
     return watch.seconds
 
 
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
-
-
-def _write(folder: str, name: str, data: bytes) -> None:
-    """Write to a hidden temporary name in the folder, then rename it into place."""
-    temp = os.path.join(folder, f".{name}.tmp")
-    with open(temp, "wb") as file:
-        file.write(data)
-    os.replace(temp, os.path.join(folder, name))
-
-
 def _read_yaml(path: str) -> Any:
-    return yaml.load(_read(path), Loader=_LOADER)  # a safe loader
+    return yaml.load(read_file(path), Loader=_LOADER)  # a safe loader
 
 
 def _write_yaml(folder: str, name: str, value: Any) -> None:
-    _write(folder, name, yaml.dump(value, Dumper=_DUMPER).encode())
+    replace_file(folder, name, yaml.dump(value, Dumper=_DUMPER).encode())
 
 
 async def _files(root: Path, names: list[str], as_yaml: bool) -> float:
@@ -98,9 +87,9 @@ async def _files(root: Path, names: list[str], as_yaml: bool) -> float:
             value = await asyncio.to_thread(_read_yaml, path)
             await asyncio.to_thread(_write_yaml, folders["upper"], name, value.upper())
         else:
-            data = await asyncio.to_thread(_read, path)
-            await asyncio.to_thread(_write, folders["upper"], name, data.upper())
-        await asyncio.to_thread(_write, folders["done_a"], key + ".yaml", DONE_MARKER)
+            data = await asyncio.to_thread(read_file, path)
+            await asyncio.to_thread(replace_file, folders["upper"], name, data.upper())
+        await asyncio.to_thread(replace_file, folders["done_a"], key + ".yaml", DONE_MARKER)
 
     async def stage_b(key: str) -> None:
         name = key + suffix
@@ -109,9 +98,9 @@ async def _files(root: Path, names: list[str], as_yaml: bool) -> float:
             value = await asyncio.to_thread(_read_yaml, path)
             await asyncio.to_thread(_write_yaml, folders["lengths"], name, len(value))
         else:
-            data = await asyncio.to_thread(_read, path)
-            await asyncio.to_thread(_write, folders["lengths"], name, str(len(data)).encode())
-        await asyncio.to_thread(_write, folders["done_b"], key + ".yaml", DONE_MARKER)
+            data = await asyncio.to_thread(read_file, path)
+            await asyncio.to_thread(replace_file, folders["lengths"], name, str(len(data)).encode())
+        await asyncio.to_thread(replace_file, folders["done_b"], key + ".yaml", DONE_MARKER)
 
     with Stopwatch() as watch:
         for folder in ("upper", "lengths", "done_a", "done_b"):
@@ -190,12 +179,12 @@ def _files_sync(root: Path, names: list[str]) -> float:
         for folder in ("upper", "lengths", "done_a", "done_b"):
             os.makedirs(folders[folder], exist_ok=True)
         for key in names:
-            data = _read(os.path.join(folders["input"], key))
-            _write(folders["upper"], key, data.upper())
+            data = read_file(os.path.join(folders["input"], key))
+            replace_file(folders["upper"], key, data.upper())
             _write_durably(folders["done_a"], key + ".yaml", DONE_MARKER)
         for key in names:
-            data = _read(os.path.join(folders["upper"], key))
-            _write(folders["lengths"], key, str(len(data)).encode())
+            data = read_file(os.path.join(folders["upper"], key))
+            replace_file(folders["lengths"], key, str(len(data)).encode())
             _write_durably(folders["done_b"], key + ".yaml", DONE_MARKER)
     if len(os.listdir(folders["done_b"])) != len(names):
         raise RuntimeError("the synchronous filesystem floor missed keys")

@@ -20,6 +20,8 @@ from benchmarks._common import (
     Stopwatch,
     keys,
     peak_rss_mib,
+    read_file,
+    replace_file,
     scratch,
     value_of,
     write_inputs,
@@ -32,18 +34,6 @@ THREADS = min(32, (os.cpu_count() or 1) + 4)
 def _dask() -> Any:
     """Return the ``dask`` module (imported late: it is optional)."""
     return importlib.import_module("dask")
-
-
-def _write(folder: str, name: str, data: bytes) -> None:
-    temp = os.path.join(folder, f".{name}.tmp")
-    with open(temp, "wb") as file:
-        file.write(data)
-    os.replace(temp, os.path.join(folder, name))
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
 
 
 def _memory(names: list[str]) -> float:
@@ -78,15 +68,15 @@ def _files(root: Path, names: list[str]) -> float:
     write_inputs(root / "input", names, as_yaml=False)
 
     def stage_a(key: str) -> str:
-        data = _read(os.path.join(folders["input"], key))
-        _write(folders["upper"], key, data.upper())
-        _write(folders["done_a"], key + ".yaml", DONE_MARKER)
+        data = read_file(os.path.join(folders["input"], key))
+        replace_file(folders["upper"], key, data.upper())
+        replace_file(folders["done_a"], key + ".yaml", DONE_MARKER)
         return key
 
     def stage_b(key: str) -> None:
-        data = _read(os.path.join(folders["upper"], key))
-        _write(folders["lengths"], key, str(len(data)).encode())
-        _write(folders["done_b"], key + ".yaml", DONE_MARKER)
+        data = read_file(os.path.join(folders["upper"], key))
+        replace_file(folders["lengths"], key, str(len(data)).encode())
+        replace_file(folders["done_b"], key + ".yaml", DONE_MARKER)
 
     with Stopwatch() as watch:
         for folder in ("upper", "lengths", "done_a", "done_b"):
@@ -95,7 +85,7 @@ def _files(root: Path, names: list[str]) -> float:
         dask.compute(*work, scheduler="threads", num_workers=THREADS)
     sample = names[len(names) // 2]
     if len(os.listdir(folders["done_b"])) != len(names) or int(
-        _read(os.path.join(folders["lengths"], sample))
+        read_file(os.path.join(folders["lengths"], sample))
     ) != len(value_of(sample)):
         raise RuntimeError("W1 with Dask on files missed keys")
     return watch.seconds
