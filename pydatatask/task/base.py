@@ -57,21 +57,22 @@ def timestamp(epoch: float) -> str:
     """Format a Unix time as an ISO 8601 UTC string, the form done records use."""
     second = int(epoch)
     milliseconds = min(999, int((epoch - second) * 1000))
-    moment = (second, milliseconds)
-    if moment == _last_millisecond[0]:
-        return str(_last_millisecond[1])
-    if second != _last_second[0]:
+    last_moment, last_text = _last_millisecond[0]
+    if last_moment == (second, milliseconds):
+        return last_text
+    last_second, prefix = _last_second[0]
+    if second != last_second:
         prefix = datetime.fromtimestamp(second, UTC).isoformat()[: -len("+00:00")]
-        _last_second[:] = [second, prefix]
-    text = f"{_last_second[1]}.{milliseconds:03d}+00:00"
-    _last_millisecond[:] = [moment, text]
+        _last_second[0] = (second, prefix)
+    text = f"{prefix}.{milliseconds:03d}+00:00"
+    _last_millisecond[0] = ((second, milliseconds), text)
     return text
 
 
 # The formatted date and time of the last whole second and of the last millisecond seen:
-# many jobs start and end within the same ones.
-_last_second: list[Any] = [None, ""]
-_last_millisecond: list[Any] = [None, ""]
+# many jobs start and end within the same ones. Each is one tuple, replaced whole.
+_last_second: list[tuple[int, str]] = [(-(10**18), "")]  # a second no clock gives
+_last_millisecond: list[tuple[tuple[int, int], str]] = [((-(10**18), 0), "")]
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
