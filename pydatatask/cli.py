@@ -163,6 +163,8 @@ NAMED_FAILURES = 5
 
 def _report_line(report: RunReport) -> str:
     text = f"launched {report.launched} jobs: {report.succeeded} succeeded, {report.failed} failed"
+    if report.handed_over:
+        text += f", {report.handed_over} left to another controller (this one's lease expired)"
     return text + (" (stopped at the timeout)" if report.timed_out else "")
 
 

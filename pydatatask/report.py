@@ -16,6 +16,8 @@ class TaskCounters:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    handed_over: int = 0
+    """Jobs this controller stopped following because its lease on them expired."""
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -42,11 +44,15 @@ class RunReport:
     """The jobs that failed for good during this run, with their errors."""
     unreadable: tuple[Failure, ...] = ()
     """The done records found unreadable; their jobs were left alone."""
+    handed_over: int = 0
+    """Jobs launched here and left to another controller, as this one's lease on them
+    expired (with leases only); they are neither succeeded nor failed here."""
 
     def as_json(self) -> dict[str, object]:
         """Return the report as plain values: what ``run --json`` prints.
 
-        ``launched``, ``succeeded``, ``failed`` and ``timed_out``; ``failed_jobs`` and
+        ``launched``, ``succeeded``, ``failed``, ``handed_over`` and ``timed_out``;
+        ``failed_jobs`` and
         ``unreadable_jobs`` as ``[task, job]`` pairs; ``errors`` as
         ``{"task job": error}``.
         """
@@ -54,6 +60,7 @@ class RunReport:
             "launched": self.launched,
             "succeeded": self.succeeded,
             "failed": self.failed,
+            "handed_over": self.handed_over,
             "timed_out": self.timed_out,
             "failed_jobs": [[item.task, item.job] for item in self.failures],
             "unreadable_jobs": [[item.task, item.job] for item in self.unreadable],

@@ -500,6 +500,8 @@ class Scheduler:
             lost = (name, job) in self._lost
             self._lost.discard((name, job))
             self.states[name].move(job, _HELD if lost else None)
+            if lost:
+                self.counters[name].handed_over += 1
         self.wakeup.set()  # one job fewer runs: a waiting run() looks again
 
     def _leases_lost(self) -> None:
@@ -623,7 +625,9 @@ class Scheduler:
         states = self.states[name]
         counters = self.counters[name]
         if isinstance(ended, Held):
-            if not ended.lost:
+            if ended.lost:
+                counters.handed_over += 1
+            else:
                 counters.launched -= 1  # it never started here
             if ended.finished:  # its record is read with the others' outcomes
                 states.move(job, _HELD)
@@ -785,25 +789,27 @@ class Scheduler:
         if self.presence is not None:
             await self.presence.withdraw()
 
-    def totals(self) -> tuple[int, int, int, int]:
-        """Return the jobs launched, succeeded and failed so far, and the failures listed."""
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """Return the jobs launched, succeeded, failed, handed over, and failures listed."""
         counters = self.counters.values()
         return (
             sum(item.launched for item in counters),
             sum(item.succeeded for item in counters),
             sum(item.failed for item in counters),
+            sum(item.handed_over for item in counters),
             len(self.failures),
         )
 
-    def report_since(self, before: tuple[int, int, int, int], timed_out: bool) -> RunReport:
+    def report_since(self, before: tuple[int, int, int, int, int], timed_out: bool) -> RunReport:
         """Return what happened since :meth:`totals` returned ``before``."""
-        launched, succeeded, failed, _ = self.totals()
+        launched, succeeded, failed, handed_over, _ = self.totals()
         return RunReport(
             launched=launched - before[0],
             succeeded=succeeded - before[1],
             failed=failed - before[2],
+            handed_over=handed_over - before[3],
             timed_out=timed_out,
-            failures=tuple(self.failures[before[3] :]),
+            failures=tuple(self.failures[before[4] :]),
             unreadable=tuple(
                 Failure(name, job, states.note(job) or "unreadable")
                 for name, states in self.states.items()

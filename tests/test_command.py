@@ -140,6 +140,7 @@ EMPTY_RUN = {
     "launched": 0,
     "succeeded": 0,
     "failed": 0,
+    "handed_over": 0,
     "failed_jobs": [],
     "errors": {},
     "timed_out": False,

@@ -142,6 +142,7 @@ def test_run_json_is_what_another_orchestrator_reads(tmp_path: Path) -> None:
         "launched": 0,
         "succeeded": 0,
         "failed": 0,
+        "handed_over": 0,
         "timed_out": False,
         "failed_jobs": [],
         "unreadable_jobs": [],

@@ -296,9 +296,10 @@ def check_no_late_records(base: Path, env: dict[str, str]) -> None:
         assert all(len(files) == 4 for files in snapshot.values())
     finally:
         sleeper.send_signal(signal.SIGCONT)
-    code, _, err = _finish(sleeper)
+    code, out, err = _finish(sleeper)
     assert code == 0, err
     assert "leases expired" in err, err
+    assert "left to another controller (this one's lease expired)" in out + err, out
     for task, files in snapshot.items():
         now = {path.name: path.read_bytes() for path in (base / f"done_{task}").glob("*.yaml")}
         assert now == files, f"the stopped controller rewrote {task}'s records"
