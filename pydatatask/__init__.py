@@ -28,6 +28,7 @@ from pydatatask.errors import (
     ProcessExitError,
     PydatataskError,
     QuotaExceededError,
+    UnstorableValueError,
 )
 from pydatatask.executor.local import LocalLinuxManager
 from pydatatask.link import Link
@@ -145,6 +146,7 @@ _PUBLIC: dict[str, str] = {
     "SlurmManager": "pydatatask.executor.slurm",
     "SlurmTask": "pydatatask.task.slurm",
     "Task": "pydatatask.task.base",
+    "UnstorableValueError": "pydatatask.errors",
     "ValueTask": "pydatatask.task.values",
     "YamlMetadataFileRepository": "pydatatask.repository.filesystem",
     "YamlMetadataS3Repository": "pydatatask.repository.s3",

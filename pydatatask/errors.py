@@ -7,7 +7,9 @@ Each error also inherits the builtin exception a caller would naturally catch, s
     ├── JobNotFoundError          (KeyError)      a job id is not in a repository
     ├── InvalidJobIdError         (ValueError)    a job id breaks the id rules
     ├── CodecError                (ValueError)    a value could not be encoded for storage,
-    │                                             or stored data could not be decoded
+    │   │                                         or stored data could not be decoded
+    │   └── UnstorableValueError  (TypeError)     a metadata repository's format (YAML,
+    │                                             BSON) cannot hold a value
     ├── ConfigurationError        (ValueError)    a pipeline, task or link is set up wrongly
     │   ├── PipelineValidationError               the pipeline graph is not runnable
     │   ├── QuotaExceededError                    a job needs more than a whole quota
@@ -44,6 +46,7 @@ __all__ = [
     "ProcessExitError",
     "PydatataskError",
     "QuotaExceededError",
+    "UnstorableValueError",
 ]
 
 
@@ -88,6 +91,14 @@ class CodecError(PydatataskError, ValueError):
 
     def __reduce__(self) -> tuple[type[CodecError], tuple[str, str, str]]:
         return (type(self), (str(self), self.job, self.codec))
+
+
+class UnstorableValueError(CodecError, TypeError):
+    """A metadata repository's format (``yaml``, ``bson``) cannot hold a value.
+
+    Nothing is stored: the job keeps its previous value. It is also the
+    :class:`TypeError` these repositories raised before it existed.
+    """
 
 
 class ConfigurationError(PydatataskError, ValueError):

@@ -24,6 +24,7 @@ from pydatatask import (
     JobNotFoundError,
     MissingDependencyError,
     RelatedItemRepository,
+    UnstorableValueError,
     YamlMetadataFileRepository,
 )
 from pydatatask.codecs import BUILTIN_CODECS, EXTENSION_CODECS, Codec, codec_for
@@ -496,8 +497,10 @@ async def test_yaml_file_repository_loads_its_objects(tmp_path: Path) -> None:
     await repo.save("job", {"a": [1, 2], "text": "two\nlines\n"})
     assert await repo.load("job") == {"a": [1, 2], "text": "two\nlines\n"}
     assert await repo.info("job") == await repo.load("job")
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as caught:
         await repo.save("job", {"a": object()})
+    assert isinstance(caught.value, UnstorableValueError)
+    assert (caught.value.job, caught.value.codec) == ("job", "yaml")
     assert await repo.load("job") == {"a": [1, 2], "text": "two\nlines\n"}
     assert sorted(os.listdir(tmp_path)) == ["job.yaml"]
 

@@ -33,6 +33,7 @@ from pydatatask import (
     ConfigurationError,
     JobNotFoundError,
     LifecycleError,
+    UnstorableValueError,
 )
 from pydatatask.repository import mongodb
 from pydatatask.repository.mongodb import MAX_DOCUMENT_SIZE, MongoMetadataRepository
@@ -242,8 +243,10 @@ async def test_unencodable_value_is_a_type_error_and_keeps_old_value(
 ) -> None:
     repo = MongoMetadataRepository(mongo.collection)
     await repo.dump("job", "old")
-    with pytest.raises(TypeError, match="'job'"):
+    with pytest.raises(TypeError, match="'job'") as caught:
         await repo.dump("job", value)
+    assert isinstance(caught.value, UnstorableValueError)
+    assert (caught.value.job, caught.value.codec) == ("job", "bson")
     assert await repo.info("job") == "old"
 
 

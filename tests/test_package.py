@@ -77,6 +77,7 @@ EXPECTED_PUBLIC_NAMES = {
     "ConfigurationError",
     "PipelineValidationError",
     "QuotaExceededError",
+    "UnstorableValueError",
     "LifecycleError",
     "MissingDependencyError",
     "BackendError",

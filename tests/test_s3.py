@@ -24,6 +24,7 @@ from pydatatask import (
     ConfigurationError,
     LifecycleError,
     MissingDependencyError,
+    UnstorableValueError,
 )
 from pydatatask.repository.s3 import (
     MIN_PART_SIZE,
@@ -525,6 +526,12 @@ async def test_yaml_repository_is_also_a_blob_repository(
         )
         with pytest.raises(BackendError, match="not valid YAML"):
             await repo.info("bad")
+        for write in (repo.dump, repo.create, repo.save):
+            with pytest.raises(UnstorableValueError, match="'job'") as caught:
+                await write("job", {"object": object()})
+            assert (caught.value.job, caught.value.codec) == ("job", "yaml")
+            assert isinstance(caught.value, TypeError)
+        assert await repo.info("job") == {"name": "ünïcode", "values": [1, 2]}
 
 
 # --- atomic create ------------------------------------------------------------------------

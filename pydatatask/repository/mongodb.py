@@ -30,6 +30,7 @@ from pydatatask.errors import (
     BackendUnavailableError,
     ConfigurationError,
     JobNotFoundError,
+    UnstorableValueError,
 )
 from pydatatask.repository.base import MetadataRepository, value_token
 
@@ -95,7 +96,8 @@ class MongoMetadataRepository(MetadataRepository):
 
     Documents whose ``_id`` is not a string, or not a valid job id, are not listed.
 
-    :raises TypeError: from ``dump`` when the value cannot be encoded as BSON.
+    :raises UnstorableValueError: from ``dump`` when the value cannot be encoded as BSON
+        (a :class:`TypeError`).
     :raises BackendError: when the value's document would exceed
         :data:`MAX_DOCUMENT_SIZE`, or when the server rejects an operation.
     :raises BackendUnavailableError: when the server cannot be reached in time.
@@ -165,8 +167,11 @@ class MongoMetadataRepository(MetadataRepository):
                     f"MongoDB: {exc}"
                 ) from exc
             if isinstance(exc, bson_errors.InvalidDocument):
-                raise TypeError(
-                    f"{where}: cannot {action}{subject}: the value cannot be encoded as BSON: {exc}"
+                raise UnstorableValueError(
+                    f"{where}: cannot {action}{subject}: "
+                    f"the value cannot be encoded as BSON: {exc}",
+                    job or "",
+                    "bson",
                 ) from exc
             if isinstance(exc, pymongo_errors.ConnectionFailure) or getattr(exc, "timeout", False):
                 raise BackendUnavailableError(
@@ -304,9 +309,11 @@ class MongoMetadataRepository(MetadataRepository):
         try:
             data = bson.encode({"_id": job, _VALUE: value}, codec_options=options)
         except (bson_errors.InvalidDocument, OverflowError) as exc:
-            raise TypeError(
+            raise UnstorableValueError(
                 f"{self!r}: cannot store the {type(value).__name__} value of job {job!r}: "
-                f"it cannot be encoded as BSON: {exc}"
+                f"it cannot be encoded as BSON: {exc}",
+                job,
+                "bson",
             ) from exc
         if len(data) > MAX_DOCUMENT_SIZE:
             raise BackendError(

@@ -41,6 +41,7 @@ from pydatatask.errors import (
     BackendUnavailableError,
     ConfigurationError,
     JobNotFoundError,
+    UnstorableValueError,
 )
 from pydatatask.repository.base import BlobRepository, MetadataRepository
 from pydatatask.streams import ByteReader, ByteWriter
@@ -673,8 +674,19 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
                 f"s3://{self.bucket}/{self._key(job)} is not valid YAML: {exc}"
             ) from exc
 
+    def _yaml_of(self, job: str, value: Any) -> str:
+        try:
+            return yamltext.dump(value)
+        except yamltext.YamlError as exc:
+            raise UnstorableValueError(
+                f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
+                f"as YAML: {exc}",
+                job,
+                "yaml",
+            ) from exc
+
     async def _dump(self, job: str, value: Any) -> None:
-        body = yamltext.dump(value)
+        body = self._yaml_of(job, value)
         client = self._client()
         key = self._key(job)
         with self._errors(client, f"writing {key!r}"):
@@ -683,7 +695,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
             )
 
     async def _create(self, job: str, value: Any) -> bool:
-        body = yamltext.dump(value)
+        body = self._yaml_of(job, value)
         errors = _botocore_errors()
         client = self._client()
         key = self._key(job)

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from pydatatask import yamltext
 from pydatatask.codecs import Codec, codec_for
-from pydatatask.errors import BackendError, JobNotFoundError
+from pydatatask.errors import BackendError, JobNotFoundError, UnstorableValueError
 from pydatatask.repository.base import BlobRepository, MetadataRepository
 from pydatatask.repository.filesystem.folder import (
     PARSE_BATCH,
@@ -335,7 +335,8 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     filesystem that supports hard links): the value is written to a temporary file that
     is then hard-linked to the job's name, which fails when the name exists.
 
-    ``dump`` of a value YAML cannot represent raises :class:`TypeError` naming the job,
+    ``dump`` of a value YAML cannot represent raises
+    :class:`~pydatatask.UnstorableValueError` (a :class:`TypeError`) naming the job,
     and the previous value stays. ``info`` of a file that is not valid YAML raises
     :class:`~pydatatask.errors.BackendError` naming the job and the file: the stored data
     is corrupt, which is a failure of the storage rather than of the caller.
@@ -368,7 +369,8 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     async def save(self, job: str, value: Any) -> None:
         """Store ``value`` durably and atomically, as ``dump`` does.
 
-        :raises TypeError: for a value YAML cannot represent; the previous value stays.
+        :raises UnstorableValueError: for a value YAML cannot represent; the previous
+            value stays.
         """
         await MetadataRepository.save(self, job, value)
 
@@ -420,9 +422,11 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
         try:
             text = yamltext.dump(value)
         except yamltext.YamlError as exc:
-            raise TypeError(
+            raise UnstorableValueError(
                 f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
-                f"as YAML: {exc}"
+                f"as YAML: {exc}",
+                job,
+                "yaml",
             ) from exc
         return self._write_sync(job, text.encode("utf-8"), exclusive)
 
