@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -188,24 +188,27 @@ def _wait_for(condition: Callable[[], bool], what: str) -> None:
         pytest.param("mongo", marks=pytest.mark.backend),
     ]
 )
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yield a lease store's name and the settings the pipeline script needs for it."""
-    if request.param == "files":
-        yield "files", {}
-    elif request.param == "s3":
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """Return a lease store's name and the settings the pipeline script needs for it."""
+    return request.param, store_settings(request, request.param)
+
+
+def store_settings(request: pytest.FixtureRequest, name: str) -> dict[str, str]:
+    """Return the settings the pipeline script needs for lease store ``name``, starting
+    its server (a session fixture) if it has one; a fresh bucket or database each time.
+    """
+    if name == "s3":
         server: S3Server = request.getfixturevalue("s3_server")
-        yield (
-            "s3",
-            {
-                "s3_endpoint": server.endpoint_url,
-                "s3_key": server.access_key,
-                "s3_secret": server.secret_key,
-                "s3_bucket": unique_bucket_name(),
-            },
-        )
-    else:
+        return {
+            "s3_endpoint": server.endpoint_url,
+            "s3_key": server.access_key,
+            "s3_secret": server.secret_key,
+            "s3_bucket": unique_bucket_name(),
+        }
+    if name == "mongo":
         mongo: MongoServer = request.getfixturevalue("mongo_server")
-        yield "mongo", {"mongo_uri": mongo.uri, "mongo_db": f"leases_{uuid.uuid4().hex[:12]}"}
+        return {"mongo_uri": mongo.uri, "mongo_db": f"leases_{uuid.uuid4().hex[:12]}"}
+    return {}
 
 
 @pytest.mark.parametrize("kind", ["function", "process"])

@@ -7,14 +7,10 @@ writes no late done record.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.servers.mongodb import MongoServer
-from tests.servers.s3 import S3Server, unique_bucket_name
 from tests.test_leases import (
     _effects,
     _environment,
@@ -24,28 +20,16 @@ from tests.test_leases import (
     _start,
     _wait_for,
     check_no_late_records,
+    store_settings,
 )
 
 pytestmark = pytest.mark.backend
 
 
 @pytest.fixture(params=["s3", "mongo"])
-def remote_store(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, str]]]:
-    """Yield a lease store on a server and the settings the pipeline script needs for it."""
-    if request.param == "s3":
-        server: S3Server = request.getfixturevalue("s3_server")
-        yield (
-            "s3",
-            {
-                "s3_endpoint": server.endpoint_url,
-                "s3_key": server.access_key,
-                "s3_secret": server.secret_key,
-                "s3_bucket": unique_bucket_name(),
-            },
-        )
-    else:
-        mongo: MongoServer = request.getfixturevalue("mongo_server")
-        yield "mongo", {"mongo_uri": mongo.uri, "mongo_db": f"leases_{uuid.uuid4().hex[:12]}"}
+def remote_store(request: pytest.FixtureRequest) -> tuple[str, dict[str, str]]:
+    """Return a lease store on a server and the settings the pipeline script needs for it."""
+    return request.param, store_settings(request, request.param)
 
 
 def test_the_survivors_finish_what_a_killed_controller_held(

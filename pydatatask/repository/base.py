@@ -32,8 +32,9 @@ from collections.abc import (
 )
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
+from pydatatask import yamltext
 from pydatatask.codecs import BUILTIN_CODECS, Codec, decode_value, encode_value
-from pydatatask.errors import InvalidJobIdError, JobNotFoundError
+from pydatatask.errors import InvalidJobIdError, JobNotFoundError, UnstorableValueError
 from pydatatask.streams import ByteReader, ByteWriter, OpenMode, TextReader, TextWriter
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ __all__ = [
     "drop_invalid",
     "leaves",
     "value_token",
+    "yaml_of",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,6 +111,22 @@ def all_plain(jobs: Set[Any], max_length: int = MAX_JOB_ID_LENGTH) -> bool:
         and _PLAIN_TEXT.fullmatch(joined) is not None
         and max(map(len, jobs)) <= min(max_length, MAX_JOB_ID_LENGTH)
     )
+
+
+def yaml_of(repo: Repository, job: str, value: Any) -> str:
+    """Return ``value`` as the YAML text a YAML metadata repository stores for ``job``.
+
+    :raises UnstorableValueError: for a value YAML cannot hold.
+    """
+    try:
+        return yamltext.dump(value)
+    except yamltext.YamlError as exc:
+        raise UnstorableValueError(
+            f"{repo!r}: cannot store the {type(value).__name__} value of job {job!r} "
+            f"as YAML: {exc}",
+            job,
+            "yaml",
+        ) from exc
 
 
 def leaves(repo: Repository) -> Iterator[Repository]:

@@ -41,9 +41,8 @@ from pydatatask.errors import (
     BackendUnavailableError,
     ConfigurationError,
     JobNotFoundError,
-    UnstorableValueError,
 )
-from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.repository.base import BlobRepository, MetadataRepository, yaml_of
 from pydatatask.streams import ByteReader, ByteWriter
 
 if TYPE_CHECKING:
@@ -674,19 +673,8 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
                 f"s3://{self.bucket}/{self._key(job)} is not valid YAML: {exc}"
             ) from exc
 
-    def _yaml_of(self, job: str, value: Any) -> str:
-        try:
-            return yamltext.dump(value)
-        except yamltext.YamlError as exc:
-            raise UnstorableValueError(
-                f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
-                f"as YAML: {exc}",
-                job,
-                "yaml",
-            ) from exc
-
     async def _dump(self, job: str, value: Any) -> None:
-        body = self._yaml_of(job, value)
+        body = yaml_of(self, job, value)
         client = self._client()
         key = self._key(job)
         with self._errors(client, f"writing {key!r}"):
@@ -695,7 +683,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
             )
 
     async def _create(self, job: str, value: Any) -> bool:
-        body = self._yaml_of(job, value)
+        body = yaml_of(self, job, value)
         errors = _botocore_errors()
         client = self._client()
         key = self._key(job)

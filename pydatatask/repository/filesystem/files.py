@@ -14,8 +14,8 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from pydatatask import yamltext
 from pydatatask.codecs import Codec, codec_for
-from pydatatask.errors import BackendError, JobNotFoundError, UnstorableValueError
-from pydatatask.repository.base import BlobRepository, MetadataRepository
+from pydatatask.errors import BackendError, JobNotFoundError
+from pydatatask.repository.base import BlobRepository, MetadataRepository, yaml_of
 from pydatatask.repository.filesystem.folder import (
     PARSE_BATCH,
     FolderRepository,
@@ -419,16 +419,7 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
         return result
 
     def _dump_sync(self, job: str, value: Any, exclusive: bool = False) -> bool:
-        try:
-            text = yamltext.dump(value)
-        except yamltext.YamlError as exc:
-            raise UnstorableValueError(
-                f"{self!r}: cannot store the {type(value).__name__} value of job {job!r} "
-                f"as YAML: {exc}",
-                job,
-                "yaml",
-            ) from exc
-        return self._write_sync(job, text.encode("utf-8"), exclusive)
+        return self._write_sync(job, yaml_of(self, job, value).encode("utf-8"), exclusive)
 
     async def _dump(self, job: str, value: Any) -> None:
         await self._small_io(self._dump_sync, job, value)
