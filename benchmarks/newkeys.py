@@ -1,16 +1,22 @@
 """New keys while K are done: how long ``run --forever`` takes to notice and finish them.
 
-One stage over a folder of N input files, all done (YAML done records) before the
-controller starts. With a poll interval of an hour, 100 new input files are written
+On files: one stage over a folder of N input files, all done (YAML done records) before
+the controller starts. With a poll interval of an hour, 100 new input files are written
 (each to a temporary name, then renamed); the figure is the time from the first write
 until all 100 done records exist. The lower bound is writing the 100 files and 100
 records in plain Python.
+
+In memory: the same stage over in-memory repositories holding K done keys; the 100 new
+values are dumped into the input repository, as code beside the controller would. The
+lower bound is plain asyncio: the 100 values put on a queue, and a worker taking each
+and storing its result and a record in dicts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,35 @@ def _write_new(base: Path, names: list[str]) -> None:
         temporary.rename(base / "books" / f"{name}.txt")
 
 
+async def _time_arrivals(
+    pipeline: pydatatask.Pipeline,
+    arrive: Callable[[], Awaitable[None]],
+    all_done: Callable[[], Awaitable[bool]],
+) -> tuple[float, bool]:
+    """Run ``pipeline`` forever; return the seconds from ``arrive()`` until ``all_done()``.
+
+    Also return whether the controller listed its repositories again meanwhile.
+    """
+    pipeline.poll_interval = 3600.0
+    async with pipeline:
+        running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
+        try:
+            while pipeline.scheduler.last_refresh is None:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)  # idle, as a controller between arrivals
+            listed_at = pipeline.scheduler.last_refresh
+            with Stopwatch() as noticed:
+                await arrive()
+                deadline = time.monotonic() + _WAIT
+                while not await all_done():
+                    assert time.monotonic() < deadline, "the new keys were not done"
+                    await asyncio.sleep(0.001)
+            return noticed.seconds, pipeline.scheduler.last_refresh != listed_at
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+
 async def _measure(count: int) -> dict[str, Any]:
     with scratch("newkeys") as base:
         _seed(base, keys(count))
@@ -55,26 +90,14 @@ async def _measure(count: int) -> dict[str, Any]:
         async def shout(book: str) -> str:
             return book.upper()
 
-        pipeline = pydatatask.Pipeline([shout])
-        pipeline.poll_interval = 3600.0
         new = [f"new{number:03d}" for number in range(NEW)]
-        async with pipeline:
-            running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
-            try:
-                while pipeline.scheduler.last_refresh is None:  # noqa: ASYNC110 - no event
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.5)  # idle, as a controller between arrivals
-                listed_at = pipeline.scheduler.last_refresh
-                with Stopwatch() as noticed:
-                    await asyncio.to_thread(_write_new, base, new)
-                    deadline = time.monotonic() + _WAIT
-                    while len(await shout.done.contains_many(new)) < NEW:
-                        assert time.monotonic() < deadline, "the new keys were not done"
-                        await asyncio.sleep(0.01)
-                listed_again = pipeline.scheduler.last_refresh != listed_at
-            finally:
-                running.cancel()
-                await asyncio.gather(running, return_exceptions=True)
+
+        async def all_done() -> bool:
+            return len(await shout.done.contains_many(new)) == NEW
+
+        seconds, listed_again = await _time_arrivals(
+            pydatatask.Pipeline([shout]), lambda: asyncio.to_thread(_write_new, base, new), all_done
+        )
         with scratch("newkeys-floor") as floor_base:
             (floor_base / "books").mkdir()
             (floor_base / "done").mkdir()
@@ -83,17 +106,75 @@ async def _measure(count: int) -> dict[str, Any]:
                 for name in new:
                     (floor_base / "done" / f"{name}.yaml").write_text("success: true\n")
     return {
+        "where": "files",
         "done": count,
         "new": NEW,
-        "seconds": noticed.seconds,
+        "seconds": seconds,
         "floor_seconds": floor.seconds,
         "listed_again": listed_again,
         "peak_rss_mib": peak_rss_mib(),
     }
 
 
-def main(count: int) -> dict[str, Any]:
-    """Measure with ``count`` done keys (skipped without the ``watch`` extra)."""
+async def _measure_memory(count: int) -> dict[str, Any]:
+    names = keys(count)
+    books = pydatatask.InProcessMetadataRepository({name: value_of(name) for name in names})
+    shouts = pydatatask.InProcessMetadataRepository(
+        {name: value_of(name).upper() for name in names}
+    )
+    record = {"success": True, "attempt": 1}
+    done = pydatatask.InProcessMetadataRepository(dict.fromkeys(names, record))
+
+    @pydatatask.task(done=done, inputs={"book": books}, outputs={"shout": shouts})
+    async def shout(book: str) -> str:
+        return book.upper()
+
+    new = [f"new{number:03d}" for number in range(NEW)]
+
+    async def arrive() -> None:
+        for name in new:
+            await books.dump(name, value_of(name))
+
+    async def all_done() -> bool:
+        return done.data.keys() >= set(new)
+
+    seconds, listed_again = await _time_arrivals(pydatatask.Pipeline([shout]), arrive, all_done)
+    return {
+        "where": "memory",
+        "done": count,
+        "new": NEW,
+        "seconds": seconds,
+        "floor_seconds": await _memory_floor(new),
+        "listed_again": listed_again,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+async def _memory_floor(new: list[str]) -> float:
+    arrivals: asyncio.Queue[str] = asyncio.Queue()
+    results: dict[str, str] = {}
+    records: dict[str, dict[str, Any]] = {}
+
+    async def worker() -> None:
+        while True:
+            name = await arrivals.get()
+            results[name] = value_of(name).upper()
+            records[name] = {"success": True, "attempt": 1}
+            arrivals.task_done()
+
+    consumer = asyncio.create_task(worker())
+    with Stopwatch() as floor:
+        for name in new:
+            arrivals.put_nowait(name)
+        await arrivals.join()
+    consumer.cancel()
+    return floor.seconds
+
+
+def main(where: str, count: int) -> dict[str, Any]:
+    """Measure with ``count`` done keys: ``files`` (needs the ``watch`` extra) or ``memory``."""
+    if where == "memory":
+        return asyncio.run(_measure_memory(count))
     if not watching_available():
         return {"skipped": "watchfiles is not installed (the 'watch' extra)"}
     return asyncio.run(_measure(count))

@@ -79,6 +79,7 @@ ORDER = [
     "stale-memory",
     "stale-files",
     "newkeys",
+    "newkeys-memory",
 ]
 GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
@@ -97,7 +98,7 @@ GROUPS: dict[str, list[str]] = {
     "import": ["import"],
     "web": ["web-pages", "web-w1"],
     "stale": ["stale-memory", "stale-files"],
-    "newkeys": ["newkeys"],
+    "newkeys": ["newkeys", "newkeys-memory"],
 }
 """What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
 
@@ -143,10 +144,10 @@ def _worker(kind: str, count: int) -> dict[str, Any]:
         from benchmarks import stale
 
         return stale.main(kind.removeprefix("stale-"), count)
-    if kind == "newkeys":
+    if kind.startswith("newkeys"):
         from benchmarks import newkeys
 
-        return newkeys.main(count)
+        return newkeys.main("memory" if kind == "newkeys-memory" else "files", count)
     raise ValueError(f"unknown workload {kind!r}")
 
 
@@ -256,6 +257,9 @@ def _measure_fixed(kind: str, sizes: Sizes, results: dict[str, Any], rows: list[
         framework = _spawn(kind, sizes.memory_1m)
         results[kind] = {"pydatatask": framework, "lower_bound": lower}
         rows.extend(memory_1m_rows(framework, lower))
+    elif kind == "newkeys-memory":
+        results[kind] = _spawn(kind, sizes.memory_1m)
+        rows.extend(newkeys_rows(results[kind]))
     elif kind == "noop-curve":
         curve = {
             "memory": [_spawn("noop-memory", count) for count in sizes.noop_memory],
@@ -297,7 +301,7 @@ def measure_all(
         "newkeys": newkeys_rows,
     }
     for kind in kinds:
-        if kind in ("w1-memory-1m", "noop-curve", "peers"):
+        if kind in ("w1-memory-1m", "noop-curve", "peers", "newkeys-memory"):
             _measure_fixed(kind, sizes, results, rows)
             continue
         if kind == "w1-files-tmpfs":

@@ -31,9 +31,9 @@ async def run(
     :param pipeline: an open pipeline.
     :param forever: keep going when idle, re-reading repositories every
         ``pipeline.poll_interval`` seconds to pick up changes made from outside, and
-        when the next occurrence of a schedule falls due. Local folders are also
-        watched, so what lands in them is taken in at once (see
-        :mod:`pydatatask.watching`). A pipeline whose only inputs
+        when the next occurrence of a schedule falls due. Local folders, MongoDB
+        collections and in-memory repositories are also followed, so what lands in
+        them is taken in at once (see :mod:`pydatatask.watching`). A pipeline whose only inputs
         from outside are schedules sleeps until the next occurrence.
     :param launch_once: launch only in the first round, then wait for those jobs.
     :param timeout: stop after this many seconds; jobs still running are cancelled and
@@ -42,9 +42,9 @@ async def run(
         then what they make stale downstream; without it, a stale job is left as it is.
     """
     scheduler: Scheduler = pipeline.scheduler
-    if forever:
-        scheduler.start_watching()  # new inputs are noticed as they come, not at the next listing
     try:
+        if forever:
+            await scheduler.start_watching()  # new inputs are noticed as they come, not listed
         return await _run(pipeline, scheduler, forever, launch_once, timeout, rerun_stale)
     finally:
         scheduler.survivors.thaw()

@@ -62,6 +62,8 @@ __all__ = ["Scheduler"]
 logger = logging.getLogger(__name__)
 
 _OUTCOME_LOOKUP_CONCURRENCY = 64
+LISTEN_WAIT = 10.0
+"""Seconds a controller that runs forever waits for its followers of changes to listen."""
 
 # Looking a member up on its Enum class costs tens of nanoseconds on Python 3.11; the
 # per-job paths read these module names instead.
@@ -109,6 +111,8 @@ class Scheduler:
         self._noticed: dict[int, set[str]] = {}
         self._watches: list[asyncio.Task[None]] = []
         self._stop_watching = asyncio.Event()
+        self._listing_due = False
+        """A follower began to listen after a listing: list again, for what came between."""
         self.facts = CachedFacts(self)
         self._impossible: list[tuple[str, str, QuotaExceededError]] = []
         self._waiters: dict[tuple[str, str], asyncio.Future[Ended]] = {}
@@ -159,6 +163,7 @@ class Scheduler:
         due = self.next_occurrence_at is not None and now >= self.next_occurrence_at
         if (
             due
+            or self._listing_due
             or self.last_refresh is None
             or now - self.last_refresh >= self.pipeline.poll_interval
         ):
@@ -228,6 +233,7 @@ class Scheduler:
     async def _refresh(self) -> None:
         self.survivors.thaw()  # what the last listing held may be garbage now
         first = self.last_refresh is None
+        self._listing_due = False
         self._noticed.clear()  # the listing sees those changes, and any made before it
         keys = list(self.watchers)
         listed = await asyncio.gather(*(self.repos[key].ids() for key in keys))
@@ -702,18 +708,25 @@ class Scheduler:
 
     # ------------------------------------------------------------- watching
 
-    def start_watching(self) -> int:
+    async def start_watching(self) -> int:
         """Follow the repositories that notify of changes; return how many are followed.
 
         Between full listings, the ids they name are checked and taken in at the next
-        round, which a notification starts (see :mod:`pydatatask.watching`).
+        round, which a notification starts (see :mod:`pydatatask.watching`). It waits
+        (at most :data:`LISTEN_WAIT` seconds) until every follower listens, so that a
+        listing after it misses nothing that comes between the two.
         """
         if not self._watches:
             self._stop_watching.clear()
+            listening: list[asyncio.Future[None]] = []
             for key, repo in self.repos.items():
                 follow = changes_of(repo)
                 if follow is not None:
-                    self._watches.append(asyncio.create_task(self._follow(key, follow)))
+                    ready = asyncio.get_running_loop().create_future()
+                    listening.append(ready)
+                    self._watches.append(asyncio.create_task(self._follow(key, follow, ready)))
+            if listening:
+                await asyncio.wait(listening, timeout=LISTEN_WAIT)
         return len(self._watches)
 
     async def stop_watching(self) -> None:
@@ -724,17 +737,26 @@ class Scheduler:
             watch.cancel()
         await asyncio.gather(*watches, return_exceptions=True)
 
-    async def _follow(self, key: int, follow: Changes) -> None:
+    async def _follow(self, key: int, follow: Changes, ready: asyncio.Future[None]) -> None:
         try:
             async for jobs in follow(self._stop_watching):
-                self._noticed.setdefault(key, set()).update(jobs)
-                self.wakeup.set()
+                if not ready.done():  # it listens from now on
+                    ready.set_result(None)
+                    if self.last_refresh is not None:  # listed before: what came between?
+                        self._listing_due = True
+                        self.wakeup.set()
+                if jobs:
+                    self._noticed.setdefault(key, set()).update(jobs)
+                    self.wakeup.set()
         except Exception as exc:  # noqa: BLE001 - watching only saves listings
             logger.warning(
                 "stopped watching %r (%s); its changes are seen at the next full listing",
                 self.repos[key],
                 exc,
             )
+        finally:
+            if not ready.done():
+                ready.set_result(None)
 
     async def _take_noticed(self) -> None:
         """Check the ids notifications named, and look again at the jobs they concern."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 pymongo = pytest.importorskip("pymongo")
 
 import pydatatask as pdt  # noqa: E402
-from tests.servers.mongodb import MongoServer  # noqa: E402
+from tests.servers.mongodb import MongoServer, collections  # noqa: E402
 
 pytestmark = [
     pytest.mark.backend,
@@ -21,20 +20,8 @@ pytestmark = [
 
 
 def build(uri: str, database: str) -> tuple[pdt.Pipeline, dict[str, Any]]:
-    session = pdt.Session()
-
-    @session.resource
-    async def db() -> AsyncIterator[Any]:
-        client = pymongo.AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
-        try:
-            yield client[database]
-        finally:
-            await client.close()
-
-    def collection(name: str) -> pdt.MongoMetadataRepository:
-        return pdt.MongoMetadataRepository(lambda: db()[name])
-
-    repos = {name: collection(name) for name in ("samples", "scaled", "summary", "d1", "d2")}
+    names = ("samples", "scaled", "summary", "d1", "d2")
+    session, repos = collections(uri, database, names)
 
     @pdt.InProcessSyncTask("scale", repos["d1"])
     async def scale(job: str, samples: Any, scaled: Any) -> None:

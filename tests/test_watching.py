@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import pydatatask
 from pydatatask.watching import watching_available
+from tests.forever import NEVER, PATIENCE, running_forever, until
 
 pytestmark = pytest.mark.skipif(not watching_available(), reason="needs the 'watch' extra")
-
-PATIENCE = 60.0  # seconds: generous, CI machines are busy
-NEVER = 3600.0  # a poll interval no test waits for
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + PATIENCE
-    while not condition():
-        assert time.monotonic() < deadline, f"waited {PATIENCE:g} s for {what}"
-        await asyncio.sleep(0.05)
 
 
 def _pipeline(base: Path) -> tuple[pydatatask.Pipeline, pydatatask.Task]:
@@ -56,20 +45,15 @@ async def test_new_files_are_taken_in_without_a_listing(tmp_path: Path) -> None:
     for number in range(50):
         (tmp_path / "books" / f"old{number}.txt").write_text(f"old book {number}")
     pipeline, _ = _pipeline(tmp_path)
-    async with pipeline:
-        running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
-        try:
-            await _until(lambda: len(_shouts(tmp_path)) == 50, "the first 50 jobs")
-            listed_at = pipeline.scheduler.last_refresh
-            for number in range(10):  # written as a user would: a temporary name, then rename
-                temporary = tmp_path / "books" / f".new{number}.tmp"
-                temporary.write_text(f"new book {number}")
-                temporary.rename(tmp_path / "books" / f"new{number}.txt")
-            await _until(lambda: len(_shouts(tmp_path)) == 60, "the 10 new jobs")
-            assert pipeline.scheduler.last_refresh == listed_at  # no full listing since
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+    async with pipeline, running_forever(pipeline):
+        await until(lambda: len(_shouts(tmp_path)) == 50, "the first 50 jobs")
+        listed_at = pipeline.scheduler.last_refresh
+        for number in range(10):  # written as a user would: a temporary name, then rename
+            temporary = tmp_path / "books" / f".new{number}.tmp"
+            temporary.write_text(f"new book {number}")
+            temporary.rename(tmp_path / "books" / f"new{number}.txt")
+        await until(lambda: len(_shouts(tmp_path)) == 60, "the 10 new jobs")
+        assert pipeline.scheduler.last_refresh == listed_at  # no full listing since
     assert (tmp_path / "shouts" / "new3.txt").read_text() == "NEW BOOK 3"
 
 
@@ -77,18 +61,11 @@ async def test_a_done_record_removed_from_outside_runs_the_job_again(tmp_path: P
     (tmp_path / "books").mkdir()
     (tmp_path / "books" / "a.txt").write_text("first")
     pipeline, shout = _pipeline(tmp_path)
-    async with pipeline:
-        running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
-        try:
-            await _until(lambda: (tmp_path / "done" / "a.yaml").exists(), "the job")
-            (tmp_path / "books" / "a.txt").write_text("second")
-            (tmp_path / "done" / "a.yaml").unlink()  # as `rm shout a` from another shell
-            await _until(
-                lambda: (tmp_path / "shouts" / "a.txt").read_text() == "SECOND", "the rerun"
-            )
-        finally:
-            running.cancel()
-            await asyncio.gather(running, return_exceptions=True)
+    async with pipeline, running_forever(pipeline):
+        await until(lambda: (tmp_path / "done" / "a.yaml").exists(), "the job")
+        (tmp_path / "books" / "a.txt").write_text("second")
+        (tmp_path / "done" / "a.yaml").unlink()  # as `rm shout a` from another shell
+        await until(lambda: (tmp_path / "shouts" / "a.txt").read_text() == "SECOND", "the rerun")
     record = await shout.done.info("a")
     assert record["success"] is True
 

@@ -364,6 +364,15 @@ class Repository(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} takes its tokens with tokens()")
 
+    def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]] | None:
+        """Return how to follow this repository's changes as they happen, or None.
+
+        The function returned yields sets of ids that *may* have been added, changed
+        or removed, until it is cancelled (see :mod:`pydatatask.watching`). None, the
+        default, means only a listing tells what changed.
+        """
+        return None
+
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for job in jobs:

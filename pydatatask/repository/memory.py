@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
 from pydatatask.codecs import Codec, codec_for
@@ -22,9 +23,47 @@ _ABSENT = object()
 
 
 class _DictRepository(Repository):
-    """Listing, membership, lookup and deletion over the dict ``self.data``."""
+    """Listing, membership, lookup and deletion over the dict ``self.data``.
+
+    Writes made through the repository are told to whoever follows its changes (a
+    controller running forever); changes made to ``data`` directly are seen only at
+    the next listing.
+    """
 
     data: dict[str, Any]
+    _listeners: list[Callable[[str], None]] | None = None
+    """Who follows this repository's changes; None while nobody does."""
+
+    def _changed(self, job: str) -> None:
+        """Tell the followers that ``job`` was written or deleted (callers check there are)."""
+        for heard in self._listeners or ():
+            heard(job)
+
+    def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]]:
+        return self._follow_changes
+
+    async def _follow_changes(self, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+        """Yield an empty set (it listens), then the ids written or deleted since the last yield."""
+        pending: set[str] = set()
+        arrived = asyncio.Event()
+
+        def heard(job: str) -> None:
+            pending.add(job)
+            arrived.set()
+
+        if self._listeners is None:
+            self._listeners = []
+        self._listeners.append(heard)
+        try:
+            yield set()
+            while not stop.is_set():
+                await arrived.wait()
+                arrived.clear()
+                jobs = set(pending)
+                pending.clear()
+                yield jobs
+        finally:
+            self._listeners.remove(heard)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} ({len(self.data)} items)>"
@@ -55,6 +94,8 @@ class _DictRepository(Repository):
 
     async def _delete(self, job: str) -> None:
         self.data.pop(job, None)
+        if self._listeners:
+            self._changed(job)
 
     async def _info(self, job: str) -> Any:
         try:
@@ -104,11 +145,15 @@ class InProcessMetadataRepository(_DictRepository, MetadataRepository):
 
     async def _dump(self, job: str, value: Any) -> None:
         self.data[job] = value
+        if self._listeners:
+            self._changed(job)
 
     async def _create(self, job: str, value: Any) -> bool:
         if job in self.data:
             return False
         self.data[job] = value
+        if self._listeners:
+            self._changed(job)
         return True
 
 
@@ -122,8 +167,11 @@ class _MemoryWriter(ByteWriter):
         self._chunks.append(data)
 
     async def _commit(self) -> None:
-        self._repository.data[self._job] = b"".join(self._chunks)
+        repository = self._repository
+        repository.data[self._job] = b"".join(self._chunks)
         self._chunks = []
+        if repository._listeners:
+            repository._changed(self._job)
 
     async def _discard(self) -> None:
         self._chunks = []

@@ -12,7 +12,7 @@ drivers:
   and reaches end of life on 14 May 2026; it keeps working here for existing code.
 
 Only the operations both drivers share are used: ``find``, ``find_one``,
-``insert_one``, ``replace_one``, ``delete_one`` and ``database.command``.
+``insert_one``, ``replace_one``, ``delete_one``, ``watch`` and ``database.command``.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ _VALUE = "value"
 _TOKEN_BATCH = 10_000
 """Jobs whose values are read to hash them in one query."""
 _BACKSTOP_GRACE = 5.0
+_CHANGE_FIELDS = [{"$project": {"operationType": 1, "documentKey": 1}}]
+"""A change stream sends only what names the document, never the document itself."""
+_STREAM_ENDINGS = frozenset({"drop", "rename", "dropDatabase", "invalidate"})
 
 
 class MongoMetadataRepository(MetadataRepository):
@@ -196,6 +199,35 @@ class MongoMetadataRepository(MetadataRepository):
                 await _maybe_await(cursor.close())
         if foreign:
             logger.warning("%r: skipped %d documents whose _id is not a string", self, foreign)
+
+    def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]]:
+        """Follow the collection's change stream (MongoDB needs a replica set for one)."""
+        return self._follow_changes
+
+    async def _follow_changes(self, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+        """Yield an empty set once the stream is open, then each changed document's id.
+
+        :raises BackendError: when the server gives no change stream (a standalone
+            MongoDB), or when the collection is dropped or renamed, which ends the stream.
+        """
+        collection = self.collection()
+        with self._translated(collection, "follow the changes"):
+            opened: Any = collection.watch(_CHANGE_FIELDS)
+            stream = await opened if inspect.isawaitable(opened) else opened
+            async with stream:  # open now with either driver
+                yield set()
+                async for change in stream:
+                    key = change.get("documentKey", {}).get("_id")
+                    if isinstance(key, str):
+                        yield {key}
+                    elif change.get("operationType") in _STREAM_ENDINGS:
+                        raise BackendError(
+                            f"{self!r}: its change stream ended with "
+                            f"{change['operationType']!r} (the collection or its database "
+                            "was dropped or renamed)"
+                        )
+                    if stop.is_set():
+                        return
 
     async def _contains(self, job: str) -> bool:
         collection = self._target()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
+import pydatatask
 from tests.servers.processes import find_command, free_loopback_port, running_server
 
 URI_VARIABLE = "PYDATATASK_TEST_MONGO_URI"
@@ -84,3 +86,25 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
         errors=(pymongo.errors.PyMongoError,),
     ):
         yield MongoServer(uri=uri, host="127.0.0.1", port=port, started_here=True)
+
+
+def collections(
+    uri: str, database: str, names: Iterable[str]
+) -> tuple[pydatatask.Session, dict[str, pydatatask.MongoMetadataRepository]]:
+    """Return a session with a client of ``database``, and a repository per collection name."""
+    import pymongo  # only the mongodb tests need it
+
+    session = pydatatask.Session()
+
+    @session.resource
+    async def db() -> AsyncIterator[Any]:
+        client: Any = pymongo.AsyncMongoClient(uri, serverSelectionTimeoutMS=5000)
+        try:
+            yield client[database]
+        finally:
+            await client.close()
+
+    def collection(name: str) -> pydatatask.MongoMetadataRepository:
+        return pydatatask.MongoMetadataRepository(lambda: db()[name])
+
+    return session, {name: collection(name) for name in names}
