@@ -713,7 +713,7 @@ class Scheduler:
 
         Between full listings, the ids they name are checked and taken in at the next
         round, which a notification starts (see :mod:`pydatatask.watching`). It waits
-        (at most :data:`LISTEN_WAIT` seconds) until every follower listens, so that a
+        (at most ``LISTEN_WAIT`` seconds) until every follower listens, so that a
         listing after it misses nothing that comes between the two.
         """
         if not self._watches:
