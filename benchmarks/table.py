@@ -55,7 +55,7 @@ W1_RATIO_TARGET = {"w1-memory": 1.0, "w1-files": 0.5, "w1-yaml": 0.5}
 RSS_TARGET_MIB = 300.0
 NO_OP_TARGET_S = 2.0
 CHAIN_TARGET_MS = 100.0
-IMPORT_TARGET_S = 0.2
+IMPORT_TARGET_S = 0.1
 IMPORT_RSS_TARGET_MIB = 40.0
 MEMORY_1M_N = 1_000_000
 """The size of W1 in memory at which its targets apply (the fixed N of ``memory-1m``)."""

@@ -268,13 +268,21 @@ class Scheduler:
         name = plan.task.name
         states = self.states[name]
         sets = sorted((self.ids[key] for key in plan.required), key=len)
-        candidates = set(sets[0]).intersection(*sets[1:]) if sets else set()
+        candidates: set[str] = set()
+        if sets:
+            # A record settles its job, unless a retry is due or the job is to rerun as
+            # stale. Set operations only, starting from the smallest set: with every job
+            # done (a re-run with nothing to do) this is one difference.
+            unsettled = self._due_retries(name)
+            if self.stale:
+                unsettled.update(self.stale.get(name, {}).keys())
+            candidates = sets[0] - self.ids[plan.done]
+            if unsettled:
+                candidates |= sets[0] & unsettled
+            for other in sets[1:]:
+                candidates &= other
         for key in plan.inhibits:
             candidates -= self.ids[key]
-        settled = self.ids[plan.done] - self._due_retries(name)
-        if self.stale:
-            settled -= self.stale.get(name, {}).keys()
-        candidates -= settled
         candidates -= states.jobs(_RUNNING)
         candidates -= states.jobs(_ENDING)
         for job in [job for job in states.jobs(_READY) if job not in candidates]:

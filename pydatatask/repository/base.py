@@ -146,8 +146,10 @@ def drop_invalid(
     Ids passed before are not checked again, and plain ones are checked all at once: a
     listing of a million ids costs a set difference and one match.
     """
-    checked = _CHECKED.get(pattern)
-    unchecked = ids - checked if checked is not None else set(ids)
+    checked = _CHECKED.get(pattern) or set()
+    # Most ids unseen (a first listing): check them all rather than copy most of them.
+    few_seen = len(checked) * 2 < len(ids)
+    unchecked = ids if few_seen else ids - checked  # only read below
     if not unchecked:
         return []
     refused: list[Any] = []
@@ -162,9 +164,13 @@ def drop_invalid(
             except InvalidJobIdError:
                 refused.append(job)
         ids.difference_update(refused)
-    if checked is None or len(checked) >= _CHECKED_LIMIT:
-        checked = _CHECKED[pattern] = set()
-    checked.update(passed)
+    if few_seen or len(checked) >= _CHECKED_LIMIT:
+        grown = set(passed)  # a copy of a set is far cheaper than as many additions
+        if len(checked) < _CHECKED_LIMIT:
+            grown |= checked
+        _CHECKED[pattern] = grown
+    else:
+        checked.update(passed)
     return refused
 
 
