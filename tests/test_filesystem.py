@@ -4,6 +4,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import shlex
 import stat
 import threading
@@ -663,3 +664,22 @@ async def test_invalid_stored_names_are_skipped_with_one_warning(
         assert await repo.ids() == {"good"}
         assert await repo.info_all() == {"good": str(folder / "good")}
     assert len([r for r in caplog.records if "skipped 2 entries" in r.getMessage()]) == 2
+
+
+class _NumberedFiles(FileRepository):
+    job_id_pattern = re.compile(r"[0-9]+")
+    job_id_rule = "it is not a number"
+
+
+@pytest.mark.parametrize("case_insensitive", [False, True])
+async def test_a_folder_listing_keeps_only_the_ids_its_pattern_allows(
+    tmp_path: Path, case_insensitive: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("1", "22", "notanumber", "x3"):
+        (tmp_path / name).write_text(name)
+    repo = _NumberedFiles(tmp_path, case_insensitive=case_insensitive)
+    with caplog.at_level(logging.WARNING):
+        assert await repo.ids() == {"1", "22"}
+    assert "'notanumber'" in caplog.text
+    assert set(await repo.info_all()) == {"1", "22"}
+    assert sorted([job async for job in repo]) == ["1", "22"]

@@ -273,6 +273,23 @@ class Repository(abc.ABC):
         """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`."""
         return check_job_id(job, self.job_id_pattern, self.job_id_rule)
 
+    def _keep_valid(self, found: set[str], common_rules: bool) -> set[str]:
+        """Drop from the listed ids ``found`` those this repository refuses; return ``found``.
+
+        One warning names the ids skipped.
+
+        :param common_rules: whether only :func:`check_job_id`'s rules apply to the
+            listed ids: they are then checked many at once, and ids seen valid before
+            are not checked again.
+        """
+        if common_rules:
+            refused = drop_invalid(found, self.job_id_pattern, self.job_id_rule)
+        else:  # a subclass's own rules: check every id
+            refused = [job for job in found if not self.is_valid_job_id(job)]
+            found.difference_update(refused)
+        self._warn_skipped(refused)
+        return found
+
     def is_valid_job_id(self, job: object) -> bool:
         """Whether this repository can hold ``job``."""
         try:

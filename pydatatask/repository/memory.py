@@ -12,7 +12,6 @@ from pydatatask.repository.base import (
     BlobRepository,
     MetadataRepository,
     Repository,
-    drop_invalid,
     value_token,
 )
 from pydatatask.streams import ByteReader, BytesReader, ByteWriter
@@ -77,14 +76,7 @@ class _DictRepository(Repository):
         return self._valid_ids()
 
     def _valid_ids(self) -> set[str]:
-        found = set(self.data)
-        if type(self).check_job_id is Repository.check_job_id:
-            refused = drop_invalid(found, self.job_id_pattern, self.job_id_rule)
-        else:  # a subclass's own rules: check every id
-            refused = [job for job in list(found) if not self.is_valid_job_id(job)]
-            found.difference_update(refused)
-        self._warn_skipped(refused)
-        return found
+        return self._keep_valid(set(self.data), type(self).check_job_id is Repository.check_job_id)
 
     async def _contains(self, job: str) -> bool:
         return job in self.data

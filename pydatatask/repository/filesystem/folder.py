@@ -417,8 +417,10 @@ class FolderRepository(Repository):
         """Return ``{id: name}`` for the valid ids, warning once about the others."""
         names = dict(reversed(found))  # the first name listed for an id wins
         room = MAX_NAME_BYTES - len(os.fsencode(self.extension))
-        if type(self).check_job_id is FolderRepository.check_job_id and all_plain(
-            names.keys(), room
+        if (
+            type(self).check_job_id is FolderRepository.check_job_id
+            and self.job_id_pattern is None
+            and all_plain(names.keys(), room)
         ):
             return names  # plain ids of listed names never start with "." and fit
         result: dict[str, str] = {}
@@ -436,9 +438,34 @@ class FolderRepository(Repository):
     async def _names(self) -> dict[str, str]:
         return self._valid_only(await asyncio.to_thread(self._scan_all))
 
+    def _scan_ids(self) -> set[str]:
+        """Return the ids in a case-sensitive folder, unchecked; run in a thread.
+
+        :meth:`_stem` and :meth:`_is_member_entry` written as one comprehension: a listing
+        of a large folder is mostly this loop.
+        """
+        entries = self._open_scan()
+        if entries is None:
+            return set()
+        extension, is_member = self.extension, self._is_member_entry
+        cut = len(extension)
+        with entries:
+            return {
+                name[: len(name) - cut]
+                for entry in entries
+                if not (name := entry.name).startswith(".")
+                and len(name) > cut
+                and name.endswith(extension)
+                and is_member(entry)
+            }
+
     async def ids(self) -> set[str]:
         """Return the set of valid ids present, listing the folder in one thread hop."""
-        return set(await self._names())
+        if self.case_insensitive:  # names that differ in case only are one id
+            return set(await self._names())
+        found = await asyncio.to_thread(self._scan_ids)
+        # A listed name fits in a file name, so only the common rules can refuse its id.
+        return self._keep_valid(found, type(self).check_job_id is FolderRepository.check_job_id)
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: path}`` for every job present, each path a ``str``."""
