@@ -76,6 +76,46 @@ async def test_documents_inserted_from_outside_are_run_without_a_listing(
         await outside.close()
 
 
+async def test_two_controllers_with_leases_run_each_inserted_document_once(
+    mongo_server: MongoServer,
+) -> None:
+    """Both controllers hear of every insert; the leases let only one of them run it."""
+    database = f"watch_{uuid.uuid4().hex[:10]}"
+    ran: list[str] = []
+
+    def controller() -> tuple[pydatatask.Pipeline, dict[str, Any]]:
+        names = ("readings", "scaled", "done", "claims")
+        session, repos = collections(mongo_server.uri, database, names)
+
+        @pydatatask.task(
+            done=repos["done"],
+            inputs={"reading": repos["readings"]},
+            outputs={"scaled": repos["scaled"]},
+        )
+        async def scale(job: str, reading: int) -> int:
+            ran.append(job)
+            await asyncio.sleep(0.01)  # long enough for the other controller to try too
+            return reading * 10
+
+        pipeline = pydatatask.Pipeline([scale], session, leases=repos["claims"], lease_seconds=3)
+        pipeline.poll_interval = NEVER
+        return pipeline, repos
+
+    (first, repos), (second, _) = controller(), controller()
+    async with first, second, running_forever(first), running_forever(second):
+        for number in range(30):
+            await repos["readings"].dump(f"r{number}", number)
+
+        async def all_scaled() -> bool:
+            return len(await repos["scaled"].ids()) == 30
+
+        await until(all_scaled, "the 30 inserted documents")
+        await until(lambda: not first.scheduler.has_work(), "the first controller to settle")
+        await until(lambda: not second.scheduler.has_work(), "the second controller to settle")
+        assert await repos["scaled"].info("r7") == 70
+    assert sorted(ran) == sorted(f"r{number}" for number in range(30))  # each exactly once
+
+
 async def _equals(repo: pydatatask.MetadataRepository, job: str, value: Any) -> bool:
     return job in await repo.ids() and await repo.info(job) == value
 
