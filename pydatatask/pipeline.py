@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from pydatatask.errors import ConfigurationError, LifecycleError, PipelineValidationError
+from pydatatask.plans import Layout
 from pydatatask.repository.base import Repository
 from pydatatask.scheduler import Scheduler
 from pydatatask.session import Session
@@ -91,6 +92,8 @@ class Pipeline:
         self.lease_seconds = lease_seconds
         self.edges = self._find_edges()
         self._scheduler: Scheduler | None = None
+        self._listed_on_open: dict[int, Repository] = {}
+        """The repositories whose validation at open left work to their first listing."""
 
     def _find_edges(self) -> list[Edge]:
         edges = []
@@ -160,12 +163,21 @@ class Pipeline:
         :raises PipelineValidationError: for a cycle.
         :raises ConfigurationError: for a task whose wiring is wrong.
         """
+        return await self._validate({})
+
+    async def _validate(self, listed_soon: dict[int, Repository]) -> list[str]:
+        """Validate; the repositories in ``listed_soon`` leave work to their next listing."""
         self.topological_order()
         repositories = _unique(
             [link.repo for task in self.tasks.values() for link in task.links.values()]
             + ([] if self.leases is None else [self.leases])
         )
-        await asyncio.gather(*(repo.validate() for repo in repositories))
+        await asyncio.gather(
+            *(
+                repo._validate_before_listing() if id(repo) in listed_soon else repo.validate()
+                for repo in repositories
+            )
+        )
         for task in self.tasks.values():
             await task.bind()
         warnings = []
@@ -189,11 +201,19 @@ class Pipeline:
             raise LifecycleError("the pipeline is already open")
         await self.session.open()
         try:
-            await self.validate()
+            # The scheduler lists these in its first round: they finish validating there.
+            listed_soon = Layout(self).repos
+            await self._validate(listed_soon)
             self._scheduler = Scheduler(self)
+            self._listed_on_open = listed_soon
         except BaseException:
             await self.session.close()
             raise
+
+    async def _finish_validation(self) -> None:
+        """Finish validating the repositories that no listing took care of since open."""
+        listed, self._listed_on_open = self._listed_on_open, {}
+        await asyncio.gather(*(repo._finish_validation() for repo in listed.values()))
 
     async def close(self) -> None:
         """Stop running in-process jobs (they run again next time) and close the session.
@@ -209,6 +229,7 @@ class Pipeline:
             # Before the session closes: tasks may still need its clients to clean up.
             await asyncio.gather(*(task.finish_cleanup() for task in self.tasks.values()))
             await scheduler.leave()
+            await self._finish_validation()
         finally:
             await self.session.close()
 

@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from pydatatask import DirectoryRepository, FileRepository, YamlMetadataFileRepository
+from pydatatask import (
+    DirectoryRepository,
+    FileRepository,
+    InProcessSyncTask,
+    Pipeline,
+    YamlMetadataFileRepository,
+    run,
+)
 
 # Writes past the in-memory buffer, so a temporary file exists, then waits for a line
 # on stdin before committing.
@@ -233,6 +240,58 @@ async def test_validate_removes_unlocked_leftovers_once_old(tmp_path: Path) -> N
     await DirectoryRepository(folder).validate()
     assert hidden(folder) == [".config.tmp", ".fresh.5a1b2c3d.tmp", ".hidden", ".lost.4a1b2c3d.old"]
     assert os.listdir(folder / "job") == []
+
+
+def _leave_a_killed_writers_temporary(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "kept.txt").write_text("kept")
+    leftover = folder / ".kept.txt.0a1b2c3d.tmp"
+    leftover.write_text("partial")
+    backdate(leftover)
+    return leftover
+
+
+@pytest.mark.parametrize("case_insensitive", [False, True])
+async def test_a_listing_after_open_tidies_what_validation_left(
+    tmp_path: Path, case_insensitive: bool
+) -> None:
+    repo = FileRepository(tmp_path / "files", ".txt", case_insensitive)
+    leftover = _leave_a_killed_writers_temporary(repo.basedir)
+    await repo._validate_before_listing()
+    assert leftover.exists()  # left to the listing, which reads every name anyway
+    assert await repo.ids() == {"kept"}
+    assert not leftover.exists()
+    await repo._finish_validation()  # nothing left to do
+    assert os.listdir(repo.basedir) == ["kept.txt"]
+
+
+async def test_a_pipeline_tidies_its_folders_whether_or_not_it_lists_them(tmp_path: Path) -> None:
+    inputs = FileRepository(tmp_path / "inputs", ".txt")
+    outputs = FileRepository(tmp_path / "outputs", ".txt")
+    logs = FileRepository(tmp_path / "logs", ".txt")  # written, never read: never listed
+    done = YamlMetadataFileRepository(tmp_path / "done")
+
+    @InProcessSyncTask("copy", done)
+    async def copy(job: str, inputs: Any, outputs: Any, logs: Any) -> None:
+        await outputs.save(job, await inputs.load(job))
+
+    copy.link("inputs", inputs, is_input=True)
+    copy.link("outputs", outputs, is_output=True)
+    copy.link("logs", logs, is_output=True)
+    leftovers = [_leave_a_killed_writers_temporary(repo.basedir) for repo in (inputs, logs)]
+    pipeline = Pipeline([copy])
+    async with pipeline:
+        assert not leftovers[1].exists()  # never listed: tidied when validated
+        assert leftovers[0].exists()
+        await run(pipeline)
+        assert not leftovers[0].exists()  # tidied by the first listing
+    assert await outputs.load("kept") == "kept"
+
+    # Opened and closed with no listing: tidied when the pipeline closes.
+    again = _leave_a_killed_writers_temporary(inputs.basedir)
+    async with pipeline:
+        assert again.exists()
+    assert not again.exists()
 
 
 # --- claims --------------------------------------------------------------------------

@@ -273,7 +273,9 @@ class Repository(abc.ABC):
         """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`."""
         return check_job_id(job, self.job_id_pattern, self.job_id_rule)
 
-    def _keep_valid(self, found: set[str], common_rules: bool) -> set[str]:
+    def _keep_valid(
+        self, found: set[str], common_rules: bool, pattern_holds: bool = False
+    ) -> set[str]:
         """Drop from the listed ids ``found`` those this repository refuses; return ``found``.
 
         One warning names the ids skipped.
@@ -281,9 +283,12 @@ class Repository(abc.ABC):
         :param common_rules: whether only :func:`check_job_id`'s rules apply to the
             listed ids: they are then checked many at once, and ids seen valid before
             are not checked again.
+        :param pattern_holds: whether every listed id matches :attr:`job_id_pattern`
+            already, as the listing yields no other: only the common rules are checked.
         """
         if common_rules:
-            refused = drop_invalid(found, self.job_id_pattern, self.job_id_rule)
+            pattern = None if pattern_holds else self.job_id_pattern
+            refused = drop_invalid(found, pattern, self.job_id_rule)
         else:  # a subclass's own rules: check every id
             refused = [job for job in found if not self.is_valid_job_id(job)]
             found.difference_update(refused)
@@ -425,6 +430,17 @@ class Repository(abc.ABC):
 
     async def validate(self) -> None:  # noqa: B027 - most backends need no setup
         """Prepare the repository for use (create folders or buckets, check access)."""
+
+    async def _validate_before_listing(self) -> None:
+        """Validate, knowing that a full listing follows; then :meth:`_finish_validation`.
+
+        A backend may leave to that listing work it would otherwise do twice: a folder
+        tidies the hidden names its listing reads anyway.
+        """
+        await self.validate()
+
+    async def _finish_validation(self) -> None:  # noqa: B027 - most leave nothing undone
+        """Do what :meth:`_validate_before_listing` left to a listing that did not come."""
 
     def map(
         self,

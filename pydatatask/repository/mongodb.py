@@ -1,3 +1,5 @@
+# Just over 400 lines: one collection as a repository, and following its change stream,
+# which needs the same driver differences (pymongo async or motor) handled in one place.
 """A metadata repository stored in a MongoDB collection, one document per job.
 
 Each job is the document ``{"_id": job, "value": value}``, so ``info(job)`` returns

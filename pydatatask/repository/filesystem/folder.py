@@ -54,6 +54,14 @@ def _hidden_name(name: str, purpose: str) -> str:
     return f".{prefix}{tail}"
 
 
+def _noted_hidden(name: str, hidden: list[str]) -> bool:
+    """Whether ``name`` is hidden (never a job); if so, add it to ``hidden``."""
+    if name.startswith("."):
+        hidden.append(name)
+        return True
+    return False
+
+
 def _make_hidden(folder: str, name: str, purpose: str, make: Callable[[str], _T]) -> tuple[str, _T]:
     """Create a fresh hidden sibling of ``name`` with ``make(path)``; run in a thread.
 
@@ -251,6 +259,8 @@ class FolderRepository(Repository):
         """Whether small file operations run in the event loop: on a filesystem held in
         memory (tmpfs), where they never wait for a device and a thread hop costs more than
         the operation. Found out by :meth:`validate`."""
+        self._tidy_pending = False
+        """Whether a validation left the tidying to the next full listing."""
 
     def __repr__(self) -> str:
         extension = f" extension={self.extension!r}" if self.extension else ""
@@ -293,9 +303,26 @@ class FolderRepository(Repository):
 
         :raises BackendError: when the folder cannot be created or written.
         """
-        await asyncio.to_thread(self._validate_sync)
+        await asyncio.to_thread(self._validate_sync, True)
 
-    def _validate_sync(self) -> None:
+    async def _validate_before_listing(self) -> None:
+        """Validate, leaving the tidying to the next full listing of the folder.
+
+        That listing reads every name anyway and tidies the hidden ones it meets, so a
+        large folder is read once, not twice, when a pipeline opens and lists it. A
+        subclass with a :meth:`validate` of its own is validated by it, in full.
+        """
+        if type(self).validate is not FolderRepository.validate:
+            await self.validate()
+            return
+        await asyncio.to_thread(self._validate_sync, False)
+
+    async def _finish_validation(self) -> None:
+        """Tidy the folder if no full listing did since :meth:`_validate_before_listing`."""
+        if self._tidy_pending:
+            await asyncio.to_thread(self._tidy_sync)
+
+    def _validate_sync(self, tidy: bool) -> None:
         try:
             os.makedirs(self._base, exist_ok=True)
         except OSError as exc:
@@ -303,11 +330,19 @@ class FolderRepository(Repository):
         self._inline_io = filesystem_type(self._base) in MEMORY_FILESYSTEMS
         if not os.access(self._base, os.W_OK | os.X_OK):
             raise BackendError(f"{self!r}: the folder is not writable")
-        self._tidy_sync()
+        if tidy:
+            self._tidy_sync()
+        else:
+            self._tidy_pending = True
 
     def _tidy_sync(self) -> None:
+        self._tidy_pending = False
         with os.scandir(self._base) as entries:
             names = [entry.name for entry in entries if entry.name.startswith(".")]
+        self._tidy_hidden(names)
+
+    def _tidy_hidden(self, names: list[str]) -> None:
+        """Remove what the hidden entries ``names`` hold that nothing will finish."""
         for name in names:
             found = _HIDDEN_NAME.fullmatch(name)
             if found is None:
@@ -387,8 +422,25 @@ class FolderRepository(Repository):
         entries = self._open_scan()
         if entries is None:
             return []
+        hidden = self._hidden_seen()
         with entries:
-            return [member for entry in entries if (member := self._member(entry)) is not None]
+            if hidden is None:
+                return [member for entry in entries if (member := self._member(entry)) is not None]
+            found = [
+                member
+                for entry in entries
+                if not _noted_hidden(entry.name, hidden)
+                and (member := self._member(entry)) is not None
+            ]
+        self._tidy_hidden(hidden)
+        return found
+
+    def _hidden_seen(self) -> list[str] | None:
+        """Return a list for a full listing to collect hidden names in, if tidying is due."""
+        if not self._tidy_pending:
+            return None
+        self._tidy_pending = False  # one listing does it, even when two run at once
+        return []
 
     async def _scan_listing(self) -> AsyncGenerator[tuple[str, str], None]:
         entries = await _in_thread(self._open_scan, _close_scan)
@@ -419,7 +471,7 @@ class FolderRepository(Repository):
         room = MAX_NAME_BYTES - len(os.fsencode(self.extension))
         if (
             type(self).check_job_id is FolderRepository.check_job_id
-            and self.job_id_pattern is None
+            and self._listing_keeps_pattern()
             and all_plain(names.keys(), room)
         ):
             return names  # plain ids of listed names never start with "." and fit
@@ -449,15 +501,27 @@ class FolderRepository(Repository):
             return set()
         extension, is_member = self.extension, self._is_member_entry
         cut = len(extension)
+        hidden = self._hidden_seen()
         with entries:
-            return {
+            if hidden is None:
+                return {
+                    name[: len(name) - cut]
+                    for entry in entries
+                    if not (name := entry.name).startswith(".")
+                    and len(name) > cut
+                    and name.endswith(extension)
+                    and is_member(entry)
+                }
+            found = {
                 name[: len(name) - cut]
                 for entry in entries
-                if not (name := entry.name).startswith(".")
+                if not _noted_hidden(name := entry.name, hidden)
                 and len(name) > cut
                 and name.endswith(extension)
                 and is_member(entry)
             }
+        self._tidy_hidden(hidden)
+        return found
 
     async def ids(self) -> set[str]:
         """Return the set of valid ids present, listing the folder in one thread hop."""
@@ -465,7 +529,18 @@ class FolderRepository(Repository):
             return set(await self._names())
         found = await asyncio.to_thread(self._scan_ids)
         # A listed name fits in a file name, so only the common rules can refuse its id.
-        return self._keep_valid(found, type(self).check_job_id is FolderRepository.check_job_id)
+        return self._keep_valid(
+            found,
+            type(self).check_job_id is FolderRepository.check_job_id,
+            pattern_holds=self._listing_keeps_pattern(),
+        )
+
+    def _listing_keeps_pattern(self) -> bool:
+        """Whether every listed id matches :attr:`job_id_pattern` (no ``.`` comes first).
+
+        A subclass's own pattern is checked id by id.
+        """
+        return type(self).job_id_pattern is FolderRepository.job_id_pattern
 
     async def info_all(self) -> dict[str, Any]:
         """Return ``{job: path}`` for every job present, each path a ``str``."""
