@@ -32,8 +32,9 @@ async def run(
     :param forever: keep going when idle, re-reading repositories every
         ``pipeline.poll_interval`` seconds to pick up changes made from outside, and
         when the next occurrence of a schedule falls due. Local folders, MongoDB
-        collections and in-memory repositories are also followed, so what lands in
-        them is taken in at once (see :mod:`pydatatask.watching`). A pipeline whose only inputs
+        collections, append-only S3 prefixes and in-memory repositories are also
+        followed, so what lands in them is taken in at once (see
+        :mod:`pydatatask.watching`). A pipeline whose only inputs
         from outside are schedules sleeps until the next occurrence.
     :param launch_once: launch only in the first round, then wait for those jobs.
     :param timeout: stop after this many seconds; jobs still running are cancelled and

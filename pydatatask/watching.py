@@ -10,6 +10,9 @@ of new inputs, outputs and records from notifications where the backend gives th
 - a :class:`~pydatatask.MongoMetadataRepository` follows its collection's change
   stream (MongoDB gives one on a replica set or a sharded cluster; on a standalone
   server the controller says so once and relies on listings);
+- an :class:`~pydatatask.S3BucketRepository` made with ``append_only=True`` is asked
+  every ``follow_every`` seconds for the keys after the greatest one it knows
+  (``StartAfter``; see :mod:`pydatatask.repository.s3follow`);
 - :class:`~pydatatask.InProcessMetadataRepository` and
   :class:`~pydatatask.InProcessBlobRepository` tell of every write and deletion made
   through them, for example by a web handler in the same process (changes made to

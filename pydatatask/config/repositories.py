@@ -137,6 +137,8 @@ def s3_repository(
     mimetype: str = "application/octet-stream",
     incluster_endpoint: str | None = None,
     codec: CodecName | None = None,
+    append_only: bool = False,
+    follow_every: float = 1.0,
 ) -> Repository:
     """Keep one object per job in an S3 bucket (``S3BucketRepository``).
 
@@ -147,6 +149,9 @@ def s3_repository(
     :param mimetype: the ``Content-Type`` of written objects.
     :param incluster_endpoint: the endpoint as seen from inside a cluster.
     :param codec: the codec of ``load`` and ``save`` (default: from the suffix).
+    :param append_only: new keys sort after every existing one, so ``run --forever``
+        asks only for the keys after the greatest it knows.
+    :param follow_every: seconds between those requests.
     """
     from pydatatask.repository.s3 import S3BucketRepository
 
@@ -158,6 +163,8 @@ def s3_repository(
         mimetype=mimetype,
         incluster_endpoint=incluster_endpoint,
         codec=codec,
+        append_only=append_only,
+        follow_every=follow_every,
     )
 
 
@@ -170,6 +177,8 @@ def yaml_s3_repository(
     suffix: str = ".yaml",
     prefix: str = "",
     mimetype: str = "text/yaml",
+    append_only: bool = False,
+    follow_every: float = 1.0,
 ) -> Repository:
     """Keep one YAML object per job in an S3 bucket (``YamlMetadataS3Repository``).
 
@@ -178,10 +187,20 @@ def yaml_s3_repository(
     :param suffix: appended to the job id to name its object.
     :param prefix: a key prefix, after the one given in ``bucket``.
     :param mimetype: the ``Content-Type`` of written objects.
+    :param append_only: new keys sort after every existing one (see ``s3``).
+    :param follow_every: seconds between requests for new keys.
     """
     from pydatatask.repository.s3 import YamlMetadataS3Repository
 
-    return YamlMetadataS3Repository(resource, bucket, suffix, prefix=prefix, mimetype=mimetype)
+    return YamlMetadataS3Repository(
+        resource,
+        bucket,
+        suffix,
+        prefix=prefix,
+        mimetype=mimetype,
+        append_only=append_only,
+        follow_every=follow_every,
+    )
 
 
 class _CollectionAccessor:

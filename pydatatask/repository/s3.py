@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
@@ -414,8 +415,15 @@ class S3BucketRepository(BlobRepository):
         or a :class:`~pydatatask.codecs.Codec`; None picks it from ``suffix`` as
         :class:`~pydatatask.FileRepository` does from its extension (no or another
         suffix is bytes).
+    :param append_only: say that every new object's key sorts after every key already
+        there (ids that are dates, sequence numbers, ULIDs, ...). A controller running
+        forever then asks every ``follow_every`` seconds only for the keys after the
+        greatest it knows (``ListObjectsV2`` with ``StartAfter``), so new ids are taken
+        in without listing the whole prefix (see :mod:`pydatatask.repository.s3follow`).
+    :param follow_every: seconds between those requests, with ``append_only``.
     :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, a
-        ``client`` that is not callable, or an unknown codec name.
+        ``client`` that is not callable, an unknown codec name, or a ``follow_every``
+        that is not a positive number.
     :raises MissingDependencyError: when the ``s3`` extra is not installed.
     """
 
@@ -430,6 +438,8 @@ class S3BucketRepository(BlobRepository):
         incluster_endpoint: str | None = None,
         part_size: int = DEFAULT_PART_SIZE,
         codec: str | Codec | None = None,
+        append_only: bool = False,
+        follow_every: float = 1.0,
     ) -> None:
         _botocore_errors()
         if not callable(client):
@@ -442,6 +452,10 @@ class S3BucketRepository(BlobRepository):
             raise ConfigurationError(f"no bucket name in {bucket!r}")
         if part_size < MIN_PART_SIZE:
             raise ConfigurationError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
+        if not follow_every > 0:  # also refuses NaN
+            raise ConfigurationError(
+                f"follow_every must be a positive number of seconds, not {follow_every!r}"
+            )
         # Typed for the calls made here; callers' clients need no type stubs.
         self._client: Callable[[], S3Client] = client
         self.bucket = name
@@ -451,6 +465,10 @@ class S3BucketRepository(BlobRepository):
         self.incluster_endpoint = incluster_endpoint
         self.part_size = part_size
         self._codec = codec_for(codec, suffix)
+        self.append_only = append_only
+        self.follow_every = follow_every
+        self._listed_up_to: str | None = None
+        """The greatest key the last complete listing saw ("" for none); None before one."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} s3://{self.bucket}/{self.prefix}*{self.suffix}>"
@@ -480,8 +498,25 @@ class S3BucketRepository(BlobRepository):
         return _translate_errors(self, client, action, job)
 
     async def _iter_objects(self) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
-        """Yield ``(job, listing entry)`` page by page, holding one page at a time."""
+        """Yield ``(job, listing entry)`` page by page, holding one page at a time.
+
+        A listing that runs to its end notes its greatest key (``_listed_up_to``).
+        """
+        greatest = ""
+        async for entries in self._pages():
+            for entry in entries:
+                job = self._job_of(entry["Key"])
+                if job is not None:
+                    yield job, entry
+            if entries:
+                greatest = max(greatest, entries[-1]["Key"])
+        self._listed_up_to = greatest
+
+    async def _pages(self, start_after: str = "") -> AsyncIterator[list[ObjectTypeDef]]:
+        """Yield the listing's entries page by page, in key order, after ``start_after``."""
         request: ListObjectsV2RequestTypeDef = {"Bucket": self.bucket, "Prefix": self.prefix}
+        if start_after:
+            request["StartAfter"] = start_after
         if "/" not in self.suffix:
             # Objects in "subfolders" are grouped server-side instead of listed one by one.
             request["Delimiter"] = "/"
@@ -489,14 +524,19 @@ class S3BucketRepository(BlobRepository):
             client = self._client()
             with self._errors(client, "listing objects"):
                 page = await client.list_objects_v2(**request)
-            for entry in page.get("Contents", ()):
-                job = self._job_of(entry["Key"])
-                if job is not None:
-                    yield job, entry
+            yield list(page.get("Contents", ()))
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
             request["ContinuationToken"] = token
+
+    def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]] | None:
+        """With ``append_only``, follow the keys after the greatest one known."""
+        if not self.append_only:
+            return None
+        from pydatatask.repository.s3follow import follow_appends
+
+        return functools.partial(follow_appends, self)
 
     async def _iter_ids(self) -> AsyncIterator[str]:
         async for job, _entry in self._iter_objects():
@@ -642,8 +682,18 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
         *,
         prefix: str = "",
         mimetype: str = "text/yaml",
+        append_only: bool = False,
+        follow_every: float = 1.0,
     ) -> None:
-        super().__init__(client, bucket, suffix, prefix=prefix, mimetype=mimetype)
+        super().__init__(
+            client,
+            bucket,
+            suffix,
+            prefix=prefix,
+            mimetype=mimetype,
+            append_only=append_only,
+            follow_every=follow_every,
+        )
 
     # Both a metadata and a blob repository: values are the YAML objects, as for ``info``.
     async def load(self, job: str) -> Any:

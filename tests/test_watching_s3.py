@@ -1,0 +1,272 @@
+"""A controller running forever takes in new objects of an append-only S3 prefix at once.
+
+With ``append_only=True`` it asks only for the keys after the greatest one it knows
+(``StartAfter``); the poll interval of an hour means nothing here is found by a listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import textwrap
+import urllib.parse
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiobotocore")
+
+import pydatatask
+from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+from tests.forever import NEVER, PATIENCE, running_forever, until
+from tests.servers.proxy import tcp_proxy
+from tests.servers.s3 import S3Server, client_factory
+
+pytestmark = pytest.mark.backend
+
+FOLLOW_EVERY = 0.05
+"""Seconds between requests for new keys: short, so the tests do not wait on it."""
+
+
+class ListingCounter:
+    """Note the prefix of every listing, full or after a key (``StartAfter``)."""
+
+    def __init__(self) -> None:
+        self.full: list[str] = []
+        self.after: list[str] = []
+
+    def attach(self, client: Any) -> None:
+        listing = client.list_objects_v2
+
+        async def counted(**request: Any) -> Any:
+            if "StartAfter" in request:
+                self.after.append(request["Prefix"])
+            elif "ContinuationToken" not in request:
+                self.full.append(request["Prefix"])
+            return await listing(**request)
+
+        client.list_objects_v2 = counted
+
+
+def _session(
+    server: S3Server, counter: ListingCounter | None = None, endpoint_url: str | None = None
+) -> tuple[pydatatask.Session, Callable[[], Any]]:
+    make = client_factory(server, endpoint_url=endpoint_url, connect_timeout=1, read_timeout=2)
+
+    async def counted_client() -> AsyncIterator[Any]:
+        async for client in make():
+            if counter is not None:
+                counter.attach(client)
+            yield client
+
+    session = pydatatask.Session()
+    return session, session.resource(counted_client)
+
+
+def _pipeline(
+    client: Callable[[], Any], session: pydatatask.Session, bucket: str
+) -> tuple[pydatatask.Pipeline, dict[str, Any]]:
+    repos: dict[str, Any] = {
+        "readings": S3BucketRepository(
+            client, f"{bucket}/readings/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+        ),
+        "shouts": S3BucketRepository(client, f"{bucket}/shouts/", ".txt"),
+        "done": YamlMetadataS3Repository(client, f"{bucket}/done/"),
+    }
+
+    @pydatatask.task(
+        done=repos["done"],
+        inputs={"reading": repos["readings"]},
+        outputs={"shout": repos["shouts"]},
+    )
+    async def shout(reading: str) -> str:
+        return reading.upper()
+
+    pipeline = pydatatask.Pipeline([shout], session)
+    pipeline.poll_interval = NEVER
+    return pipeline, repos
+
+
+async def _put(client: Any, bucket: str, key: str, body: str) -> None:
+    """Write an object as another program would: one plain ``PutObject``."""
+    await client.put_object(Bucket=bucket, Key=key, Body=body.encode())
+
+
+async def test_objects_added_after_the_greatest_key_are_run_without_a_listing(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    counter = ListingCounter()
+    session, client = _session(s3_server, counter)
+    pipeline, repos = _pipeline(client, session, s3_bucket)
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    for day in ("2026-12-01", "2026-12-02"):
+        await _put(s3_client, s3_bucket, f"readings/{day}.txt", f"reading of {day}")
+    async with pipeline:
+        async with running_forever(pipeline):
+
+            async def shouted(count: int) -> bool:
+                return len(await repos["shouts"].ids()) == count
+
+            await until(lambda: shouted(2), "the first two jobs")
+            listed_at = pipeline.scheduler.last_refresh
+            full_listings = len(counter.full)
+            for day in ("2026-12-03", "2026-12-04", "2026-12-05"):
+                await _put(s3_client, s3_bucket, f"readings/{day}.txt", f"reading of {day}")
+            await until(lambda: shouted(5), "the three new objects")
+            assert pipeline.scheduler.last_refresh == listed_at  # no full listing since
+            assert "readings/" not in counter.full[full_listings:]
+            assert "readings/" in counter.after
+        assert await repos["shouts"].load("2026-12-05") == "READING OF 2026-12-05"
+        assert (await repos["done"].info("2026-12-04"))["success"] is True
+
+
+async def test_the_follower_names_only_keys_after_the_greatest_one_listed(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """An id out of order is left to the full listings; other suffixes are not ids."""
+    session, client = _session(s3_server)
+    repo = S3BucketRepository(
+        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+    )
+    async with session:
+        await repo.validate()
+        await repo.save("b", "first")
+        assert repo._listed_up_to is None  # no listing yet
+        assert await repo.ids() == {"b"}
+        assert repo._listed_up_to == "in/b.txt"
+        stop = asyncio.Event()
+        follow = repo._changes()
+        assert follow is not None
+        changes = follow(stop)
+        assert await asyncio.wait_for(anext(changes), PATIENCE) == set()  # it listens
+        await _put(s3_client, s3_bucket, "in/a.txt", "out of order")
+        await _put(s3_client, s3_bucket, "in/c.txt", "new")
+        await _put(s3_client, s3_bucket, "in/d.json", "another suffix")
+        await _put(s3_client, s3_bucket, "in/e/f.txt", "in a subfolder")
+        assert await asyncio.wait_for(anext(changes), PATIENCE) == {"c"}
+        await _put(s3_client, s3_bucket, "in/f.txt", "newer")
+        assert await asyncio.wait_for(anext(changes), PATIENCE) == {"f"}
+        stop.set()
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(changes), PATIENCE)
+
+
+async def test_only_append_only_repositories_are_followed(s3_server: S3Server) -> None:
+    _, client = _session(s3_server)
+    assert S3BucketRepository(client, "b/")._changes() is None
+    assert YamlMetadataS3Repository(client, "b/", append_only=True)._changes() is not None
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
+def test_follow_every_must_be_a_positive_number(s3_server: S3Server, seconds: float) -> None:
+    _, client = _session(s3_server)
+    with pytest.raises(pydatatask.ConfigurationError, match="follow_every must be a positive"):
+        S3BucketRepository(client, "b/", append_only=True, follow_every=seconds)
+
+
+async def test_the_follower_outlasts_an_unreachable_store(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the store cannot be reached it says so once, and it resumes when it returns."""
+    address = urllib.parse.urlsplit(s3_server.endpoint_url)
+    assert address.hostname is not None
+    assert address.port is not None
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "in/0001.txt", "first")
+    with tcp_proxy(address.hostname, address.port) as proxy:
+        session, client = _session(s3_server, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+        repo = S3BucketRepository(
+            client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+        )
+        async with session:
+            assert await repo.ids() == {"0001"}
+            stop = asyncio.Event()
+            follow = repo._changes()
+            assert follow is not None
+            changes = follow(stop)
+            assert await asyncio.wait_for(anext(changes), PATIENCE) == set()
+            proxy.cut()
+            await _put(s3_client, s3_bucket, "in/0002.txt", "while cut")
+            with caplog.at_level(logging.INFO, logger="pydatatask.repository.s3follow"):
+                waiting = asyncio.ensure_future(anext(changes))
+                await until(lambda: "cannot look for new objects" in caplog.text, "the warning")
+                await asyncio.sleep(20 * FOLLOW_EVERY)  # several more failed requests
+                assert not waiting.done()
+                proxy.restore()
+                assert await asyncio.wait_for(waiting, PATIENCE) == {"0002"}
+            assert caplog.text.count("cannot look for new objects") == 1
+            assert "looking for new objects again" in caplog.text
+            stop.set()
+
+
+PIPELINE_FILE = textwrap.dedent(
+    """
+    resources:
+      store: {kind: s3, endpoint_url: "${S3_ENDPOINT}", access_key: "${S3_KEY}",
+              secret_key: "${S3_SECRET}"}
+    repositories:
+      readings: {kind: s3, resource: store, bucket: "${BUCKET}/readings/", suffix: .txt,
+                 append_only: true, follow_every: 0.1}
+      shouts: {kind: s3, resource: store, bucket: "${BUCKET}/shouts/", suffix: .txt}
+      done: {kind: yaml-s3, resource: store, bucket: "${BUCKET}/done/"}
+    tasks:
+      shout:
+        function: steps:shout
+        inputs: {reading: readings}
+        outputs: {shout: shouts}
+        done: done
+    """
+)
+
+
+async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
+    tmp_path: Path, s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """``pydatatask -f pipeline.yaml run --forever --poll 3600`` runs each new object."""
+    (tmp_path / "pipeline.yaml").write_text(PIPELINE_FILE)
+    (tmp_path / "steps.py").write_text("def shout(reading):\n    return reading.upper()\n")
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "readings/0001.txt", "first")
+    settings = {
+        "S3_ENDPOINT": s3_server.endpoint_url,
+        "S3_KEY": s3_server.access_key,
+        "S3_SECRET": s3_server.secret_key,
+        "BUCKET": s3_bucket,
+    }
+    command = [sys.executable, "-m", "pydatatask", "-f", str(tmp_path / "pipeline.yaml")]
+    for name, value in settings.items():
+        command += ["--set", f"{name}={value}"]
+    controller = await asyncio.create_subprocess_exec(
+        *command,
+        "run",
+        "--forever",
+        "--poll",
+        str(NEVER),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def shouted(job: str) -> bool:
+            assert controller.returncode is None, "the controller ended"
+            found = await s3_client.list_objects_v2(Bucket=s3_bucket, Prefix=f"shouts/{job}")
+            return bool(found.get("Contents"))
+
+        await until(lambda: shouted("0001"), "the first job")
+        await _put(s3_client, s3_bucket, "readings/0002.txt", "second")
+        await until(lambda: shouted("0002"), "the new object")
+        body = await s3_client.get_object(Bucket=s3_bucket, Key="shouts/0002.txt")
+        assert await body["Body"].read() == b"SECOND"
+    finally:
+        controller.send_signal(signal.SIGINT)
+        try:
+            _, errors = await asyncio.wait_for(controller.communicate(), PATIENCE)
+        except TimeoutError:
+            controller.kill()
+            _, errors = await controller.communicate()
+    assert b"Traceback" not in errors
