@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,16 +226,19 @@ async def prepare(where: Endpoint, names: list[str], input_prefix: str, suffix: 
 
     The first write makes SeaweedFS allocate its volumes, so this also warms the server.
     """
-    import asyncio
-
     async with create_client(where) as client:
         await client.create_bucket(Bucket=BUCKET)
-        slots = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+        await upload(client, ((f"{input_prefix}{key}{suffix}", value_of(key)) for key in names))
 
-        async def upload(key: str) -> None:
-            async with slots:
-                await client.put_object(
-                    Bucket=BUCKET, Key=f"{input_prefix}{key}{suffix}", Body=value_of(key).encode()
-                )
 
-        await asyncio.gather(*(upload(key) for key in names))
+async def upload(client: Any, objects: Iterable[tuple[str, str]]) -> None:
+    """Write ``(key, text)`` objects to the bucket, :data:`UPLOAD_CONCURRENCY` at a time."""
+    import asyncio
+
+    slots = asyncio.Semaphore(UPLOAD_CONCURRENCY)
+
+    async def one(key: str, text: str) -> None:
+        async with slots:
+            await client.put_object(Bucket=BUCKET, Key=key, Body=text.encode())
+
+    await asyncio.gather(*(one(key, text) for key, text in objects))

@@ -10,23 +10,32 @@ In memory: the same stage over in-memory repositories holding K done keys; the 1
 values are dumped into the input repository, as code beside the controller would. The
 lower bound is plain asyncio: the 100 values put on a queue, and a worker taking each
 and storing its result and a record in dicts.
+
+On S3 (SeaweedFS on loopback): the same stage over one bucket, its input prefix made
+``append_only``, so the controller asks only for the keys after the greatest one it
+knows. The 100 new objects are written by another client. The lower bound is writing
+the 100 outputs and 100 records with plain aiobotocore; one full listing of the input
+prefix is also timed, as what each look would cost without ``append_only``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pydatatask
+from benchmarks import _s3
 from benchmarks._common import Stopwatch, keys, peak_rss_mib, scratch, value_of
 from pydatatask import yamltext
 from pydatatask.watching import watching_available
 
 NEW = 100
 _WAIT = 600.0  # seconds at most for the new jobs, so that a broken run still ends
+S3_FOLLOW = 0.1
+"""Seconds between the controller's requests for new keys of the append-only S3 input."""
 
 
 def _seed(base: Path, names: list[str]) -> None:
@@ -171,10 +180,80 @@ async def _memory_floor(new: list[str]) -> float:
     return floor.seconds
 
 
+async def _measure_s3(count: int) -> dict[str, Any]:
+    """The same stage over one bucket, its input prefix made ``append_only``."""
+    from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
+
+    names = keys(count)
+    new = [f"new{number:03d}" for number in range(NEW)]  # they sort after every "k..." id
+    with _s3.endpoint() as where:
+        await _s3.prepare(where, names, "books/", ".txt")
+        async with _s3.create_client(where) as outside:
+            record = yamltext.dump({"success": True, "attempt": 1})
+            await _s3.upload(outside, ((f"shouts/{name}.txt", value_of(name)) for name in names))
+            await _s3.upload(outside, ((f"done/{name}.yaml", record) for name in names))
+            session = pydatatask.Session()
+
+            async def s3_client() -> AsyncIterator[Any]:
+                async with _s3.create_client(where) as client:
+                    yield client
+
+            client = session.resource(s3_client)
+            books = S3BucketRepository(
+                client, f"{_s3.BUCKET}/books/", ".txt", append_only=True, follow_every=S3_FOLLOW
+            )
+
+            @pydatatask.task(
+                done=YamlMetadataS3Repository(client, f"{_s3.BUCKET}/done/"),
+                inputs={"book": books},
+                outputs={"shout": S3BucketRepository(client, f"{_s3.BUCKET}/shouts/", ".txt")},
+            )
+            async def shout(book: bytes) -> bytes:
+                return book.upper()
+
+            def arrive() -> Awaitable[None]:
+                return _s3.upload(outside, ((f"books/{name}.txt", value_of(name)) for name in new))
+
+            async def all_done() -> bool:
+                await asyncio.sleep(0.01)  # one listing request every 10 ms at most
+                found = await outside.list_objects_v2(Bucket=_s3.BUCKET, Prefix="done/new")
+                return bool(found.get("KeyCount", 0) == NEW)
+
+            seconds, listed_again = await _time_arrivals(
+                pydatatask.Pipeline([shout], session), arrive, all_done
+            )
+            floor = await _s3_floor(outside, new)
+            async with session:
+                with Stopwatch() as listing:
+                    await books.ids()
+    return {
+        "where": "s3",
+        "done": count,
+        "new": NEW,
+        "seconds": seconds,
+        "floor_seconds": floor,
+        "full_listing_seconds": listing.seconds,
+        "listed_again": listed_again,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+async def _s3_floor(client: Any, new: list[str]) -> float:
+    """Write the 100 outputs and records of the new keys, as few requests as it takes."""
+    with Stopwatch() as floor:
+        await _s3.upload(client, ((f"floor/shouts/{name}.txt", value_of(name)) for name in new))
+        await _s3.upload(client, ((f"floor/done/{name}.yaml", "success: true\n") for name in new))
+    return floor.seconds
+
+
 def main(where: str, count: int) -> dict[str, Any]:
-    """Measure with ``count`` done keys: ``files`` (needs the ``watch`` extra) or ``memory``."""
+    """Measure with ``count`` done keys: ``files`` (needs the ``watch`` extra), ``memory``
+    or ``s3`` (needs the ``s3`` extra and SeaweedFS)."""
     if where == "memory":
         return asyncio.run(_measure_memory(count))
+    if where == "s3":
+        reason = _s3.missing()
+        return {"skipped": reason} if reason else asyncio.run(_measure_s3(count))
     if not watching_available():
         return {"skipped": "watchfiles is not installed (the 'watch' extra)"}
     return asyncio.run(_measure(count))

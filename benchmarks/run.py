@@ -80,6 +80,7 @@ ORDER = [
     "stale-files",
     "newkeys",
     "newkeys-memory",
+    "newkeys-s3",
 ]
 GROUPS: dict[str, list[str]] = {
     "w1-memory": ["w1-memory"],
@@ -98,7 +99,7 @@ GROUPS: dict[str, list[str]] = {
     "import": ["import"],
     "web": ["web-pages", "web-w1"],
     "stale": ["stale-memory", "stale-files"],
-    "newkeys": ["newkeys", "newkeys-memory"],
+    "newkeys": ["newkeys", "newkeys-memory", "newkeys-s3"],
 }
 """What ``--only NAME`` runs; the no-op re-run is part of the W1 filesystem workload."""
 
@@ -147,7 +148,7 @@ def _worker(kind: str, count: int) -> dict[str, Any]:
     if kind.startswith("newkeys"):
         from benchmarks import newkeys
 
-        return newkeys.main("memory" if kind == "newkeys-memory" else "files", count)
+        return newkeys.main(kind.removeprefix("newkeys-") if "-" in kind else "files", count)
     raise ValueError(f"unknown workload {kind!r}")
 
 
@@ -284,6 +285,27 @@ def _measure_fixed(kind: str, sizes: Sizes, results: dict[str, Any], rows: list[
         rows.extend(peers_rows(results[kind]))
 
 
+def _measure_on_s3(kind: str, count: int, results: dict[str, Any], rows: list[Row]) -> None:
+    """Run an S3 workload, each measurement against a fresh server of its own."""
+    from benchmarks import _s3
+
+    reason = _s3.missing()
+    if reason is not None:
+        title = "W1 S3, SeaweedFS" if kind == "w1-s3" else "New keys on S3, SeaweedFS"
+        _skipped(results, rows, kind, title, reason)
+    elif kind == "newkeys-s3":
+        results[kind] = _spawn_s3(kind, count)
+        rows.extend(newkeys_rows(results[kind]))
+    else:
+        lower = _spawn_s3("lower-s3", count)
+        framework = _spawn_s3(kind, count)
+        results[kind] = {"pydatatask": framework, "lower_bound": lower}
+        rows.extend(w1_rows(kind, framework, lower))
+        versus = _s3_versus_files(results)
+        if versus is not None:
+            rows.append(versus)
+
+
 def measure_all(
     kinds: list[str], count: int, s3_count: int = S3_DEFAULT_N, sizes: Sizes | None = None
 ) -> tuple[dict[str, Any], list[Row]]:
@@ -311,22 +333,8 @@ def measure_all(
             if reason is not None:
                 _skipped(results, rows, kind, W1_TITLES[kind][0], reason)
                 continue
-        if kind == "w1-s3":
-            from benchmarks import _s3
-
-            reason = _s3.missing()
-            if reason is not None:
-                _progress(f"skipping {kind}: {reason}")
-                results[kind] = {"skipped": reason}
-                rows.append(Row("W1 S3, SeaweedFS", "skipped", "(see the note below)"))
-                continue
-            lower = _spawn_s3("lower-s3", s3_count)
-            framework = _spawn_s3(kind, s3_count)
-            results[kind] = {"pydatatask": framework, "lower_bound": lower}
-            rows.extend(w1_rows(kind, framework, lower))
-            versus = _s3_versus_files(results)
-            if versus is not None:
-                rows.append(versus)
+        if kind in ("w1-s3", "newkeys-s3"):
+            _measure_on_s3(kind, s3_count, results, rows)
         elif kind.startswith("w1-"):
             variant = kind.removeprefix("w1-")
             base = variant.removesuffix("-leases").removesuffix("-values")

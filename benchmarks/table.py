@@ -215,21 +215,20 @@ def stale_rows(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+_NEWKEYS_FLOORS = {
+    "memory": ("in memory", "queue the values to a worker in plain asyncio"),
+    "files": ("on files", "write the files and records in plain Python"),
+    "s3": ("on S3, append-only input", "write the outputs and records with aiobotocore"),
+}
+
+
 def newkeys_rows(result: dict[str, Any]) -> list[Row]:
     if "skipped" in result:
-        return [
-            Row("New keys with many done, run --forever on files", "skipped", result["skipped"])
-        ]
-    where = result.get("where", "files")
-    floor = (
-        "queue the values to a worker in plain asyncio"
-        if where == "memory"
-        else "write the files and records in plain Python"
-    )
-    return [
+        return [Row("New keys with many done, run --forever", "skipped", result["skipped"])]
+    where, floor = _NEWKEYS_FLOORS[result.get("where", "files")]
+    rows = [
         Row(
-            f"{result['new']} new keys with {result['done']:,} done, run --forever "
-            + ("in memory" if where == "memory" else "on files"),
+            f"{result['new']} new keys with {result['done']:,} done, run --forever {where}",
             f"{result['seconds']:.3f}",
             "s",
             f"{result['floor_seconds'] / result['seconds']:.3f}x",
@@ -237,13 +236,17 @@ def newkeys_rows(result: dict[str, Any]) -> list[Row]:
             target="< 1 s, no listing",
             meets=check(result["seconds"] < 1.0 and not result["listed_again"]),
         ),
-        Row(
-            f"  lower bound: {floor}",
-            f"{result['floor_seconds']:.3f}",
-            "s",
-            "1.00x",
-        ),
+        Row(f"  lower bound: {floor}", f"{result['floor_seconds']:.3f}", "s", "1.00x"),
     ]
+    if "full_listing_seconds" in result:
+        rows.append(
+            Row(
+                f"  one full listing of the input ({result['done'] + result['new']:,} keys)",
+                f"{result['full_listing_seconds']:.3f}",
+                "s",
+            )
+        )
+    return rows
 
 
 def import_rows(result: dict[str, Any]) -> list[Row]:

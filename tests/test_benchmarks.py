@@ -35,6 +35,9 @@ def test_quick_benchmarks_run_and_launch_each_job_once() -> None:
     assert "W1 in-memory" in result.stdout
     assert "status over 2,000 done keys in memory" in result.stdout
     assert "100 new keys with 2,000 done" in result.stdout or not watching_available()
+    assert "100 new keys with 300 done, run --forever on S3" in result.stdout or (
+        "New keys on S3, SeaweedFS" in result.stdout and "skipped" in result.stdout
+    )
     json_run = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--quick", "--only", "w1-memory", "--json"],
         cwd=ROOT,
