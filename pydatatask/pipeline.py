@@ -201,11 +201,11 @@ class Pipeline:
             raise LifecycleError("the pipeline is already open")
         await self.session.open()
         try:
+            layout = Layout(self)
             # The scheduler lists these in its first round: they finish validating there.
-            listed_soon = Layout(self).repos
-            await self._validate(listed_soon)
-            self._scheduler = Scheduler(self)
-            self._listed_on_open = listed_soon
+            await self._validate(layout.repos)
+            self._scheduler = Scheduler(self, layout)
+            self._listed_on_open = dict(layout.repos)
         except BaseException:
             await self.session.close()
             raise

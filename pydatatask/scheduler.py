@@ -75,9 +75,10 @@ _UPSTREAM_UNKNOWN = Why.UPSTREAM_UNKNOWN
 class Scheduler:
     """Keeps the state of one open pipeline between rounds."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, layout: Layout) -> None:
         self.pipeline = pipeline
-        self.layout = Layout(pipeline)
+        self.layout = layout
+        """The pipeline's plans and the repositories they watch (see :class:`Layout`)."""
         self.plans = self.layout.plans
         """The tasks, downstream first."""
         self.repos = self.layout.repos
