@@ -114,3 +114,50 @@ def test_kill_minus_nine_then_rerun(tmp_path: Path) -> None:
     for folder in ("middle", "final"):
         listed = asyncio.run(pdt.FileRepository(tmp_path / folder, ".txt").ids())
         assert listed == everything  # interrupted writes left nothing that looks like a job
+
+
+def hidden(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.name.startswith("."))
+
+
+def test_kill_minus_nine_mid_write_leaves_nothing_after_the_rerun(tmp_path: Path) -> None:
+    """Writes cut by SIGKILL leave temporaries in a folder the scheduler lists; the rerun
+    clears them and finishes the jobs."""
+    slow = SCRIPT.replace(
+        "        await writer.write(text.upper())\n",
+        "        await writer.write(text.upper())\n"
+        "        await writer.write('y' * 100_000)  # past what a writer keeps in memory\n"
+        "        note('writing', job)\n"
+        "        await asyncio.sleep(30)  # killed here, mid-write\n",
+    )
+    assert slow != SCRIPT
+    script = tmp_path / "pipeline.py"
+    script.write_text(slow)
+    (tmp_path / "source").mkdir()
+    for index in range(3):
+        (tmp_path / "source" / f"item{index}.txt").write_text("x" * index)
+    controller = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    log = tmp_path / "executions.log"
+    deadline = time.monotonic() + 60
+    while not (log.exists() and log.read_text().count("writing") == 3):
+        assert controller.poll() is None, "the controller ended before it was killed"
+        assert time.monotonic() < deadline, "the writes did not start"
+        time.sleep(0.01)
+    os.kill(controller.pid, signal.SIGKILL)
+    controller.wait()
+    cut_writes = hidden(tmp_path / "middle")
+    assert len(cut_writes) == 3  # one temporary per cut write
+    an_hour_ago = time.time() - 3600
+    for name in cut_writes:  # the rerun comes later: younger ones are spared on purpose
+        os.utime(tmp_path / "middle" / name, (an_hour_ago, an_hour_ago))
+
+    fixed = tmp_path / "fixed.py"
+    fixed.write_text(SCRIPT)
+    rerun = subprocess.run(
+        [sys.executable, str(fixed), str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    for folder in ("middle", "final", "done1", "done2"):
+        assert hidden(tmp_path / folder) == [], folder
+    for index in range(3):
+        assert (tmp_path / "final" / f"item{index}.txt").read_text() == str(index)
