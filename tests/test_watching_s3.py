@@ -270,3 +270,26 @@ async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
             controller.kill()
             _, errors = await controller.communicate()
     assert b"Traceback" not in errors
+
+
+async def test_an_append_only_dataset_names_each_new_partition(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """Partitions are dates: the keys after the newest one are the new days."""
+    session, client = _session(s3_server)
+    dataset = pydatatask.S3HiveDatasetRepository(
+        client, s3_bucket, "sales", append_only=True, follow_every=FOLLOW_EVERY
+    )
+    async with session:
+        await dataset.validate()
+        await dataset.save("2026-12-01", [{"day": 1, "total": 10}])
+        assert await dataset.ids() == {"2026-12-01"}
+        follow = dataset._changes()
+        assert follow is not None
+        stop = asyncio.Event()
+        changes = follow(stop)
+        assert await asyncio.wait_for(anext(changes), PATIENCE) == set()
+        key = "dataset=sales/rundate=2026-12-02/data.csv"
+        await _put(s3_client, s3_bucket, key, "day,total\n2,20\n")
+        assert await asyncio.wait_for(anext(changes), PATIENCE) == {"2026-12-02"}
+        stop.set()

@@ -88,6 +88,8 @@ def dataset_s3_repository(
     filename: str = "data.csv",
     latest: bool = True,
     codec: CodecName | None = None,
+    append_only: bool = False,
+    follow_every: float = 1.0,
 ) -> Repository:
     """Keep one object per partition in a Hive layout in S3 (``S3HiveDatasetRepository``).
 
@@ -99,6 +101,8 @@ def dataset_s3_repository(
     :param filename: the object in each partition; its extension picks the codec.
     :param latest: keep ``PREFIX/latest/dataset=NAME/FILENAME`` a copy of the newest one.
     :param codec: the codec of ``load`` and ``save`` (default: from ``filename``).
+    :param append_only: new partitions sort after every existing one (see ``s3``).
+    :param follow_every: seconds between requests for new partitions.
     """
     from pydatatask.repository.dataset import S3HiveDatasetRepository
 
@@ -111,6 +115,8 @@ def dataset_s3_repository(
         filename=filename,
         latest=latest,
         codec=codec,
+        append_only=append_only,
+        follow_every=follow_every,
     )
 
 

@@ -311,8 +311,12 @@ class S3HiveDatasetRepository(_HiveDataset, S3BucketRepository):
         aiobotocore S3 client, as for :class:`S3BucketRepository`.
     :param bucket: the bucket name, optionally followed by ``/`` and a key prefix.
     :param prefix: the folder of keys the dataset lives in (a ``/`` is added).
+    :param append_only: say that new partitions sort after every existing one (dates
+        do); ``run --forever`` then asks only for the keys after the greatest one known,
+        as for :class:`S3BucketRepository`.
+    :param follow_every: seconds between those requests, with ``append_only``.
     :raises ConfigurationError: as :class:`HiveDatasetRepository`, and as
-        :class:`S3BucketRepository` for the bucket and client.
+        :class:`S3BucketRepository` for the bucket, the client and ``follow_every``.
     :raises MissingDependencyError: when the ``s3`` extra is not installed.
     """
 
@@ -327,6 +331,8 @@ class S3HiveDatasetRepository(_HiveDataset, S3BucketRepository):
         filename: str = "data.csv",
         latest: bool = True,
         codec: str | Codec | None = None,
+        append_only: bool = False,
+        follow_every: float = 1.0,
     ) -> None:
         self._name_layout(dataset, partition, filename, latest)
         super().__init__(
@@ -335,6 +341,8 @@ class S3HiveDatasetRepository(_HiveDataset, S3BucketRepository):
             f"/{filename}",
             prefix=prefix,
             codec=codec_for(codec, os.path.splitext(filename)[1]),
+            append_only=append_only,
+            follow_every=follow_every,
         )
         root = self.prefix if not self.prefix or self.prefix.endswith("/") else self.prefix + "/"
         self.dataset_prefix = f"{root}dataset={dataset}/"
