@@ -78,7 +78,7 @@ class Scheduler:
     def __init__(self, pipeline: Pipeline, layout: Layout) -> None:
         self.pipeline = pipeline
         self.layout = layout
-        """The pipeline's plans and the repositories they watch (see :class:`Layout`)."""
+        """The pipeline's plans and the repositories they watch."""
         self.plans = self.layout.plans
         """The tasks, downstream first."""
         self.repos = self.layout.repos
