@@ -68,8 +68,13 @@ def _session(
 
 
 def _pipeline(
-    client: Callable[[], Any], session: pydatatask.Session, bucket: str
+    client: Callable[[], Any],
+    session: pydatatask.Session,
+    bucket: str,
+    ran: list[str] | None = None,
 ) -> tuple[pydatatask.Pipeline, dict[str, Any]]:
+    """One stage over an append-only input; with ``ran``, the jobs it runs are noted
+    there, and it runs with leases in the bucket so that several controllers share it."""
     repos: dict[str, Any] = {
         "readings": S3BucketRepository(
             client, f"{bucket}/readings/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
@@ -83,10 +88,14 @@ def _pipeline(
         inputs={"reading": repos["readings"]},
         outputs={"shout": repos["shouts"]},
     )
-    async def shout(reading: str) -> str:
+    async def shout(job: str, reading: str) -> str:
+        if ran is not None:
+            ran.append(job)
+            await asyncio.sleep(0.01)  # long enough for another controller to try too
         return reading.upper()
 
-    pipeline = pydatatask.Pipeline([shout], session)
+    leases = None if ran is None else YamlMetadataS3Repository(client, f"{bucket}/claims/")
+    pipeline = pydatatask.Pipeline([shout], session, leases=leases, lease_seconds=3)
     pipeline.poll_interval = NEVER
     return pipeline, repos
 
@@ -293,3 +302,29 @@ async def test_an_append_only_dataset_names_each_new_partition(
         await _put(s3_client, s3_bucket, key, "day,total\n2,20\n")
         assert await asyncio.wait_for(anext(changes), PATIENCE) == {"2026-12-02"}
         stop.set()
+
+
+async def test_two_controllers_with_leases_run_each_new_object_once(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """Both controllers find every new key; the leases let only one of them run it."""
+    ran: list[str] = []
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "readings/0000.txt", "before")
+    first_session, first_client = _session(s3_server)
+    second_session, second_client = _session(s3_server)
+    first, repos = _pipeline(first_client, first_session, s3_bucket, ran)
+    second, _ = _pipeline(second_client, second_session, s3_bucket, ran)
+    async with first, second, running_forever(first), running_forever(second):
+
+        async def shouted(count: int) -> bool:
+            return len(await repos["shouts"].ids()) == count
+
+        await until(lambda: shouted(1), "the first job")
+        for number in range(1, 21):
+            await _put(s3_client, s3_bucket, f"readings/{number:04d}.txt", f"reading {number}")
+        await until(lambda: shouted(21), "the 20 new objects")
+        await until(lambda: not first.scheduler.has_work(), "the first controller to settle")
+        await until(lambda: not second.scheduler.has_work(), "the second controller to settle")
+        assert await repos["shouts"].load("0007") == "READING 7"
+    assert sorted(ran) == [f"{number:04d}" for number in range(21)]  # each exactly once
