@@ -170,8 +170,8 @@ async def test_only_append_only_repositories_are_followed(s3_server: S3Server) -
     assert YamlMetadataS3Repository(client, "b/", append_only=True)._changes() is not None
 
 
-@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
-def test_follow_every_must_be_a_positive_number(s3_server: S3Server, seconds: float) -> None:
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan"), "soon", None, True])
+def test_follow_every_must_be_a_positive_number(s3_server: S3Server, seconds: Any) -> None:
     _, client = _session(s3_server)
     with pytest.raises(pydatatask.ConfigurationError, match="follow_every must be a positive"):
         S3BucketRepository(client, "b/", append_only=True, follow_every=seconds)

@@ -452,7 +452,9 @@ class S3BucketRepository(BlobRepository):
             raise ConfigurationError(f"no bucket name in {bucket!r}")
         if part_size < MIN_PART_SIZE:
             raise ConfigurationError(f"part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
-        if not follow_every > 0:  # also refuses NaN
+        if isinstance(follow_every, bool) or not (
+            isinstance(follow_every, int | float) and follow_every > 0  # also refuses NaN
+        ):
             raise ConfigurationError(
                 f"follow_every must be a positive number of seconds, not {follow_every!r}"
             )
