@@ -75,7 +75,8 @@ DEFAULT_PART_SIZE = 8 << 20
 MAX_PARTS = 10_000
 """The most parts one S3 multipart upload may have."""
 INFO_CONCURRENCY = 32
-"""How many objects :meth:`YamlMetadataS3Repository.info_all` fetches at once."""
+"""How many objects :meth:`YamlMetadataS3Repository.info_all` fetches, or ``contains_many``
+looks up, at once."""
 
 _HEADS_BEFORE_LISTING = 32
 """Tokens of more jobs than this come from one listing of the bucket, not a HEAD each."""
@@ -578,6 +579,17 @@ class S3BucketRepository(BlobRepository):
             return False
         return True
 
+    async def _contains_many(self, jobs: list[str]) -> set[str]:
+        """Return the present ones among ``jobs``, :data:`INFO_CONCURRENCY` HEADs at a time."""
+        found: set[str] = set()
+
+        async def look(job: str) -> None:
+            if await self._contains(job):
+                found.add(job)
+
+        await _run_bounded(_each(jobs), look, INFO_CONCURRENCY)
+        return found
+
     async def _delete(self, job: str) -> None:
         client = self._client()
         key = self._key(job)
@@ -771,6 +783,11 @@ def _path_style_url(endpoint: str | None, bucket: str, key: str) -> str | None:
     if endpoint is None:
         return None
     return f"{endpoint.rstrip('/')}/{bucket}/{quote(key)}"
+
+
+async def _each(jobs: list[str]) -> AsyncIterator[str]:
+    for job in jobs:
+        yield job
 
 
 async def _run_bounded(

@@ -103,6 +103,15 @@ class RepositoryContract:
         assert not await repo.contains("missing")
         assert set(await repo.info_all()) == jobs
 
+    async def test_contains_many_names_exactly_the_present_ids(self, repo: Repository) -> None:
+        """``contains_many`` agrees with ``contains``, for more ids than a batch holds."""
+        present = {f"job{number:02d}" for number in range(0, 80, 2)}
+        for job in present:
+            await self.put(repo, job)
+        asked = [f"job{number:02d}" for number in range(80)] + ["job04", "missing"]
+        assert await repo.contains_many(asked) == present
+        assert await repo.contains_many([]) == set()
+
     async def test_delete_is_idempotent(self, repo: Repository) -> None:
         """Deleting an absent or deleted id succeeds and touches nothing else."""
         await self.put(repo, "gone")
