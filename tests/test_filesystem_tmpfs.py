@@ -99,3 +99,28 @@ async def test_a_pipeline_on_tmpfs_runs_without_thread_hops(
     assert (shm_folder / "shouted" / "doc7.txt").read_text() == "DOC7"
     per_job = [hop for hop in hops if "scan" not in hop.lower() and "batch" not in hop.lower()]
     assert len(per_job) < 20, per_job  # listings may hop; the jobs' reads and writes do not
+
+
+async def test_durable_records_in_memory_skip_the_syncs(
+    shm_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tmpfs has no disk: a durable write there makes no fsync, and is still atomic."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    records = YamlMetadataFileRepository(shm_folder / "done")
+    await records.validate()
+    assert records.durable
+    await records.dump("job", {"success": True})
+    assert await records.create("other", {"success": False})
+    assert synced == []
+    assert await records.info("job") == {"success": True}
+    assert sorted(path.name for path in (shm_folder / "done").iterdir()) == [
+        "job.yaml",
+        "other.yaml",
+    ]

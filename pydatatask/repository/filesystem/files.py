@@ -282,6 +282,10 @@ class FileRepository(FolderRepository, BlobRepository):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 
+    def _syncs(self) -> bool:
+        """Whether writes sync to disk: durable ones, unless the folder is in memory."""
+        return self._durable and not self._inline_io  # tmpfs has no disk to sync to
+
     def _create_temp(self, job: str) -> tuple[str, BinaryIO]:
         """Create a hidden temporary file beside the job's file; run in a thread."""
         return _make_hidden(self._base, job + self.extension, "tmp", _create_file)
@@ -291,7 +295,7 @@ class FileRepository(FolderRepository, BlobRepository):
 
         Return whether it was written: with ``exclusive``, only if ``job`` had no file.
         """
-        writer = _FileWriter(self, job, durable=self._durable)
+        writer = _FileWriter(self, job, durable=self._syncs())
         try:
             return writer._commit_sync([data], exclusive)
         except BaseException:
@@ -316,7 +320,7 @@ class FileRepository(FolderRepository, BlobRepository):
             raise JobNotFoundError(job, self) from None  # deleted since it was found
 
     async def _open_writer(self, job: str) -> ByteWriter:
-        return _FileWriter(self, job, durable=self._durable)
+        return _FileWriter(self, job, durable=self._syncs())
 
 
 class YamlMetadataFileRepository(FileRepository, MetadataRepository):
@@ -328,7 +332,8 @@ class YamlMetadataFileRepository(FileRepository, MetadataRepository):
     :class:`FileRepository`, and durable, since done records and claims live here: the
     file is fsynced before it is renamed into place and the folder after, so a value
     that was stored survives a crash of the machine (``durable=False`` skips the syncs,
-    for values that need not outlive the machine). ``info`` of an absent job raises
+    for values that need not outlive the machine; in a folder on a memory file system,
+    tmpfs or ramfs, there is no disk and they are skipped too). ``info`` of an absent job raises
     :class:`~pydatatask.errors.JobNotFoundError`.
 
     ``create(job, value)`` is atomic across processes (on one machine, or on a shared

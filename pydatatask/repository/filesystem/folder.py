@@ -11,7 +11,6 @@ import fcntl
 import logging
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -48,10 +47,11 @@ _HIDDEN_NAME = re.compile(rf"\.(.*)\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.(tmp|del|ol
 
 def _hidden_name(name: str, purpose: str) -> str:
     """Return a fresh hidden sibling name for ``name`` that fits in one file name."""
-    tail = f".{secrets.token_hex(_TOKEN_BYTES)}.{purpose}"
+    tail = f".{os.urandom(_TOKEN_BYTES).hex()}.{purpose}"
     budget = MAX_NAME_BYTES - 1 - len(tail)
-    prefix = os.fsdecode(os.fsencode(name)[:budget])
-    return f".{prefix}{tail}"
+    if len(name) * 4 > budget:  # a character takes up to 4 bytes: cut it to fit
+        name = os.fsdecode(os.fsencode(name)[:budget])
+    return f".{name}{tail}"
 
 
 def _noted_hidden(name: str, hidden: list[str]) -> bool:
