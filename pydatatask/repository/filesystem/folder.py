@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import re
 import shutil
 import stat
@@ -47,7 +48,9 @@ _HIDDEN_NAME = re.compile(rf"\.(.*)\.[0-9a-f]{{{2 * _TOKEN_BYTES}}}\.(tmp|del|ol
 
 def _hidden_name(name: str, purpose: str) -> str:
     """Return a fresh hidden sibling name for ``name`` that fits in one file name."""
-    tail = f".{os.urandom(_TOKEN_BYTES).hex()}.{purpose}"
+    # Not secret, as for tempfile's names: O_EXCL refuses a taken name, which is retried;
+    # the random module reseeds itself in a forked child. No system call, unlike urandom.
+    tail = f".{random.getrandbits(8 * _TOKEN_BYTES):0{2 * _TOKEN_BYTES}x}.{purpose}"
     budget = MAX_NAME_BYTES - 1 - len(tail)
     if len(name) * 4 > budget:  # a character takes up to 4 bytes: cut it to fit
         name = os.fsdecode(os.fsencode(name)[:budget])
