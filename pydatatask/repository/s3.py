@@ -44,6 +44,7 @@ from pydatatask.errors import (
     JobNotFoundError,
 )
 from pydatatask.repository.base import BlobRepository, MetadataRepository, yaml_of
+from pydatatask.repository.s3recent import RecentETags
 from pydatatask.streams import ByteReader, ByteWriter
 
 if TYPE_CHECKING:
@@ -278,25 +279,29 @@ class _S3Writer(ByteWriter):
         if self._upload_id is None:
             body, self._buffer = bytes(self._buffer), bytearray()
             client = repository._client()
+            repository._recent.forget(self._key)  # until the new value's ETag is known
             with _translate_errors(repository, client, f"writing {self._key!r}"):
-                await client.put_object(
+                written = await client.put_object(
                     Bucket=repository.bucket,
                     Key=self._key,
                     Body=body,
                     ContentType=repository.mimetype,
                 )
+            repository._recent.note(self._key, written.get("ETag"))
             return
         if self._buffer:
             await self._upload_part()
         client = repository._client()
+        repository._recent.forget(self._key)
         with _translate_errors(repository, client, f"completing the upload of {self._key!r}"):
-            await client.complete_multipart_upload(
+            completed = await client.complete_multipart_upload(
                 Bucket=repository.bucket,
                 Key=self._key,
                 UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
         self._upload_id = None
+        repository._recent.note(self._key, completed.get("ETag"))
 
     async def _discard(self) -> None:
         self._buffer = bytearray()
@@ -470,6 +475,7 @@ class S3BucketRepository(BlobRepository):
         self._codec = codec_for(codec, suffix)
         self.append_only = append_only
         self.follow_every = follow_every
+        self._recent = RecentETags()
         self._listed_up_to: str | None = None
         """The greatest key the last complete listing saw ("" for none); None before one."""
 
@@ -553,7 +559,11 @@ class S3BucketRepository(BlobRepository):
         return client, response
 
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
-        """Return each present job's ETag: from one listing for many jobs, else a HEAD each."""
+        """Return each present job's ETag: from one listing for many jobs, else a HEAD each.
+
+        An object written through this repository a moment ago needs no HEAD: its write's
+        response gave its ETag (see :mod:`pydatatask.repository.s3recent`).
+        """
         if len(jobs) > _HEADS_BEFORE_LISTING:
             wanted = set(jobs)
             return {
@@ -562,7 +572,12 @@ class S3BucketRepository(BlobRepository):
                 if job in wanted and "ETag" in entry
             }
 
+        self._client()  # a closed session's repository is not used, even without a request
+
         async def etag(job: str) -> str | None:
+            recent = self._recent.get(self._key(job))
+            if recent is not None:
+                return recent
             try:
                 _, response = await self._head(job)
             except JobNotFoundError:
@@ -573,6 +588,9 @@ class S3BucketRepository(BlobRepository):
         return {job: tag for job, tag in zip(jobs, tags, strict=True) if tag is not None}
 
     async def _contains(self, job: str) -> bool:
+        self._client()  # a closed session's repository is not used, even without a request
+        if self._recent.get(self._key(job)) is not None:
+            return True  # written a moment ago
         try:
             await self._head(job)
         except JobNotFoundError:
@@ -593,6 +611,7 @@ class S3BucketRepository(BlobRepository):
     async def _delete(self, job: str) -> None:
         client = self._client()
         key = self._key(job)
+        self._recent.forget(key)
         with contextlib.suppress(JobNotFoundError), self._errors(client, f"deleting {key!r}", job):
             await client.delete_object(Bucket=self.bucket, Key=key)
 
@@ -741,10 +760,12 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
         body = yaml_of(self, job, value)
         client = self._client()
         key = self._key(job)
+        self._recent.forget(key)
         with self._errors(client, f"writing {key!r}"):
-            await client.put_object(
+            written = await client.put_object(
                 Bucket=self.bucket, Key=key, Body=body.encode("utf-8"), ContentType=self.mimetype
             )
+        self._recent.note(key, written.get("ETag"))
 
     async def _create(self, job: str, value: Any) -> bool:
         body = yaml_of(self, job, value)
@@ -753,7 +774,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
         key = self._key(job)
         with self._errors(client, f"creating {key!r}"):
             try:
-                await client.put_object(
+                written = await client.put_object(
                     Bucket=self.bucket,
                     Key=key,
                     Body=body.encode("utf-8"),
@@ -765,6 +786,7 @@ class YamlMetadataS3Repository(S3BucketRepository, MetadataRepository):
                 if _error_code(exc) in _CREATE_LOST_CODES or status == 412:
                     return False
                 raise
+        self._recent.note(key, written.get("ETag"))
         return True
 
     async def info_all(self) -> dict[str, Any]:
