@@ -44,6 +44,7 @@ from pydatatask.errors import (
     JobNotFoundError,
 )
 from pydatatask.repository.base import BlobRepository, MetadataRepository, yaml_of
+from pydatatask.repository.s3follow import follow_appends
 from pydatatask.repository.s3recent import RecentETags
 from pydatatask.streams import ByteReader, ByteWriter
 
@@ -543,8 +544,6 @@ class S3BucketRepository(BlobRepository):
         """With ``append_only``, follow the keys after the greatest one known."""
         if not self.append_only:
             return None
-        from pydatatask.repository.s3follow import follow_appends
-
         return functools.partial(follow_appends, self)
 
     async def _iter_ids(self) -> AsyncIterator[str]:
