@@ -571,10 +571,8 @@ class S3BucketRepository(BlobRepository):
                 if job in wanted and "ETag" in entry
             }
 
-        self._client()  # a closed session's repository is not used, even without a request
-
         async def etag(job: str) -> str | None:
-            recent = self._recent.get(self._key(job))
+            recent = self._written_recently(job)
             if recent is not None:
                 return recent
             try:
@@ -586,10 +584,14 @@ class S3BucketRepository(BlobRepository):
         tags = await asyncio.gather(*(etag(job) for job in jobs))
         return {job: tag for job, tag in zip(jobs, tags, strict=True) if tag is not None}
 
-    async def _contains(self, job: str) -> bool:
+    def _written_recently(self, job: str) -> str | None:
+        """Return the ETag of ``job`` if this repository wrote it a moment ago."""
         self._client()  # a closed session's repository is not used, even without a request
-        if self._recent.get(self._key(job)) is not None:
-            return True  # written a moment ago
+        return self._recent.get(self._key(job))
+
+    async def _contains(self, job: str) -> bool:
+        if self._written_recently(job) is not None:
+            return True
         try:
             await self._head(job)
         except JobNotFoundError:
