@@ -33,7 +33,7 @@ from pydatatask import yamltext
 from pydatatask.watching import watching_available
 
 NEW = 100
-_WAIT = 600.0  # seconds at most for the new jobs, so that a broken run still ends
+_WAIT = 120.0  # seconds at most for each wait, so that a broken run ends with its reason
 S3_FOLLOW = 0.1
 """Seconds between the controller's requests for new keys of the append-only S3 input."""
 
@@ -60,8 +60,11 @@ async def _time_arrivals(
     pipeline: pydatatask.Pipeline,
     arrive: Callable[[], Awaitable[None]],
     all_done: Callable[[], Awaitable[bool]],
+    idle: float = 0.5,
 ) -> tuple[float, bool]:
     """Run ``pipeline`` forever; return the seconds from ``arrive()`` until ``all_done()``.
+
+    The controller idles ``idle`` seconds after its first listing, before ``arrive()``.
 
     Also return whether the controller listed its repositories again meanwhile.
     """
@@ -69,20 +72,30 @@ async def _time_arrivals(
     async with pipeline:
         running = asyncio.create_task(pydatatask.run(pipeline, forever=True))
         try:
-            while pipeline.scheduler.last_refresh is None:  # noqa: ASYNC110 - no event
+            deadline = time.monotonic() + _WAIT
+            while pipeline.scheduler.last_refresh is None:
+                _check_running(running, deadline, "the controller did not list its inputs")
                 await asyncio.sleep(0.01)
-            await asyncio.sleep(0.5)  # idle, as a controller between arrivals
+            await asyncio.sleep(idle)  # idle, as a controller between arrivals
             listed_at = pipeline.scheduler.last_refresh
             with Stopwatch() as noticed:
                 await arrive()
                 deadline = time.monotonic() + _WAIT
                 while not await all_done():
-                    assert time.monotonic() < deadline, "the new keys were not done"
+                    _check_running(running, deadline, "the new keys were not done")
                     await asyncio.sleep(0.001)
             return noticed.seconds, pipeline.scheduler.last_refresh != listed_at
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
+
+
+def _check_running(running: asyncio.Task[Any], deadline: float, late: str) -> None:
+    """Raise what ended the controller early, or ``late`` once ``deadline`` has passed."""
+    if running.done():
+        raise RuntimeError(f"the controller stopped: {running.exception() or 'no error'}")
+    if time.monotonic() > deadline:
+        raise RuntimeError(f"{late} within {_WAIT:g} s")
 
 
 async def _measure(count: int) -> dict[str, Any]:
@@ -182,6 +195,7 @@ async def _memory_floor(new: list[str]) -> float:
 
 async def _measure_s3(count: int) -> dict[str, Any]:
     """The same stage over one bucket, its input prefix made ``append_only``."""
+    from pydatatask.repository import s3follow
     from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
 
     names = keys(count)
@@ -220,7 +234,11 @@ async def _measure_s3(count: int) -> dict[str, Any]:
                 return bool(found.get("KeyCount", 0) == NEW)
 
             seconds, listed_again = await _time_arrivals(
-                pydatatask.Pipeline([shout], session), arrive, all_done
+                pydatatask.Pipeline([shout], session),
+                arrive,
+                all_done,
+                # the keys just uploaded settle first, as in a controller long under way
+                idle=s3follow.SETTLE_SECONDS + 1,
             )
             floor = await _s3_floor(outside, new)
             async with session:

@@ -21,6 +21,8 @@ import pytest
 pytest.importorskip("aiobotocore")
 
 import pydatatask
+from pydatatask.repository import s3follow
+from pydatatask.repository.base import Repository
 from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
 from tests.forever import NEVER, PATIENCE, running_forever, until
 from tests.servers.proxy import tcp_proxy
@@ -106,8 +108,11 @@ async def _put(client: Any, bucket: str, key: str, body: str) -> None:
 
 
 async def test_objects_added_after_the_greatest_key_are_run_without_a_listing(
-    s3_server: S3Server, s3_client: Any, s3_bucket: str
+    s3_server: S3Server, s3_client: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The first objects were written a moment ago, so the follower would list them again
+    # (from the first key, no StartAfter) for SETTLE_SECONDS; here they count as settled.
+    monkeypatch.setattr(s3follow, "SETTLE_SECONDS", 0.0)
     counter = ListingCounter()
     session, client = _session(s3_server, counter)
     pipeline, repos = _pipeline(client, session, s3_bucket)
@@ -133,10 +138,28 @@ async def test_objects_added_after_the_greatest_key_are_run_without_a_listing(
         assert (await repos["done"].info("2026-12-04"))["success"] is True
 
 
-async def test_the_follower_names_only_keys_after_the_greatest_one_listed(
-    s3_server: S3Server, s3_client: Any, s3_bucket: str
+async def _listening(repo: Repository, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+    follow = repo._changes()
+    assert follow is not None
+    changes = follow(stop)
+    assert await asyncio.wait_for(anext(changes), PATIENCE) == set()  # it listens
+    return changes
+
+
+async def _named_until(changes: AsyncIterator[set[str]], wanted: set[str]) -> set[str]:
+    """Gather the ids the follower names until ``wanted`` are among them."""
+    named: set[str] = set()
+    while not wanted <= named:
+        named |= await asyncio.wait_for(anext(changes), PATIENCE)
+    return named
+
+
+async def test_a_key_out_of_order_beyond_the_settling_time_is_left_to_listings(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An id out of order is left to the full listings; other suffixes are not ids."""
+    """With no time to settle, only keys after the greatest one listed are named; other
+    suffixes and subfolders are never ids."""
+    monkeypatch.setattr(s3follow, "SETTLE_SECONDS", 0.0)
     session, client = _session(s3_server)
     repo = S3BucketRepository(
         client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
@@ -144,14 +167,12 @@ async def test_the_follower_names_only_keys_after_the_greatest_one_listed(
     async with session:
         await repo.validate()
         await repo.save("b", "first")
-        assert repo._listed_up_to is None  # no listing yet
+        assert repo._listed is None  # no listing yet
         assert await repo.ids() == {"b"}
-        assert repo._listed_up_to == "in/b.txt"
+        assert repo._listed is not None
+        assert (repo._listed.settled, repo._listed.greatest) == ("in/b.txt", "in/b.txt")
         stop = asyncio.Event()
-        follow = repo._changes()
-        assert follow is not None
-        changes = follow(stop)
-        assert await asyncio.wait_for(anext(changes), PATIENCE) == set()  # it listens
+        changes = await _listening(repo, stop)
         await _put(s3_client, s3_bucket, "in/a.txt", "out of order")
         await _put(s3_client, s3_bucket, "in/c.txt", "new")
         await _put(s3_client, s3_bucket, "in/d.json", "another suffix")
@@ -162,6 +183,48 @@ async def test_the_follower_names_only_keys_after_the_greatest_one_listed(
         stop.set()
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(anext(changes), PATIENCE)
+
+
+async def test_a_key_that_appears_a_moment_after_a_later_one_is_still_named(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """Concurrent uploads finish out of key order; each id is named once all the same."""
+    session, client = _session(s3_server)
+    repo = S3BucketRepository(
+        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+    )
+    async with session:
+        await repo.validate()
+        await _put(s3_client, s3_bucket, "in/day-1.txt", "old")
+        assert await repo.ids() == {"day-1"}
+        stop = asyncio.Event()
+        changes = await _listening(repo, stop)
+        await _put(s3_client, s3_bucket, "in/day-3.txt", "finished first")
+        assert "day-3" in await _named_until(changes, {"day-3"})
+        await _put(s3_client, s3_bucket, "in/day-2.txt", "finished a moment later")
+        assert await _named_until(changes, {"day-2"}) == {"day-2"}
+        stop.set()
+
+
+async def test_uploads_under_way_while_the_controller_lists_are_named(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """The first mark stops before the keys written in the last seconds."""
+    session, client = _session(s3_server)
+    repo = S3BucketRepository(
+        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+    )
+    async with session:
+        await repo.validate()
+        await _put(s3_client, s3_bucket, "in/b.txt", "just written")
+        assert await repo.ids() == {"b"}
+        assert repo._listed is not None
+        assert (repo._listed.settled, repo._listed.greatest) == ("", "in/b.txt")
+        stop = asyncio.Event()
+        changes = await _listening(repo, stop)
+        await _put(s3_client, s3_bucket, "in/a.txt", "its upload ended after the listing")
+        assert "a" in await _named_until(changes, {"a"})
+        stop.set()
 
 
 async def test_only_append_only_repositories_are_followed(s3_server: S3Server) -> None:
@@ -194,10 +257,7 @@ async def test_the_follower_outlasts_an_unreachable_store(
         async with session:
             assert await repo.ids() == {"0001"}
             stop = asyncio.Event()
-            follow = repo._changes()
-            assert follow is not None
-            changes = follow(stop)
-            assert await asyncio.wait_for(anext(changes), PATIENCE) == set()
+            changes = await _listening(repo, stop)
             proxy.cut()
             await _put(s3_client, s3_bucket, "in/0002.txt", "while cut")
             with caplog.at_level(logging.INFO, logger="pydatatask.repository.s3follow"):
@@ -206,7 +266,7 @@ async def test_the_follower_outlasts_an_unreachable_store(
                 await asyncio.sleep(20 * FOLLOW_EVERY)  # several more failed requests
                 assert not waiting.done()
                 proxy.restore()
-                assert await asyncio.wait_for(waiting, PATIENCE) == {"0002"}
+                assert "0002" in await asyncio.wait_for(waiting, PATIENCE)
             assert caplog.text.count("cannot look for new objects") == 1
             assert "looking for new objects again" in caplog.text
             stop.set()
@@ -293,14 +353,11 @@ async def test_an_append_only_dataset_names_each_new_partition(
         await dataset.validate()
         await dataset.save("2026-12-01", [{"day": 1, "total": 10}])
         assert await dataset.ids() == {"2026-12-01"}
-        follow = dataset._changes()
-        assert follow is not None
         stop = asyncio.Event()
-        changes = follow(stop)
-        assert await asyncio.wait_for(anext(changes), PATIENCE) == set()
+        changes = await _listening(dataset, stop)
         key = "dataset=sales/rundate=2026-12-02/data.csv"
         await _put(s3_client, s3_bucket, key, "day,total\n2,20\n")
-        assert await asyncio.wait_for(anext(changes), PATIENCE) == {"2026-12-02"}
+        assert "2026-12-02" in await _named_until(changes, {"2026-12-02"})
         stop.set()
 
 

@@ -44,7 +44,7 @@ from pydatatask.errors import (
     JobNotFoundError,
 )
 from pydatatask.repository.base import BlobRepository, MetadataRepository, yaml_of
-from pydatatask.repository.s3follow import follow_appends
+from pydatatask.repository.s3follow import Listed, ListingMarks, follow_appends
 from pydatatask.repository.s3recent import RecentETags
 from pydatatask.streams import ByteReader, ByteWriter
 
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         CompletedPartTypeDef,
         CreateBucketRequestTypeDef,
         HeadObjectOutputTypeDef,
+        ListObjectsV2OutputTypeDef,
         ListObjectsV2RequestTypeDef,
         ObjectTypeDef,
     )
@@ -424,9 +425,9 @@ class S3BucketRepository(BlobRepository):
         suffix is bytes).
     :param append_only: say that every new object's key sorts after every key already
         there (ids that are dates, sequence numbers, ULIDs, ...). A controller running
-        forever then asks every ``follow_every`` seconds only for the keys after the
-        greatest it knows (``ListObjectsV2`` with ``StartAfter``), so new ids are taken
-        in without listing the whole prefix (see :mod:`pydatatask.repository.s3follow`).
+        forever then asks every ``follow_every`` seconds only for the keys after those
+        it knows (``ListObjectsV2`` with ``StartAfter``), so new ids are taken in without
+        listing the whole prefix (see :mod:`pydatatask.repository.s3follow`).
     :param follow_every: seconds between those requests, with ``append_only``.
     :raises ConfigurationError: for an empty bucket name, a part size below 5 MiB, a
         ``client`` that is not callable, an unknown codec name, or a ``follow_every``
@@ -477,8 +478,8 @@ class S3BucketRepository(BlobRepository):
         self.append_only = append_only
         self.follow_every = follow_every
         self._recent = RecentETags()
-        self._listed_up_to: str | None = None
-        """The greatest key the last complete listing saw ("" for none); None before one."""
+        self._listed: Listed | None = None
+        """What the last complete listing tells a follower; None before one."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} s3://{self.bucket}/{self.prefix}*{self.suffix}>"
@@ -510,20 +511,19 @@ class S3BucketRepository(BlobRepository):
     async def _iter_objects(self) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
         """Yield ``(job, listing entry)`` page by page, holding one page at a time.
 
-        A listing that runs to its end notes its greatest key (``_listed_up_to``).
+        A listing that runs to its end notes where a follower may start (``_listed``).
         """
-        greatest = ""
-        async for entries in self._pages():
-            for entry in entries:
+        marks = ListingMarks()
+        async for page in self._pages():
+            marks.note(page)
+            for entry in page.get("Contents", ()):
                 job = self._job_of(entry["Key"])
                 if job is not None:
                     yield job, entry
-            if entries:
-                greatest = max(greatest, entries[-1]["Key"])
-        self._listed_up_to = greatest
+        self._listed = marks.listed()
 
-    async def _pages(self, start_after: str = "") -> AsyncIterator[list[ObjectTypeDef]]:
-        """Yield the listing's entries page by page, in key order, after ``start_after``."""
+    async def _pages(self, start_after: str = "") -> AsyncIterator[ListObjectsV2OutputTypeDef]:
+        """Yield the listing's pages, their entries in key order, after ``start_after``."""
         request: ListObjectsV2RequestTypeDef = {"Bucket": self.bucket, "Prefix": self.prefix}
         if start_after:
             request["StartAfter"] = start_after
@@ -534,14 +534,14 @@ class S3BucketRepository(BlobRepository):
             client = self._client()
             with self._errors(client, "listing objects"):
                 page = await client.list_objects_v2(**request)
-            yield list(page.get("Contents", ()))
+            yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
             request["ContinuationToken"] = token
 
     def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]] | None:
-        """With ``append_only``, follow the keys after the greatest one known."""
+        """With ``append_only``, follow the keys after those already known."""
         if not self.append_only:
             return None
         return functools.partial(follow_appends, self)
