@@ -138,6 +138,34 @@ async def test_objects_added_after_the_greatest_key_are_run_without_a_listing(
         assert (await repos["done"].info("2026-12-04"))["success"] is True
 
 
+async def test_objects_uploaded_together_are_all_run_without_a_listing(
+    s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """Forty uploads at once finish in any order; every one of them runs.
+
+    The earlier a key sorts, the larger its object, so later keys tend to appear first."""
+    session, client = _session(s3_server)
+    pipeline, repos = _pipeline(client, session, s3_bucket)
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "readings/0000.txt", "before")
+    days = [f"{number:04d}" for number in range(1, 41)]
+    async with pipeline, running_forever(pipeline):
+        await until(lambda: repos["shouts"].contains("0000"), "the first job")
+        listed_at = pipeline.scheduler.last_refresh
+        await asyncio.gather(
+            *(
+                _put(s3_client, s3_bucket, f"readings/{day}.txt", day * (50_000 - 1_000 * index))
+                for index, day in enumerate(days)
+            )
+        )
+
+        async def all_shouted() -> bool:
+            return len(await repos["shouts"].contains_many(days)) == len(days)
+
+        await until(all_shouted, "the forty uploads")
+        assert pipeline.scheduler.last_refresh == listed_at  # found by the follower
+
+
 async def _listening(repo: Repository, stop: asyncio.Event) -> AsyncIterator[set[str]]:
     follow = repo._changes()
     assert follow is not None
