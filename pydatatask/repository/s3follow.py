@@ -40,7 +40,7 @@ from pydatatask.errors import BackendUnavailableError
 if TYPE_CHECKING:
     from pydatatask.repository.s3 import S3BucketRepository
 
-__all__ = ["SETTLE_SECONDS", "ListingMarks", "follow_appends"]
+__all__ = ["SETTLE_SECONDS", "Listed", "ListingMarks", "follow_appends"]
 
 logger = logging.getLogger(__name__)
 
