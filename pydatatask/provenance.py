@@ -70,18 +70,15 @@ async def provenance_of(
     return {"code": task.code_token, "inputs": inputs}
 
 
-def provenance_at_hand(
-    task: Task, job: str, links: list[tuple[str, Repository]]
-) -> dict[str, Any] | None:
-    """Return :func:`provenance_of` without I/O, or None when an input needs it.
+def provenance_at_hand(task: Task, job: str, links: list[tuple[str, Repository]]) -> dict[str, Any]:
+    """Return :func:`provenance_of` without I/O, where every input has its tokens at hand.
 
     Inputs that hold their values in memory (see
-    :attr:`~pydatatask.Repository.tokens_at_hand`) give their tokens at once.
+    :attr:`~pydatatask.Repository.tokens_at_hand`) give their tokens at once; the caller
+    checks that every one of ``links`` does.
     """
     inputs: dict[str, str] = {}
     for name, repo in links:
-        if not repo.tokens_at_hand:
-            return None
         token = repo.token_at_hand(job)
         if token is not None:
             inputs[name] = token

@@ -73,7 +73,8 @@ class JobRunner:
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._withdrawn: set[tuple[str, str]] = set()
         self._workers: set[asyncio.Task[None]] = set()
-        self._input_links: dict[str, list[tuple[str, Repository]]] = {}
+        self._input_links: dict[str, tuple[list[tuple[str, Repository]], bool]] = {}
+        """Per task, its input links, and whether they all give their tokens without I/O."""
 
     def start(
         self, task: Task, job: str, attempt: int, reattach: bool = False, forced: bool = False
@@ -248,11 +249,15 @@ class JobRunner:
             logger.info("%s %s job %r (attempt %d)", verb, task.name, job, attempt)
         result: JobResult | None = None
         try:
-            links = self._input_links.get(task.name)
-            if links is None:  # the pipeline is open: its links are set for good
-                links = self._input_links[task.name] = input_links(task)
-            provenance = provenance_at_hand(task, job, links)
-            if provenance is None:
+            known = self._input_links.get(task.name)
+            if known is None:  # the pipeline is open: its links are set for good
+                links = input_links(task)
+                at_hand = all(repo.tokens_at_hand for _, repo in links)
+                known = self._input_links[task.name] = (links, at_hand)
+            links, at_hand = known
+            if at_hand:
+                provenance = provenance_at_hand(task, job, links)
+            else:
                 provenance = await provenance_of(task, job, links)
             result, error = await task.run_attempt(job, attempt, reattach)
             result.provenance = provenance

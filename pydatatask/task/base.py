@@ -14,7 +14,7 @@ import re
 import time
 import traceback
 import warnings
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypedDict, Unpack
 
@@ -55,24 +55,24 @@ def source_of(func: object) -> str:
 
 def timestamp(epoch: float) -> str:
     """Format a Unix time as an ISO 8601 UTC string, the form done records use."""
-    second = int(epoch)
-    milliseconds = min(999, int((epoch - second) * 1000))
+    moment = int(epoch * 1000)  # milliseconds
     last_moment, last_text = _last_millisecond[0]
-    if last_moment == (second, milliseconds):
+    if moment == last_moment:
         return last_text
+    second, milliseconds = divmod(moment, 1000)
     last_second, prefix = _last_second[0]
     if second != last_second:
         prefix = datetime.fromtimestamp(second, UTC).isoformat()[: -len("+00:00")]
         _last_second[0] = (second, prefix)
     text = f"{prefix}.{milliseconds:03d}+00:00"
-    _last_millisecond[0] = ((second, milliseconds), text)
+    _last_millisecond[0] = (moment, text)
     return text
 
 
 # The formatted date and time of the last whole second and of the last millisecond seen:
 # many jobs start and end within the same ones. Each is one tuple, replaced whole.
 _last_second: list[tuple[int, str]] = [(-(10**18), "")]  # a second no clock gives
-_last_millisecond: list[tuple[tuple[int, int], str]] = [((-(10**18), 0), "")]
+_last_millisecond: list[tuple[int, str]] = [(-(10**18), "")]
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -86,14 +86,11 @@ def failure_record(error: BaseException) -> dict[str, Any]:
 class _Deadline:
     """Cancels the current asyncio task with :attr:`StopReason.TIMEOUT` after ``seconds``."""
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float) -> None:
         self.fired = False
         self.claimed = False
-        self._task: asyncio.Task[Any] | None = None
-        self._handle: asyncio.TimerHandle | None = None
-        if seconds is not None:
-            self._task = asyncio.current_task()
-            self._handle = asyncio.get_running_loop().call_later(seconds, self._expire)
+        self._task = asyncio.current_task()
+        self._handle = asyncio.get_running_loop().call_later(seconds, self._expire)
 
     def _expire(self) -> None:
         assert self._task is not None
@@ -112,12 +109,7 @@ class _Deadline:
         return True
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-
-_NO_DEADLINE = _Deadline(None)
-"""The deadline of tasks without a timeout: it never fires."""
+        self._handle.cancel()
 
 
 def _seconds(value: timedelta | float | None, what: str) -> float | None:
@@ -392,31 +384,33 @@ class Task(abc.ABC):
         recorded as timed out, whatever error the cancellation turned into.
         """
         started = time.time()
-        result = JobResult(success=False, attempt=attempt)
+        success = False
+        fields: Mapping[str, Any] | None = None
         failure: BaseException | None = None
-        timer = _NO_DEADLINE if self.timeout is None else _Deadline(self.timeout)
+        timer = None if self.timeout is None else _Deadline(self.timeout)
         try:
-            extra = await self._begin(job, attempt, reattach)
+            fields = await self._begin(job, attempt, reattach)
         except JobClaimedError:
             raise  # not a failure of the job: it leaves no record here
         except asyncio.CancelledError as cancelled:
-            if not timer.claim(cancelled):
+            if timer is None or not timer.claim(cancelled):
                 raise
         except Exception as error:  # noqa: BLE001 - user code fails into the record
-            if not timer.claim():  # else the timeout's cancellation became this error
+            if timer is None or not timer.claim():  # else the timeout's cancellation became this
                 failure = error
-                result.update(failure_record(error))
-        else:
-            if not timer.claim():  # else the body swallowed the timeout's cancellation
-                if extra:
-                    result.update(extra)
-                result.success = True
+                fields = failure_record(error)
+        else:  # unless the body swallowed the timeout's cancellation
+            success = timer is None or not timer.claim()
         finally:
-            timer.close()
-        if timer.claimed:
+            if timer is not None:
+                timer.close()
+        result = JobResult(success, attempt)
+        if timer is not None and timer.claimed:
             failure = TimeoutError(f"timed out after {self.timeout:g} s")
             result.timeout = True
             result.exception = str(failure)
+        elif fields:
+            result.update(fields)
         ended = time.time()
         result.start_time = timestamp(started)
         result.end_time = timestamp(ended)
