@@ -115,16 +115,35 @@ def _mapping_lines(mapping: dict[Any, Any], indent: str, lines: list[str]) -> bo
     return True
 
 
+# Records repeat most of their strings (field names, code tokens, timestamps of jobs that
+# end in the same millisecond), so short ones are rendered once; the cache is emptied
+# when full rather than tracked for age.
+_STRING_CACHE_SIZE = 4096
+_STRING_CACHE_LENGTH = 64
+_STRINGS: dict[str, str] = {}
+
+
+def _string(value: str) -> str | None:
+    """Return ``value`` as a one-line YAML scalar (noting short ones), or None."""
+    if _PLAIN_WORD.fullmatch(value) and value.lower() not in _SPECIAL_WORDS:
+        text = value
+    elif _PRINTABLE_ASCII.fullmatch(value):
+        text = "'" + value.replace("'", "''") + "'"
+    else:
+        return None  # a block, or PyYAML's escapes
+    if len(value) <= _STRING_CACHE_LENGTH:
+        if len(_STRINGS) >= _STRING_CACHE_SIZE:
+            _STRINGS.clear()
+        _STRINGS[value] = text
+    return text
+
+
 def _scalar(value: Any) -> str | None:
     """Return ``value`` as a one-line YAML scalar, or None when it is not a plain value."""
     kind = type(value)
     if kind is str:
-        text: str = value
-        if _PLAIN_WORD.fullmatch(text) and text.lower() not in _SPECIAL_WORDS:
-            return text
-        if _PRINTABLE_ASCII.fullmatch(text):
-            return "'" + text.replace("'", "''") + "'"
-        return None
+        known = _STRINGS.get(value)
+        return known if known is not None else _string(value)
     if kind is bool:
         return "true" if value else "false"
     if kind is int:

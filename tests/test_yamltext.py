@@ -150,3 +150,14 @@ def test_what_the_direct_path_cannot_hold_goes_to_pyyaml() -> None:
             {"when": [1, 2]} if value == {"when": (1, 2)} else value
         )
     assert "traceback: |" in yamltext.dump({"traceback": "Traceback:\n  line\n"})
+
+
+def test_strings_written_again_read_back_the_same_after_the_cache_fills() -> None:
+    """Short strings are rendered once; the text stays the same, however many come."""
+    first = [yamltext.dump({"value": text}) for text in TRICKY]
+    many = [f"token-{number:05d}" for number in range(10_000)]
+    for text in many:
+        assert yamltext.load(yamltext.dump({"value": text})) == {"value": text}
+    assert [yamltext.dump({"value": text}) for text in TRICKY] == first
+    for text in TRICKY:
+        assert yamltext.load(yamltext.dump({"value": text})) == {"value": text}

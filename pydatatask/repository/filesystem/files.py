@@ -44,16 +44,16 @@ class _FileReader(ByteReader):
 
     @classmethod
     def open_sync(cls, path: str) -> _FileReader:
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
-            head = file.read(DEFAULT_CHUNK)
+            head = os.read(descriptor, DEFAULT_CHUNK)
+            if len(head) == DEFAULT_CHUNK:  # more may follow: keep the file open
+                return cls(open(descriptor, "rb", buffering=0), head)
         except BaseException:
-            file.close()
+            os.close(descriptor)
             raise
-        if len(head) < DEFAULT_CHUNK:
-            file.close()
-            return cls(None, head)
-        return cls(file, head)
+        os.close(descriptor)  # the whole file was read: no file object needed
+        return cls(None, head)
 
     def _take(self, n: int) -> bytes:
         start = self._offset
@@ -117,7 +117,8 @@ class _FileWriter(ByteWriter):
         self._durable = durable
         self._chunks: list[bytes] = []
         self._size = 0
-        self._file: BinaryIO | None = None
+        self._descriptor: int | None = None
+        """The temporary file, written with plain system calls (no buffer: chunks are large)."""
         self._temp: str | None = None
         self._touched = False  # a disk hop was started, so discarding needs one too
         # A hop whose caller was cancelled may still be queued or running in its thread:
@@ -133,9 +134,10 @@ class _FileWriter(ByteWriter):
         """Write ``chunks`` to the temporary file; return False if already discarded."""
         if self._discarded:
             return False
-        if self._file is None:
-            self._temp, self._file = self._repository._create_temp(self._job)
-        self._file.writelines(chunks)
+        if self._descriptor is None:
+            self._temp, self._descriptor = self._repository._create_temp(self._job)
+        for chunk in chunks:
+            _write_all(self._descriptor, chunk)
         return True
 
     def _spill_sync(self, chunks: list[bytes]) -> None:
@@ -152,22 +154,21 @@ class _FileWriter(ByteWriter):
         with self._lock:
             if not self._spill_locked(chunks):
                 return False
-            assert self._file is not None
+            assert self._descriptor is not None
             assert self._temp is not None
             target = self._repository._target(self._job)
-            self._file.flush()
             if self._durable:
-                os.fsync(self._file.fileno())
+                os.fsync(self._descriptor)
             # Rename while the file is open, so it stays locked until it leaves its name.
             if exclusive:
                 installed = _link_new(self._temp, target)
             else:
-                _keep_mode(self._file, target)
+                _keep_mode(self._descriptor, target)
                 os.replace(self._temp, target)
                 installed = True
             self._temp = None
-            self._file.close()
-            self._file = None
+            descriptor, self._descriptor = self._descriptor, None
+            os.close(descriptor)
         if installed and self._durable:
             fsync_folder(self._repository._base)
         return installed
@@ -175,10 +176,10 @@ class _FileWriter(ByteWriter):
     def _discard_sync(self) -> None:
         with self._lock:
             self._discarded = True
-            if self._file is not None:
+            if self._descriptor is not None:
+                descriptor, self._descriptor = self._descriptor, None
                 with contextlib.suppress(OSError):
-                    self._file.close()
-                self._file = None
+                    os.close(descriptor)
             if self._temp is not None:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._temp)
@@ -212,13 +213,20 @@ def _link_new(temp: str, target: str) -> bool:
     return True
 
 
-def _keep_mode(file: BinaryIO, target: str) -> None:
+def _write_all(descriptor: int, data: bytes) -> None:
+    """Write all of ``data`` to ``descriptor`` (``os.write`` may write only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def _keep_mode(descriptor: int, target: str) -> None:
     """Give a replacement the mode of the file it replaces, as writing in place would."""
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except (FileNotFoundError, NotADirectoryError):
         return  # a new file keeps 0o666 & ~umask from its creation
-    os.fchmod(file.fileno(), mode)
+    os.fchmod(descriptor, mode)
 
 
 class FileRepository(FolderRepository, BlobRepository):
@@ -286,7 +294,7 @@ class FileRepository(FolderRepository, BlobRepository):
         """Whether writes sync to disk: durable ones, unless the folder is in memory."""
         return self._durable and not self._inline_io  # tmpfs has no disk to sync to
 
-    def _create_temp(self, job: str) -> tuple[str, BinaryIO]:
+    def _create_temp(self, job: str) -> tuple[str, int]:
         """Create a hidden temporary file beside the job's file; run in a thread."""
         return _make_hidden(self._base, job + self.extension, "tmp", _create_file)
 

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import Repository, all_plain
@@ -86,10 +86,10 @@ def _make_hidden(folder: str, name: str, purpose: str, make: Callable[[str], _T]
     raise FileExistsError(f"no free temporary name for {name!r} in {folder}")
 
 
-def _create_file(path: str) -> BinaryIO:
+def _create_file(path: str) -> int:
     """Create and lock a new file for writing, with the mode ``0o666 & ~umask``.
 
-    The exclusive ``flock`` lasts until the file is closed; it tells
+    Return its descriptor. The exclusive ``flock`` lasts until it is closed; it tells
     :meth:`FolderRepository.validate`, in any process, that a writer still owns the file.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -100,7 +100,7 @@ def _create_file(path: str) -> BinaryIO:
         os.close(descriptor)
         os.unlink(path)
         raise
-    return open(descriptor, "wb")
+    return descriptor
 
 
 def _create_locked_dir(path: str) -> int:
