@@ -318,7 +318,7 @@ class FileRepository(FolderRepository, BlobRepository):
     def _open_reader_sync(self, job: str) -> _FileReader:
         if not self.case_insensitive:  # one open, no separate existence check
             try:
-                return _FileReader.open_sync(os.path.join(self._base, job + self.extension))
+                return _FileReader.open_sync(self._exact(job))
             except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 raise JobNotFoundError(job, self) from None
         path = self._require(job)

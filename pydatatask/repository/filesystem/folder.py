@@ -72,8 +72,9 @@ def _make_hidden(folder: str, name: str, purpose: str, make: Callable[[str], _T]
     folder is created once, so writing needs no prior :meth:`validate`.
     """
     created_folder = False
+    prefix = folder if folder.endswith(os.sep) else folder + os.sep
     for _ in range(100):
-        path = os.path.join(folder, _hidden_name(name, purpose))
+        path = prefix + _hidden_name(name, purpose)
         try:
             return path, make(path)
         except FileExistsError:
@@ -258,6 +259,12 @@ class FolderRepository(Repository):
         self.extension = extension
         self.case_insensitive = case_insensitive
         self._base = str(self.basedir)
+        self._prefix = os.path.join(self._base, "")
+        """The folder's path with a separator at its end, for paths built per job."""
+        try:
+            self._extension_size = len(os.fsencode(extension))
+        except UnicodeEncodeError:  # no name can hold it: check_job_id says so for each id
+            self._extension_size = MAX_NAME_BYTES + 1
         self._inline_io = False
         """Whether small file operations run in the event loop: on a filesystem held in
         memory (tmpfs), where they never wait for a device and a thread hop costs more than
@@ -285,6 +292,8 @@ class FolderRepository(Repository):
         must fit in one file name.
         """
         job = super().check_job_id(job)
+        if job.isascii() and len(job) + self._extension_size <= MAX_NAME_BYTES:
+            return job  # the common case, without encoding the name
         try:
             size = len(os.fsencode(job + self.extension))
         except UnicodeEncodeError:
@@ -597,9 +606,9 @@ class FolderRepository(Repository):
     def _target(self, job: str) -> str:
         """Return the path a write of ``job`` goes to: an existing match, else the exact name."""
         if not self.case_insensitive:
-            return os.path.join(self._base, job + self.extension)
+            return self._exact(job)
         found = self._find(job, os.path.lexists)
-        return found[0] if found else os.path.join(self._base, job + self.extension)
+        return found[0] if found else self._exact(job)
 
     def _require(self, job: str) -> str:
         path = self._locate(job)
@@ -631,7 +640,7 @@ class FolderRepository(Repository):
         return found
 
     def _exact(self, job: str) -> str:
-        return os.path.join(self._base, job + self.extension)
+        return self._prefix + job + self.extension
 
     def _token_of(self, path: str) -> str | None:
         """Return the token of the entry at ``path``, or None if it holds no job."""
