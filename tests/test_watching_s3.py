@@ -166,6 +166,17 @@ async def test_objects_uploaded_together_are_all_run_without_a_listing(
         assert pipeline.scheduler.last_refresh == listed_at  # found by the follower
 
 
+def _followed_prefix(
+    s3_server: S3Server, bucket: str
+) -> tuple[pydatatask.Session, S3BucketRepository]:
+    """An append-only repository of ``.txt`` objects under ``in/``, and its session."""
+    session, client = _session(s3_server)
+    repo = S3BucketRepository(
+        client, f"{bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
+    )
+    return session, repo
+
+
 async def _listening(repo: Repository, stop: asyncio.Event) -> AsyncIterator[set[str]]:
     follow = repo._changes()
     assert follow is not None
@@ -188,10 +199,7 @@ async def test_a_key_out_of_order_beyond_the_settling_time_is_left_to_listings(
     """With no time to settle, only keys after the greatest one listed are named; other
     suffixes and subfolders are never ids."""
     monkeypatch.setattr(s3follow, "SETTLE_SECONDS", 0.0)
-    session, client = _session(s3_server)
-    repo = S3BucketRepository(
-        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
-    )
+    session, repo = _followed_prefix(s3_server, s3_bucket)
     async with session:
         await repo.validate()
         await repo.save("b", "first")
@@ -217,10 +225,7 @@ async def test_a_key_that_appears_a_moment_after_a_later_one_is_still_named(
     s3_server: S3Server, s3_client: Any, s3_bucket: str
 ) -> None:
     """Concurrent uploads finish out of key order; each id is named once all the same."""
-    session, client = _session(s3_server)
-    repo = S3BucketRepository(
-        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
-    )
+    session, repo = _followed_prefix(s3_server, s3_bucket)
     async with session:
         await repo.validate()
         await _put(s3_client, s3_bucket, "in/day-1.txt", "old")
@@ -238,10 +243,7 @@ async def test_uploads_under_way_while_the_controller_lists_are_named(
     s3_server: S3Server, s3_client: Any, s3_bucket: str
 ) -> None:
     """The first mark stops before the keys written in the last seconds."""
-    session, client = _session(s3_server)
-    repo = S3BucketRepository(
-        client, f"{s3_bucket}/in/", ".txt", append_only=True, follow_every=FOLLOW_EVERY
-    )
+    session, repo = _followed_prefix(s3_server, s3_bucket)
     async with session:
         await repo.validate()
         await _put(s3_client, s3_bucket, "in/b.txt", "just written")
