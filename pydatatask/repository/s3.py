@@ -479,7 +479,7 @@ class S3BucketRepository(BlobRepository):
         self.follow_every = follow_every
         self._recent = RecentETags()
         self._listed: Listed | None = None
-        """What the last complete listing tells a follower; None before one."""
+        """What the last complete listing tells a follower (``append_only``); None before one."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} s3://{self.bucket}/{self.prefix}*{self.suffix}>"
@@ -511,16 +511,19 @@ class S3BucketRepository(BlobRepository):
     async def _iter_objects(self) -> AsyncIterator[tuple[str, ObjectTypeDef]]:
         """Yield ``(job, listing entry)`` page by page, holding one page at a time.
 
-        A listing that runs to its end notes where a follower may start (``_listed``).
+        With ``append_only``, a listing that runs to its end notes where a follower may
+        start (``_listed``).
         """
-        marks = ListingMarks()
+        marks = ListingMarks() if self.append_only else None
         async for page in self._pages():
-            marks.note(page)
+            if marks is not None:
+                marks.note(page)
             for entry in page.get("Contents", ()):
                 job = self._job_of(entry["Key"])
                 if job is not None:
                     yield job, entry
-        self._listed = marks.listed()
+        if marks is not None:
+            self._listed = marks.listed()
 
     async def _pages(self, start_after: str = "") -> AsyncIterator[ListObjectsV2OutputTypeDef]:
         """Yield the listing's pages, their entries in key order, after ``start_after``."""

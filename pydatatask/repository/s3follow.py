@@ -70,16 +70,19 @@ class ListingMarks:
 
     def note(self, page: Mapping[str, Any]) -> None:
         """Take in one page of a ``ListObjectsV2`` response, pages in key order."""
+        entries = page.get("Contents", ())
+        if not entries:
+            return
+        self._greatest = max(self._greatest, entries[-1]["Key"])
+        if self._recent_seen:
+            return
         recent_from = _server_time(page) - datetime.timedelta(seconds=SETTLE_SECONDS)
-        for entry in page.get("Contents", ()):
-            key: str = entry["Key"]
-            self._greatest = max(self._greatest, key)
-            if not self._recent_seen:
-                modified = entry.get("LastModified")
-                if modified is not None and modified > recent_from:
-                    self._recent_seen = True
-                else:
-                    self._settled = key
+        for entry in entries:
+            modified = entry.get("LastModified")
+            if modified is not None and modified > recent_from:
+                self._recent_seen = True
+                return
+            self._settled = entry["Key"]
 
     def listed(self) -> Listed:
         """Return the marks of the whole listing, once its last page is noted."""
