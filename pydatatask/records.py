@@ -86,6 +86,23 @@ class JobResult:
 
     def to_record(self) -> dict[str, Any]:
         """Return the record to store: plain values, absent fields left out."""
+        if (
+            self.provenance is not None
+            and self.exception is None
+            and self.traceback is None
+            and not self.timeout
+            and self.exit_code is None
+            and not self.extra
+            and self.retry_at is None
+        ):  # most records: built at their full size at once
+            return {
+                "success": self.success,
+                "attempt": self.attempt,
+                "provenance": self.provenance,
+                "start_time": self.start_time,
+                "end_time": self.end_time,
+                "duration": self.duration,
+            }
         record: dict[str, Any] = {"success": self.success, "attempt": self.attempt}
         if self.exception is not None:
             record["exception"] = self.exception
