@@ -322,14 +322,12 @@ PIPELINE_FILE = textwrap.dedent(
 )
 
 
-async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
-    tmp_path: Path, s3_server: S3Server, s3_client: Any, s3_bucket: str
-) -> None:
-    """``pydatatask -f pipeline.yaml run --forever --poll 3600`` runs each new object."""
+async def _start_controller(
+    tmp_path: Path, s3_server: S3Server, s3_bucket: str
+) -> asyncio.subprocess.Process:
+    """Start ``pydatatask -f pipeline.yaml run --forever --poll 3600`` over the bucket."""
     (tmp_path / "pipeline.yaml").write_text(PIPELINE_FILE)
     (tmp_path / "steps.py").write_text("def shout(reading):\n    return reading.upper()\n")
-    await s3_client.create_bucket(Bucket=s3_bucket)
-    await _put(s3_client, s3_bucket, "readings/0001.txt", "first")
     settings = {
         "S3_ENDPOINT": s3_server.endpoint_url,
         "S3_KEY": s3_server.access_key,
@@ -339,7 +337,7 @@ async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
     command = [sys.executable, "-m", "pydatatask", "-f", str(tmp_path / "pipeline.yaml")]
     for name, value in settings.items():
         command += ["--set", f"{name}={value}"]
-    controller = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *command,
         "run",
         "--forever",
@@ -349,6 +347,20 @@ async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def _shouts(s3_client: Any, bucket: str) -> set[str]:
+    found = await s3_client.list_objects_v2(Bucket=bucket, Prefix="shouts/")
+    return {entry["Key"].removeprefix("shouts/") for entry in found.get("Contents", ())}
+
+
+async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
+    tmp_path: Path, s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """``pydatatask -f pipeline.yaml run --forever --poll 3600`` runs each new object."""
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "readings/0001.txt", "first")
+    controller = await _start_controller(tmp_path, s3_server, s3_bucket)
     try:
 
         async def shouted(job: str) -> bool:
@@ -369,6 +381,55 @@ async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
             controller.kill()
             _, errors = await controller.communicate()
     assert b"Traceback" not in errors
+
+
+async def test_a_controller_killed_while_uploads_arrive_finishes_them_after_a_restart(
+    tmp_path: Path, s3_server: S3Server, s3_client: Any, s3_bucket: str
+) -> None:
+    """kill -9 while objects arrive together, more arrive while it is down: all are run."""
+    await s3_client.create_bucket(Bucket=s3_bucket)
+    await _put(s3_client, s3_bucket, "readings/0000.txt", "reading 0000")
+    days = [f"{number:04d}" for number in range(61)]
+
+    async def upload(chosen: list[str]) -> None:
+        await asyncio.gather(
+            *(_put(s3_client, s3_bucket, f"readings/{day}.txt", f"reading {day}") for day in chosen)
+        )
+
+    controller = await _start_controller(tmp_path, s3_server, s3_bucket)
+    try:
+
+        async def shouted_more_than(count: int) -> bool:
+            assert controller.returncode is None, "the controller ended"
+            return len(await _shouts(s3_client, s3_bucket)) > count
+
+        await until(lambda: shouted_more_than(0), "the first job")  # it follows the prefix
+        await upload(days[1:31])
+        await until(lambda: shouted_more_than(1), "a job of the uploads")
+    finally:
+        controller.kill()  # SIGKILL: no clean-up
+        await controller.wait()
+    await upload(days[31:])
+    restarted = await _start_controller(tmp_path, s3_server, s3_bucket)
+    try:
+
+        async def all_shouted() -> bool:
+            assert restarted.returncode is None, "the controller ended"
+            return await _shouts(s3_client, s3_bucket) == {f"{day}.txt" for day in days}
+
+        await until(all_shouted, "all sixty-one objects")
+        body = await s3_client.get_object(Bucket=s3_bucket, Key="shouts/0017.txt")
+        assert await body["Body"].read() == b"READING 0017"
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        try:
+            _, errors = await asyncio.wait_for(restarted.communicate(), PATIENCE)
+        except TimeoutError:
+            restarted.kill()
+            _, errors = await restarted.communicate()
+    assert b"Traceback" not in errors
+    done = await s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="done/")
+    assert len(done.get("Contents", ())) == len(days)
 
 
 async def test_an_append_only_dataset_names_each_new_partition(
