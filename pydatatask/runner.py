@@ -2,7 +2,9 @@
 
 Workers are started as jobs are launched, never more than the jobs running at once, and
 then wait on one queue for as long as the scheduler lives, so a stream of short jobs
-costs no asyncio task per job. A job's done record is written
+costs no asyncio task per job. They are woken one at a time: a worker that takes a job
+while more wait wakes the next, so jobs that wait on I/O run side by side, and jobs that
+never wait are run one after another by the worker already running. A job's done record is written
 when its body returns, after its outputs; a job cancelled because the controller stops
 leaves no record and runs again next time.
 
@@ -71,6 +73,8 @@ class JobRunner:
         self._abandoned: set[tuple[str, str]] = set()
         self._claims_failing = False
         self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waking: object | None = None
+        """The idle worker's future just resolved, or the worker just made, until it runs."""
         self._withdrawn: set[tuple[str, str]] = set()
         self._workers: set[asyncio.Task[None]] = set()
         self._input_links: dict[str, tuple[list[tuple[str, Repository]], bool]] = {}
@@ -89,23 +93,34 @@ class JobRunner:
         if self._withdrawn:
             self._withdrawn.discard((task.name, job))
         self._queue.append((task, job, attempt, reattach, forced))
+        if self._waking is None:
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        """Wake an idle worker, or start one, for the queued jobs.
+
+        One at a time: a worker that takes a job while more wait wakes the next, so jobs
+        that wait on I/O run side by side, and a stream of jobs that never wait is run
+        by one worker without waking the others for nothing.
+        """
         while self._idle:
             waiting = self._idle.popleft()
             if not waiting.done():
                 waiting.set_result(None)
+                self._waking = waiting
                 return
-        self._add_workers()
-
-    def _add_workers(self) -> None:
-        """Give every queued job a worker: the ones being stopped take no new job."""
-        while self._queue and len(self._workers) < self.count:
+        if len(self._workers) < self.count:  # the ones being stopped take no new job
             worker = asyncio.create_task(self._work())
             self._workers.add(worker)
             worker.add_done_callback(self._worker_ended)
+            self._waking = worker
 
     def _worker_ended(self, worker: asyncio.Task[None]) -> None:
         self._workers.discard(worker)
-        self._add_workers()  # jobs queued while it was stopping still run
+        if self._waking is worker:  # stopped before it ran
+            self._waking = None
+        if self._queue and self._waking is None:
+            self._wake_one()  # jobs queued while it was stopping still run
 
     def count_of(self, task_name: str) -> int:
         """Return how many jobs of the task are running or queued."""
@@ -159,14 +174,22 @@ class JobRunner:
 
     async def _work(self) -> None:
         current = asyncio.current_task()
+        if self._waking is current:
+            self._waking = None
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:  # wait until start() hands over a job
                 idle: asyncio.Future[None] = loop.create_future()
                 self._idle.append(idle)
-                await idle
+                try:
+                    await idle
+                finally:
+                    if self._waking is idle:
+                        self._waking = None
                 continue
             task, job, attempt, reattach, forced = self._queue.popleft()
+            if self._queue and self._waking is None:
+                self._wake_one()  # for the next job, should this one wait on I/O
             if self._withdrawn and (task.name, job) in self._withdrawn:
                 self._withdrawn.discard((task.name, job))
                 continue

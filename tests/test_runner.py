@@ -76,3 +76,42 @@ async def test_a_job_queued_while_idle_workers_stop_still_runs() -> None:
             while "next" not in finished:
                 await scheduler.wait(1)
     assert finished[2:] == ["next"]
+
+
+async def test_jobs_that_wait_run_side_by_side() -> None:
+    """Each worker that takes a job wakes the next, so waiting jobs all start at once."""
+    jobs = {f"j{number:02d}": number for number in range(40)}
+    started: set[str] = set()
+    all_started = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def body(job: str) -> None:
+        started.add(job)
+        if started == set(jobs):
+            all_started.set()
+        await gate.wait()
+
+    task = pdt.InProcessSyncTask("t", Memory(), func=body)
+    task.link("source", Memory(jobs), is_input=True)
+    async with pdt.Pipeline([task]) as pipeline:
+        running = asyncio.create_task(pdt.run(pipeline))
+        await asyncio.wait_for(all_started.wait(), 30)  # none has finished yet
+        gate.set()
+        report = await asyncio.wait_for(running, 30)
+    assert report.succeeded == len(jobs)
+
+
+async def test_jobs_that_never_wait_do_not_wake_a_worker_each() -> None:
+    """A stream of jobs that finish without waiting is run by a worker or two."""
+    finished: list[str] = []
+
+    async def body(job: str) -> None:
+        finished.append(job)
+
+    jobs = {f"j{number:03d}": number for number in range(300)}
+    task = pdt.InProcessSyncTask("t", Memory(), func=body)
+    task.link("source", Memory(jobs), is_input=True)
+    async with pdt.Pipeline([task], max_concurrent_jobs=256) as pipeline:
+        await pdt.run(pipeline)
+        assert sorted(finished) == sorted(jobs)
+        assert len(pipeline.scheduler.runner._workers) <= 2
