@@ -211,9 +211,11 @@ def value_token(value: Any) -> str:
     them.
     """
     kind = type(value)
-    if kind is str:  # the common case first; the prefix keeps "1" apart from 1
-        data = b"s" + value.encode("utf-8", "surrogatepass")
-    elif isinstance(value, bytes | bytearray | memoryview):
+    if kind is str:  # the common case first; the prefix "s" keeps "1" apart from 1
+        hasher = _TEXT_HASH.copy()
+        hasher.update(value.encode("utf-8", "surrogatepass"))
+        return hasher.hexdigest()
+    if isinstance(value, bytes | bytearray | memoryview):
         data = bytes(value)
     elif kind in _PLAIN:
         data = repr(value).encode()
@@ -222,7 +224,14 @@ def value_token(value: Any) -> str:
             data = json.dumps(value, sort_keys=True, default=repr).encode()
         except (TypeError, ValueError):  # keys of mixed types, or a cycle
             data = repr(value).encode()
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
+    hasher = _HASH.copy()
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+# Copying a hash made once costs half as much as making one (blake2b parses its options).
+_HASH = hashlib.blake2b(digest_size=8)
+_TEXT_HASH = hashlib.blake2b(b"s", digest_size=8)
 
 
 @contextlib.asynccontextmanager
