@@ -4,9 +4,9 @@ Workers are started as jobs are launched, never more than the jobs running at on
 then wait on one queue for as long as the scheduler lives, so a stream of short jobs
 costs no asyncio task per job. They are woken one at a time: a worker that takes a job
 while more wait wakes the next, so jobs that wait on I/O run side by side, and jobs that
-never wait are run one after another by the worker already running. A job's done record is written
-when its body returns, after its outputs; a job cancelled because the controller stops
-leaves no record and runs again next time.
+never wait are run one after another by the worker already running. A job's done record
+is written when its body returns, after its outputs; a job cancelled because the
+controller stops leaves no record and runs again next time.
 
 With :class:`~pydatatask.leases.Leases`, a job runs only once its claim is won, and its
 record is written only while the claim still stands.
