@@ -349,6 +349,17 @@ async def _start_controller(
     )
 
 
+async def _stop_controller(controller: asyncio.subprocess.Process) -> bytes:
+    """Stop the controller as Ctrl-C does (SIGKILL if it lingers); return what it printed."""
+    controller.send_signal(signal.SIGINT)
+    try:
+        _, errors = await asyncio.wait_for(controller.communicate(), PATIENCE)
+    except TimeoutError:
+        controller.kill()
+        _, errors = await controller.communicate()
+    return errors
+
+
 async def _shouts(s3_client: Any, bucket: str) -> set[str]:
     found = await s3_client.list_objects_v2(Bucket=bucket, Prefix="shouts/")
     return {entry["Key"].removeprefix("shouts/") for entry in found.get("Contents", ())}
@@ -374,12 +385,7 @@ async def test_run_forever_from_a_pipeline_file_takes_in_new_objects(
         body = await s3_client.get_object(Bucket=s3_bucket, Key="shouts/0002.txt")
         assert await body["Body"].read() == b"SECOND"
     finally:
-        controller.send_signal(signal.SIGINT)
-        try:
-            _, errors = await asyncio.wait_for(controller.communicate(), PATIENCE)
-        except TimeoutError:
-            controller.kill()
-            _, errors = await controller.communicate()
+        errors = await _stop_controller(controller)
     assert b"Traceback" not in errors
 
 
@@ -421,12 +427,7 @@ async def test_a_controller_killed_while_uploads_arrive_finishes_them_after_a_re
         body = await s3_client.get_object(Bucket=s3_bucket, Key="shouts/0017.txt")
         assert await body["Body"].read() == b"READING 0017"
     finally:
-        restarted.send_signal(signal.SIGINT)
-        try:
-            _, errors = await asyncio.wait_for(restarted.communicate(), PATIENCE)
-        except TimeoutError:
-            restarted.kill()
-            _, errors = await restarted.communicate()
+        errors = await _stop_controller(restarted)
     assert b"Traceback" not in errors
     done = await s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="done/")
     assert len(done.get("Contents", ())) == len(days)
