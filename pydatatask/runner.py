@@ -93,16 +93,17 @@ class JobRunner:
         if self._withdrawn:
             self._withdrawn.discard((task.name, job))
         self._queue.append((task, job, attempt, reattach, forced))
-        if self._waking is None:
-            self._wake_one()
+        self._wake_one()
 
     def _wake_one(self) -> None:
-        """Wake an idle worker, or start one, for the queued jobs.
+        """Wake an idle worker, or start one, for the queued jobs, unless one is on its way.
 
         One at a time: a worker that takes a job while more wait wakes the next, so jobs
         that wait on I/O run side by side, and a stream of jobs that never wait is run
         by one worker without waking the others for nothing.
         """
+        if self._waking is not None:
+            return
         while self._idle:
             waiting = self._idle.popleft()
             if not waiting.done():
@@ -119,7 +120,7 @@ class JobRunner:
         self._workers.discard(worker)
         if self._waking is worker:  # stopped before it ran
             self._waking = None
-        if self._queue and self._waking is None:
+        if self._queue:
             self._wake_one()  # jobs queued while it was stopping still run
 
     def count_of(self, task_name: str) -> int:
@@ -188,7 +189,7 @@ class JobRunner:
                         self._waking = None
                 continue
             task, job, attempt, reattach, forced = self._queue.popleft()
-            if self._queue and self._waking is None:
+            if self._queue:
                 self._wake_one()  # for the next job, should this one wait on I/O
             if self._withdrawn and (task.name, job) in self._withdrawn:
                 self._withdrawn.discard((task.name, job))
