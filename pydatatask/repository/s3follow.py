@@ -127,11 +127,12 @@ class _LaggingMark:
         """Note that a listing ran to its end; move the mark past what has settled."""
         now = time.monotonic()
         self._pending.append((now, self._greatest))
-        if self._pending[0][0] > now - SETTLE_SECONDS:
-            return
+        settled = self.key
         while self._pending and self._pending[0][0] <= now - SETTLE_SECONDS:
-            self.key = max(self.key, self._pending.popleft()[1])
-        self._named = {key for key in self._named if key > self.key}
+            settled = max(settled, self._pending.popleft()[1])
+        if settled != self.key:
+            self.key = settled
+            self._named = {key for key in self._named if key > settled}
 
 
 async def follow_appends(repo: S3BucketRepository, stop: asyncio.Event) -> AsyncIterator[set[str]]:
