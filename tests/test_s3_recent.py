@@ -1,7 +1,8 @@
-"""An S3 repository answers for objects it wrote a moment ago from the write's response.
+"""An S3 repository answers for objects it wrote or listed a moment ago without a request.
 
 The output check after a job (``contains``) and the next job's provenance token then
 cost no ``HeadObject`` each; after a few seconds, or a delete, they ask the server again.
+A listing's ETags serve as provenance tokens too, never as an answer to ``contains``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 
 pytest.importorskip("aiobotocore")
 
+import pydatatask
 from pydatatask.repository import s3recent
 from pydatatask.repository.s3 import S3BucketRepository, YamlMetadataS3Repository
 from tests.servers.s3 import S3Server
@@ -95,3 +97,96 @@ async def test_yaml_dumps_and_creates_are_remembered_too(
     async with opened(s3_server, make, validate=False) as fresh:
         assert await fresh.tokens(["dumped", "created"]) == tokens
         assert await fresh.info("created") == {"n": 2}
+
+
+async def _put_elsewhere(client: Any, bucket: str, key: str, body: str) -> str:
+    """Write an object as another program would, and return its ETag."""
+    written = await client.put_object(Bucket=bucket, Key=key, Body=body.encode())
+    return str(written["ETag"]).strip('"')
+
+
+async def test_a_listing_gives_the_tokens_of_what_it_listed(
+    s3_server: S3Server,
+    s3_shared_bucket: str,
+    s3_prefix: str,
+    s3_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requests = Requests(s3_client)
+    etags = {
+        job: await _put_elsewhere(s3_client, s3_shared_bucket, f"{s3_prefix}{job}.txt", job)
+        for job in ("a", "b")
+    }
+    async with opened(s3_server, _blobs(s3_shared_bucket, s3_prefix), shared=s3_client) as repo:
+        assert {job async for job in repo} == {"a", "b"}
+        before = requests.heads()
+        assert await repo.tokens(["a", "b"]) == etags
+        assert requests.heads() == before
+        assert await repo.contains_many(["a", "b"]) == {"a", "b"}
+        assert requests.heads() - before == 2  # a listing never answers for presence
+
+        changed = await _put_elsewhere(
+            s3_client, s3_shared_bucket, f"{s3_prefix}a.txt", "changed by another program"
+        )
+        assert (await repo.tokens(["a"]))["a"] == etags["a"]  # the safe side: reads stale
+        monkeypatch.setattr(s3recent, "LISTED_SECONDS", 0.0)
+        assert (await repo.tokens(["a"]))["a"] == changed
+
+
+async def test_a_write_or_delete_through_the_repository_replaces_a_listed_token(
+    s3_server: S3Server, s3_shared_bucket: str, s3_prefix: str, s3_client: Any
+) -> None:
+    for job in ("rewritten", "deleted"):
+        await _put_elsewhere(s3_client, s3_shared_bucket, f"{s3_prefix}{job}.txt", "old")
+    async with opened(s3_server, _blobs(s3_shared_bucket, s3_prefix), shared=s3_client) as repo:
+        assert {job async for job in repo} == {"rewritten", "deleted"}
+        await repo.save("rewritten", "new value")
+        await repo.delete("deleted")
+        tokens = await repo.tokens(["rewritten", "deleted"])
+    async with opened(s3_server, _blobs(s3_shared_bucket, s3_prefix), validate=False) as fresh:
+        assert await fresh.tokens(["rewritten", "deleted"]) == tokens
+        assert set(tokens) == {"rewritten"}
+
+
+def test_listed_tokens_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(s3recent, "LISTED_LIMIT", 2)
+    recent = s3recent.RecentETags()
+    recent.note_listed([{"Key": "k1", "ETag": '"e1"'}, {"Key": "k2", "ETag": '"e2"'}])
+    recent.note_listed([{"Key": "k1", "ETag": '"e1b"'}, {"Key": "k3", "ETag": '"e3"'}])
+    assert [recent.token(key) for key in ("k1", "k2", "k3")] == ["e1b", None, "e3"]
+    assert recent.get("k1") is None  # listed entries say nothing of presence
+
+
+async def test_a_pipeline_over_inputs_written_elsewhere_asks_no_head_for_tokens(
+    s3_server: S3Server, s3_shared_bucket: str, s3_prefix: str, s3_client: Any
+) -> None:
+    """The first stage's provenance tokens come from the listing that found its jobs."""
+    requests = Requests(s3_client)
+    etags = {
+        f"book{n}": await _put_elsewhere(
+            s3_client, s3_shared_bucket, f"{s3_prefix}in/book{n}.txt", f"text {n}"
+        )
+        for n in range(6)
+    }
+    session = pydatatask.Session()
+
+    @session.resource
+    async def client() -> Any:
+        yield s3_client
+
+    books = S3BucketRepository(client, s3_shared_bucket, ".txt", prefix=f"{s3_prefix}in/")
+    shouts = S3BucketRepository(client, s3_shared_bucket, ".txt", prefix=f"{s3_prefix}out/")
+    done = pydatatask.InProcessMetadataRepository()
+
+    @pydatatask.task(done=done, inputs={"book": books}, outputs={"shout": shouts})
+    def shout(book: bytes) -> bytes:
+        return book.upper()
+
+    pipeline = pydatatask.Pipeline([shout], session)
+    async with pipeline:
+        await pydatatask.run(pipeline)
+    assert requests.heads() == 0
+    assert {job: record["provenance"]["inputs"]["book"] for job, record in done.data.items()} == (
+        etags
+    )
+    assert all(record["success"] for record in done.data.values())

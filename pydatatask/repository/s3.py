@@ -537,6 +537,7 @@ class S3BucketRepository(BlobRepository):
             client = self._client()
             with self._errors(client, "listing objects"):
                 page = await client.list_objects_v2(**request)
+            self._recent.note_listed(page.get("Contents", ()))
             yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
@@ -563,8 +564,9 @@ class S3BucketRepository(BlobRepository):
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         """Return each present job's ETag: from one listing for many jobs, else a HEAD each.
 
-        An object written through this repository a moment ago needs no HEAD: its write's
-        response gave its ETag (see :mod:`pydatatask.repository.s3recent`).
+        An object written through this repository, or listed, a moment ago needs no HEAD:
+        the write's response or the listing gave its ETag (see
+        :mod:`pydatatask.repository.s3recent`).
         """
         if len(jobs) > _HEADS_BEFORE_LISTING:
             wanted = set(jobs)
@@ -575,7 +577,8 @@ class S3BucketRepository(BlobRepository):
             }
 
         async def etag(job: str) -> str | None:
-            recent = self._written_recently(job)
+            self._client()  # a closed session's repository is not used, even without a request
+            recent = self._recent.token(self._key(job))
             if recent is not None:
                 return recent
             try:
