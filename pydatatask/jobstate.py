@@ -200,12 +200,17 @@ class JobStates:
         ``recorded``, the ids of the done repository.
         """
         settled = (State.SUCCEEDED, State.FAILED, State.UNREADABLE)
-        looked_at = self._state.items() if jobs is None else self._states_of(jobs)
-        stale = [
-            job
-            for job, state in looked_at
-            if state is State.HELD or (state in settled and job not in recorded)
-        ]
+        if jobs is None:  # every job: a set difference first, as most have their record
+            states = self._state
+            unrecorded = states.keys() - recorded
+            stale = [job for job in unrecorded if states[job] in settled]
+            stale.extend(self._index[State.HELD])
+        else:
+            stale = [
+                job
+                for job, state in self._states_of(jobs)
+                if state is State.HELD or (state in settled and job not in recorded)
+            ]
         for job in stale:
             self.move(job, None)
 

@@ -49,7 +49,9 @@ class Pipeline:
     :param priority: ``priority(task_name, job)``, sync or async; higher launches first.
     :param max_concurrent_jobs: the most jobs running at once across all tasks.
     :param poll_interval: seconds between re-reading every repository from scratch, to
-        notice changes made from outside (``run(forever=True)`` and repeated ``update``).
+        notice changes made from outside (``run(forever=True)`` and repeated ``update``);
+        a listing that takes long is repeated less often, so that listings take at most
+        a tenth of the controller's time.
     :param leases: a metadata repository whose ``create`` is atomic
         (``YamlMetadataFileRepository``, ``YamlMetadataS3Repository``,
         ``MongoMetadataRepository``, or for one process ``InProcessMetadataRepository``)

@@ -30,7 +30,8 @@ async def run(
 
     :param pipeline: an open pipeline.
     :param forever: keep going when idle, re-reading repositories every
-        ``pipeline.poll_interval`` seconds to pick up changes made from outside, and
+        ``pipeline.poll_interval`` seconds (or less often when a listing takes long) to
+        pick up changes made from outside, and
         when the next occurrence of a schedule falls due. Local folders, MongoDB
         collections, append-only S3 prefixes and in-memory repositories are also
         followed, so what lands in them is taken in at once (see
@@ -75,7 +76,7 @@ async def _run(
             break
         if not more and not forever:
             break
-        waits = [pipeline.poll_interval] if forever and scheduler.polls else []
+        waits = [scheduler.listing_interval()] if forever and scheduler.polls else []
         if forever and scheduler.next_occurrence_at is not None:
             waits.append(max(0.0, scheduler.next_occurrence_at - time.monotonic()))
         if scheduler.running_count == 0 and any(

@@ -4,8 +4,9 @@
 """The scheduler: one round reaps finished jobs, computes ready jobs and launches them.
 
 What the scheduler learns is kept between rounds. Every repository a task's readiness
-depends on is listed once when the scheduler starts and again every ``poll_interval``;
-in between, the id sets are updated from the jobs' own results (a finished job adds its
+depends on is listed once when the scheduler starts and again every ``poll_interval``
+(or less often when a listing is slow: see :meth:`Scheduler.listing_interval`); in
+between, the id sets are updated from the jobs' own results (a finished job adds its
 done record and, if present, its outputs under its own id), so a round costs time in
 proportion to what changed, not to how many jobs are already done.
 
@@ -64,6 +65,8 @@ logger = logging.getLogger(__name__)
 _OUTCOME_LOOKUP_CONCURRENCY = 64
 LISTEN_WAIT = 10.0
 """Seconds a controller that runs forever waits for its followers of changes to listen."""
+LISTING_SHARE = 0.1
+"""The most of a controller's time that its periodic full listings may take."""
 
 # Looking a member up on its Enum class costs tens of nanoseconds on Python 3.11; the
 # per-job paths read these module names instead.
@@ -106,6 +109,8 @@ class Scheduler:
         self.wakeup = asyncio.Event()
         self._turn = asyncio.Lock()
         self.last_refresh: float | None = None
+        self._refresh_seconds = 0.0
+        """How long the last full listing took, with taking in what it found."""
         self.stale: dict[str, dict[str, Change]] = {}
         """The stale jobs to run again, by task, while :meth:`rerun_stale` is in force."""
         self._rerun_attempts: dict[tuple[str, str], int] = {}
@@ -166,7 +171,7 @@ class Scheduler:
             due
             or self._listing_due
             or self.last_refresh is None
-            or now - self.last_refresh >= self.pipeline.poll_interval
+            or now - self.last_refresh >= self.listing_interval()
         ):
             if self._reattached and self.presence is not None:
                 await self.presence.announce()
@@ -231,7 +236,17 @@ class Scheduler:
         async with self._turn:
             await self._refresh()
 
+    def listing_interval(self) -> float:
+        """Return the seconds from one periodic full listing to the next.
+
+        That is ``poll_interval``, or longer when listing takes long (many ids, a slow
+        store): listings then take at most :data:`LISTING_SHARE` of the controller's time.
+        """
+        slow = self._refresh_seconds * (1 - LISTING_SHARE) / LISTING_SHARE
+        return max(self.pipeline.poll_interval, slow)
+
     async def _refresh(self) -> None:
+        started = time.monotonic()
         self.survivors.thaw()  # what the last listing held may be garbage now
         first = self.last_refresh is None
         self._listing_due = False
@@ -255,6 +270,7 @@ class Scheduler:
         await self._reap()
         for plan in self.plans.values():
             await self._recompute(plan)
+        self._refresh_seconds = time.monotonic() - started
 
     def _next_occurrence(self) -> float | None:
         """Return when (monotonic) the next occurrence of any schedule falls due."""

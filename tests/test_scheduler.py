@@ -11,6 +11,7 @@ import pytest
 import pydatatask as pdt
 from pydatatask import InProcessMetadataRepository as Memory
 from pydatatask import admin
+from pydatatask import scheduler as scheduler_module
 from pydatatask.jobstate import State
 
 
@@ -387,7 +388,10 @@ def test_timestamps_match_isoformat() -> None:
         assert timestamp(moment) == expected
 
 
-async def test_jobs_finishing_during_a_refresh_are_not_launched_again() -> None:
+async def test_jobs_finishing_during_a_refresh_are_not_launched_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scheduler_module, "LISTING_SHARE", 1.0)  # list as often as asked
     runs: dict[str, int] = {}
 
     class SlowListing(Memory):
@@ -408,6 +412,27 @@ async def test_jobs_finishing_during_a_refresh_are_not_launched_again() -> None:
         report = await pdt.run(pipeline)
     assert runs == {str(i): 1 for i in range(8)}
     assert report.launched == 8
+
+
+async def test_a_slow_listing_is_repeated_less_often_than_poll_interval() -> None:
+    """Periodic full listings take at most a tenth of the controller's time."""
+    listings = 0
+
+    class SlowListing(Memory):
+        async def ids(self) -> set[str]:
+            nonlocal listings
+            listings += 1
+            await asyncio.sleep(0.2)  # a big or remote store
+            return set(self.data)
+
+    task = pdt.InProcessSyncTask("t", Memory(), func=lambda job: None)
+    task.link("source", SlowListing({"a": 1}), is_input=True)
+    async with pdt.Pipeline([task], poll_interval=0.01) as pipeline:
+        report = await pdt.run(pipeline, forever=True, timeout=3)
+        assert pipeline.scheduler.listing_interval() >= 9 * 0.2
+    assert report.succeeded == 1
+    # Every 1.8 s at the most: within 3 s, at most 3 listings (every 0.21 s before).
+    assert 1 <= listings <= 3
 
 
 async def test_a_job_that_ends_while_the_scheduler_relists_is_not_launched_again() -> None:
