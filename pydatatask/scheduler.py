@@ -240,7 +240,7 @@ class Scheduler:
         """Return the seconds from one periodic full listing to the next.
 
         That is ``poll_interval``, or longer when listing takes long (many ids, a slow
-        store): listings then take at most :data:`LISTING_SHARE` of the controller's time.
+        store): listings then take at most ``LISTING_SHARE`` of the controller's time.
         """
         slow = self._refresh_seconds * (1 - LISTING_SHARE) / LISTING_SHARE
         return max(self.pipeline.poll_interval, slow)
