@@ -60,8 +60,10 @@ async def provenance_of(
     """
     inputs: dict[str, str] = {}
     for name, repo in input_links(task) if links is None else links:
+        token = repo.remembered_token(job)  # a listed, hence valid, id
         try:
-            token = (await repo._tokens([job])).get(job)  # a listed, hence valid, id
+            if token is None:
+                token = (await repo._tokens([job])).get(job)
         except BackendError as exc:  # the job finds out for itself; its record says less
             logger.warning("%s job %r: no token of input %r: %s", task.name, job, name, exc)
             continue

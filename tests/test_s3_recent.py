@@ -2,7 +2,8 @@
 
 The output check after a job (``contains``) and the next job's provenance token then
 cost no ``HeadObject`` each; after a few seconds, or a delete, they ask the server again.
-A listing's ETags serve as provenance tokens too, never as an answer to ``contains``.
+A listing's ETags serve as starting jobs' provenance tokens too, never as an answer to
+``contains`` or to a check for stale jobs.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ async def _put_elsewhere(client: Any, bucket: str, key: str, body: str) -> str:
     return str(written["ETag"]).strip('"')
 
 
-async def test_a_listing_gives_the_tokens_of_what_it_listed(
+async def test_a_listing_remembers_the_tokens_of_what_it_listed(
     s3_server: S3Server,
     s3_shared_bucket: str,
     s3_prefix: str,
@@ -118,19 +119,20 @@ async def test_a_listing_gives_the_tokens_of_what_it_listed(
         for job in ("a", "b")
     }
     async with opened(s3_server, _blobs(s3_shared_bucket, s3_prefix), shared=s3_client) as repo:
+        assert repo.remembered_token("a") is None
         assert {job async for job in repo} == {"a", "b"}
+        assert {job: repo.remembered_token(job) for job in ("a", "b")} == etags
         before = requests.heads()
-        assert await repo.tokens(["a", "b"]) == etags
-        assert requests.heads() == before
         assert await repo.contains_many(["a", "b"]) == {"a", "b"}
         assert requests.heads() - before == 2  # a listing never answers for presence
 
         changed = await _put_elsewhere(
             s3_client, s3_shared_bucket, f"{s3_prefix}a.txt", "changed by another program"
         )
-        assert (await repo.tokens(["a"]))["a"] == etags["a"]  # the safe side: reads stale
+        assert repo.remembered_token("a") == etags["a"]  # the safe side: its job reads stale
+        assert await repo.tokens(["a"]) == {"a": changed}  # what stale checks ask: current
         monkeypatch.setattr(s3recent, "LISTED_SECONDS", 0.0)
-        assert (await repo.tokens(["a"]))["a"] == changed
+        assert repo.remembered_token("a") is None
 
 
 async def test_a_write_or_delete_through_the_repository_replaces_a_listed_token(
@@ -142,10 +144,10 @@ async def test_a_write_or_delete_through_the_repository_replaces_a_listed_token(
         assert {job async for job in repo} == {"rewritten", "deleted"}
         await repo.save("rewritten", "new value")
         await repo.delete("deleted")
-        tokens = await repo.tokens(["rewritten", "deleted"])
+        remembered = {job: repo.remembered_token(job) for job in ("rewritten", "deleted")}
     async with opened(s3_server, _blobs(s3_shared_bucket, s3_prefix), validate=False) as fresh:
-        assert await fresh.tokens(["rewritten", "deleted"]) == tokens
-        assert set(tokens) == {"rewritten"}
+        current = await fresh.tokens(["rewritten", "deleted"])
+    assert remembered == {"rewritten": current["rewritten"], "deleted": None}
 
 
 def test_listed_tokens_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -401,6 +401,15 @@ class Repository(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} takes its tokens with tokens()")
 
+    def remembered_token(self, job: str) -> str | None:
+        """Return a token of a valid ``job``'s value seen a moment ago, or None to ask.
+
+        Backends that learn tokens on the way (an S3 write's response or listing gives
+        ETags) answer a starting job's provenance from them without a request. Checks
+        for stale jobs ask with :meth:`tokens`, which always gives the current token.
+        """
+        return None
+
     def _changes(self) -> Callable[[asyncio.Event], AsyncIterator[set[str]]] | None:
         """Return how to follow this repository's changes as they happen, or None.
 

@@ -564,9 +564,8 @@ class S3BucketRepository(BlobRepository):
     async def _tokens(self, jobs: list[str]) -> dict[str, str]:
         """Return each present job's ETag: from one listing for many jobs, else a HEAD each.
 
-        An object written through this repository, or listed, a moment ago needs no HEAD:
-        the write's response or the listing gave its ETag (see
-        :mod:`pydatatask.repository.s3recent`).
+        An object written through this repository a moment ago needs no HEAD: its write's
+        response gave its ETag (see :mod:`pydatatask.repository.s3recent`).
         """
         if len(jobs) > _HEADS_BEFORE_LISTING:
             wanted = set(jobs)
@@ -577,8 +576,7 @@ class S3BucketRepository(BlobRepository):
             }
 
         async def etag(job: str) -> str | None:
-            self._client()  # a closed session's repository is not used, even without a request
-            recent = self._recent.token(self._key(job))
+            recent = self._written_recently(job)
             if recent is not None:
                 return recent
             try:
@@ -589,6 +587,10 @@ class S3BucketRepository(BlobRepository):
 
         tags = await asyncio.gather(*(etag(job) for job in jobs))
         return {job: tag for job, tag in zip(jobs, tags, strict=True) if tag is not None}
+
+    def remembered_token(self, job: str) -> str | None:
+        """Return the ETag a write's response or a listing gave for ``job`` a moment ago."""
+        return self._recent.token(self._key(job))
 
     def _written_recently(self, job: str) -> str | None:
         """Return the ETag of ``job`` if this repository wrote it a moment ago."""

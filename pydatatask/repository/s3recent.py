@@ -8,8 +8,9 @@ chain of S3 stages.
 
 A listing gives every object's ETag too. The ids a scheduler lists are the jobs it is
 about to run, so the ETags of the last listings serve as their inputs' provenance
-tokens (never as an answer to ``contains``), which saves the first stage of a chain its
-``HeadObject`` per job.
+tokens (see :meth:`~pydatatask.Repository.remembered_token`), which saves the first
+stage of a chain its ``HeadObject`` per job. They never answer ``contains``, nor a
+check for stale jobs, which asks for the current ETags.
 
 A written entry lasts :data:`RECENT_SECONDS`: long enough for the next job in line to
 start, short enough that a change made meanwhile by another program goes unnoticed
