@@ -346,7 +346,8 @@ def noop_curve_rows(curve: dict[str, list[dict[str, Any]]]) -> list[Row]:
                 Row(
                     f"No-op re-run {label}, {count:,} done keys ({point['done_jobs']:,} jobs)",
                     f"{seconds:.3f}",
-                    f"s; {point['per_1k_keys']:.6f} s per 1k keys",
+                    f"s; {point['per_1k_keys']:.6f} s per 1k keys;"
+                    f" first {point['first_seconds']:.3f} s",
                     f"{floor / seconds:.3f}x",
                     mib(point["peak_rss_mib"]),
                     target,

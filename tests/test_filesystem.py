@@ -8,12 +8,14 @@ import re
 import shlex
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import pydatatask
 from pydatatask import (
     BackendError,
     DirectoryRepository,
@@ -683,3 +685,30 @@ async def test_a_folder_listing_keeps_only_the_ids_its_pattern_allows(
     assert "'notanumber'" in caplog.text
     assert set(await repo.info_all()) == {"1", "22"}
     assert sorted([job async for job in repo]) == ["1", "22"]
+
+
+async def test_folders_listed_together_are_read_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing threads take turns: several at once would pass the GIL back and forth."""
+    scanning = 0
+    most = 0
+    real = folder_module.FolderRepository._scan_ids
+
+    def scan(self: folder_module.FolderRepository) -> set[str]:
+        nonlocal scanning, most
+        scanning += 1
+        most = max(most, scanning)
+        time.sleep(0.05)
+        try:
+            return real(self)
+        finally:
+            scanning -= 1
+
+    monkeypatch.setattr(folder_module.FolderRepository, "_scan_ids", scan)
+    repos = [pydatatask.FileRepository(tmp_path / str(n)) for n in range(4)]
+    for repo in repos:
+        await repo.save("a", b"x")
+    listed = await asyncio.gather(*(repo.ids() for repo in repos))
+    assert listed == [{"a"}] * 4
+    assert most == 1

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import Repository, all_plain
+from pydatatask.repository.filesystem.turns import listing_turn
 
 logger = logging.getLogger(__name__)
 
@@ -500,7 +501,8 @@ class FolderRepository(Repository):
         return result
 
     async def _names(self) -> dict[str, str]:
-        return self._valid_only(await asyncio.to_thread(self._scan_all))
+        async with listing_turn():  # checked in turn too: see listing_turn
+            return self._valid_only(await asyncio.to_thread(self._scan_all))
 
     def _scan_ids(self) -> set[str]:
         """Return the ids in a case-sensitive folder, unchecked; run in a thread.
@@ -539,13 +541,14 @@ class FolderRepository(Repository):
         """Return the set of valid ids present, listing the folder in one thread hop."""
         if self.case_insensitive:  # names that differ in case only are one id
             return set(await self._names())
-        found = await asyncio.to_thread(self._scan_ids)
-        # A listed name fits in a file name, so only the common rules can refuse its id.
-        return self._keep_valid(
-            found,
-            type(self).check_job_id is FolderRepository.check_job_id,
-            pattern_holds=self._listing_keeps_pattern(),
-        )
+        async with listing_turn():  # checked in turn too: see listing_turn
+            found = await asyncio.to_thread(self._scan_ids)
+            # A listed name fits in a file name, so only the common rules can refuse its id.
+            return self._keep_valid(
+                found,
+                type(self).check_job_id is FolderRepository.check_job_id,
+                pattern_holds=self._listing_keeps_pattern(),
+            )
 
     def _listing_keeps_pattern(self) -> bool:
         """Whether every listed id matches :attr:`job_id_pattern` (no ``.`` comes first).
