@@ -73,28 +73,27 @@ class RecentETags:
 
     def get(self, key: str) -> str | None:
         """Return the ETag of ``key`` if this repository wrote it in the last few seconds."""
-        entry = self._seen.get(key)
-        if entry is None:
-            return None
-        if time.monotonic() - entry[0] >= RECENT_SECONDS:
-            del self._seen[key]
-            return None
-        return entry[1]
+        return _fresh(self._seen, key, RECENT_SECONDS)
 
     def token(self, key: str) -> str | None:
         """Return ``key``'s ETag from a recent write or, failing that, a recent listing."""
         written = self.get(key)
         if written is not None:
             return written
-        entry = self._listed.get(key)
-        if entry is None:
-            return None
-        if time.monotonic() - entry[0] >= LISTED_SECONDS:
-            del self._listed[key]
-            return None
-        return entry[1]
+        return _fresh(self._listed, key, LISTED_SECONDS)
 
     def forget(self, key: str) -> None:
         """Forget ``key`` (deleted, or its write failed or is under way)."""
         self._seen.pop(key, None)
         self._listed.pop(key, None)
+
+
+def _fresh(entries: dict[str, tuple[float, str]], key: str, seconds: float) -> str | None:
+    """Return the ETag of ``key`` noted less than ``seconds`` ago; drop an older entry."""
+    entry = entries.get(key)
+    if entry is None:
+        return None
+    if time.monotonic() - entry[0] >= seconds:
+        del entries[key]
+        return None
+    return entry[1]
