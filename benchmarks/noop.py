@@ -6,8 +6,8 @@ full run. Then a fresh pipeline is opened, run and closed; it must launch nothin
 
 The floor is the least any controller must do to learn that there is nothing to do: in
 memory, take the id sets of the repositories and their set differences in plain Python;
-on files, ``os.scandir`` every folder the pipeline lists (found by watching a second,
-untimed re-run) and take the same set differences.
+on files, ``os.scandir`` every folder the pipeline lists (found by watching an untimed
+re-run first) and take the same set differences. Re-runs and floor take turns.
 """
 
 from __future__ import annotations
@@ -28,27 +28,38 @@ from pydatatask.repository.base import value_token
 from pydatatask.task.base import timestamp
 
 FLOOR_TRIALS = 3
-"""The re-run and the floor are each the median of this many trials in one process."""
+"""The re-run and the floor are each the median of this many trials, taken in turns."""
 
 
-async def _reruns(make: Callable[[], pydatatask.Pipeline]) -> dict[str, Any]:
-    """Open, run and close a fresh pipeline :data:`FLOOR_TRIALS` times; return the median.
+async def _paired(
+    make: Callable[[], pydatatask.Pipeline], floor: Callable[[], int]
+) -> dict[str, Any]:
+    """Time a no-op re-run and the floor in turns, :data:`FLOOR_TRIALS` times; return medians.
 
-    The first trial of a process reads memory (and on files, directories) that nothing
-    read since it was written, which this machine sometimes makes several times slower
-    for pydatatask and the floor alike; the floor's median comes from warm trials too, so
-    both figures are medians. The first trial's time is reported as ``first_seconds``.
+    Each trial opens, runs and closes a fresh pipeline (``make()``), then times ``floor()``,
+    which returns the work it found left. Taking turns gives both the same state of the
+    machine: the disk's write-back of what was written before, or the first pass over
+    memory or a folder that nothing read since it was written, which this machine
+    sometimes makes several times slower for either. The first re-run's time is
+    reported as ``first_seconds``.
     """
     trials = []
+    floors = []
     for _ in range(FLOOR_TRIALS):
         total, running, report = await w1._timed_run(make())
         if report.launched:
             raise RuntimeError(f"the re-run launched {report.launched} jobs")
         trials.append((total, running))
+        with Stopwatch() as timed:
+            left = floor()
+        if left:
+            raise RuntimeError(f"the floor found {left} jobs to do")
+        floors.append(timed.seconds)
     return {
         "seconds": median([total for total, _ in trials]),
         "run_seconds": median([running for _, running in trials]),
         "first_seconds": trials[0][0],
+        "floor_seconds": median(floors),
         "launched": 0,
     }
 
@@ -101,15 +112,9 @@ async def _memory(count: int) -> dict[str, Any]:
         repos["done_a"][key] = _record(code_a, "source", value_token(repos["source"][key]), when)
         repos["done_b"][key] = _record(code_b, "upper", value_token(upper), when)
     gc.collect()
-    result = await _reruns(lambda: pipeline)  # reopened: its repositories hold the state
-    floors = []
-    for _ in range(FLOOR_TRIALS):
-        with Stopwatch() as floor:
-            left = _memory_floor(repos)
-        floors.append(floor.seconds)
-    if left:
-        raise RuntimeError(f"the floor found {left} jobs to do")
-    return {**result, "floor_seconds": median(floors), "listed": sorted(repos)}
+    # The pipeline is reopened each time: its repositories hold the state.
+    result = await _paired(lambda: pipeline, lambda: _memory_floor(repos))
+    return {**result, "listed": sorted(repos)}
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -181,18 +186,14 @@ def _files(count: int) -> dict[str, Any]:
         _seed_files(
             root, names, pipeline.tasks["stage_a"].code_token, pipeline.tasks["stage_b"].code_token
         )
-        gc.collect()
-        result = asyncio.run(_reruns(lambda: w1._files_pipeline(root)[0]))
         folders = _listed_folders(w1._files_pipeline(root)[0])
-        floors = []
-        for _ in range(FLOOR_TRIALS):
-            with Stopwatch() as floor:
-                left = files_floor(folders, root)
-            floors.append(floor.seconds)
-        if left:
-            raise RuntimeError(f"the floor found {left} jobs to do")
+        os.sync()  # what was written lands on the disk before anything is timed
+        gc.collect()
+        result = asyncio.run(
+            _paired(lambda: w1._files_pipeline(root)[0], lambda: files_floor(folders, root))
+        )
         listed = [os.path.relpath(folder, root) for folder in folders]
-    return {**result, "floor_seconds": median(floors), "listed": listed}
+    return {**result, "listed": listed}
 
 
 def main(where: str, count: int) -> dict[str, Any]:
