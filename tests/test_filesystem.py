@@ -27,6 +27,7 @@ from pydatatask import (
 )
 from pydatatask.repository.filesystem import files
 from pydatatask.repository.filesystem import folder as folder_module
+from pydatatask.repository.filesystem.workers import in_worker
 from pydatatask.testing.repositories import (
     BlobRepositoryContract,
     MetadataRepositoryContract,
@@ -411,7 +412,7 @@ async def test_extension_must_be_a_file_name_part(tmp_path: Path) -> None:
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Count the worker-thread hops the filesystem repositories make."""
+    """Count the worker-thread hops the filesystem repositories make, of either kind."""
     calls: list[str] = []
     original = asyncio.to_thread
 
@@ -419,7 +420,12 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(getattr(func, "__name__", repr(func)))
         return await original(func, *args, **kwargs)
 
+    def counting_worker(func: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        calls.append(getattr(func, "__name__", repr(func)))
+        return in_worker(func, *args)
+
     monkeypatch.setattr(asyncio, "to_thread", counting)
+    monkeypatch.setattr(folder_module, "in_worker", counting_worker)
     return calls
 
 

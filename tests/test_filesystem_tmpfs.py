@@ -7,12 +7,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import pydatatask
 from pydatatask import FileRepository, Repository, YamlMetadataFileRepository
+from pydatatask.repository.filesystem import folder as folder_module
 from pydatatask.repository.filesystem.folder import filesystem_type
+from pydatatask.repository.filesystem.workers import in_worker
 from pydatatask.testing.repositories import BlobRepositoryContract, MetadataRepositoryContract
 
 SHM = Path("/dev/shm")
@@ -77,6 +80,10 @@ async def test_a_pipeline_on_tmpfs_runs_without_thread_hops(
         hops.append(getattr(func, "__qualname__", repr(func)))
         return await to_thread(func, *args, **kwargs)  # type: ignore[arg-type]
 
+    def counted_worker(func: Any, *args: Any) -> asyncio.Future[Any]:
+        hops.append(getattr(func, "__qualname__", repr(func)))
+        return in_worker(func, *args)
+
     source = FileRepository(shm_folder / "source", ".txt")
     shouted = FileRepository(shm_folder / "shouted", ".txt")
     names = [f"doc{index}" for index in range(20)]
@@ -94,6 +101,7 @@ async def test_a_pipeline_on_tmpfs_runs_without_thread_hops(
 
     async with pydatatask.Pipeline([shout]) as pipeline:
         monkeypatch.setattr(asyncio, "to_thread", counted)
+        monkeypatch.setattr(folder_module, "in_worker", counted_worker)
         report = await pydatatask.run(pipeline)
     assert report.succeeded == 20
     assert (shm_folder / "shouted" / "doc7.txt").read_text() == "DOC7"

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydatatask.errors import BackendError, ConfigurationError, InvalidJobIdError, JobNotFoundError
 from pydatatask.repository.base import Repository, all_plain
 from pydatatask.repository.filesystem.turns import listing_turn
+from pydatatask.repository.filesystem.workers import in_worker
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +172,14 @@ async def _in_thread(func: Callable[..., _T], undo: Callable[[_T], object], *arg
     A thread cannot be interrupted, so what it creates after its caller gave up (an open
     file, a temporary directory) is released, in another thread, as soon as it is done.
     """
-    future = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    future = in_worker(func, *args)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        loop = asyncio.get_running_loop()
 
         def release(done: asyncio.Future[_T]) -> None:
             if not done.cancelled() and done.exception() is None:
-                loop.run_in_executor(None, undo, done.result())
+                in_worker(undo, done.result())
 
         future.add_done_callback(release)
         raise
@@ -284,7 +284,7 @@ class FolderRepository(Repository):
         """
         if self._inline_io:
             return func(*args)
-        return await asyncio.to_thread(func, *args)
+        return await in_worker(func, *args)
 
     def check_job_id(self, job: object) -> str:
         """Return ``job`` if this repository can hold it, else raise :class:`InvalidJobIdError`.
