@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from pydatatask.repository.filesystem import workers
 from pydatatask.repository.filesystem.workers import MAX_WORKERS, in_worker
 
 PATIENCE = 60.0
@@ -44,6 +45,13 @@ async def test_a_cancelled_caller_leaves_the_call_to_finish() -> None:
     assert await in_worker(finished.wait, PATIENCE)
     assert await in_worker(str.upper, "next") == "NEXT"  # its result was dropped quietly
     assert call.cancelled()
+
+
+async def test_a_call_after_the_threads_stopped_starts_them_again() -> None:
+    """As at exit: the threads finish and end; a later call must not wait for them."""
+    assert await in_worker(str.upper, "before") == "BEFORE"
+    await asyncio.to_thread(workers._pool.stop)
+    assert await asyncio.wait_for(in_worker(str.upper, "after"), PATIENCE) == "AFTER"
 
 
 def test_threads_serve_one_event_loop_after_another() -> None:

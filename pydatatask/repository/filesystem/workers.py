@@ -9,10 +9,10 @@ about 80 us of it per call, against about 35 us here, where a call is one queue 
 and one ``call_soon_threadsafe``.
 
 The threads are shared by every event loop of the process. A thread starts for a call
-that finds none idle, up to :data:`MAX_WORKERS` (the size of asyncio's default executor), and wait
-for more work for as long as the process lives. Before the interpreter exits they
-finish what they are doing, so a write in progress is not cut short. In a child
-process made by ``fork``, the pool starts afresh.
+that finds none idle, up to :data:`MAX_WORKERS` (the size of asyncio's default
+executor), and then waits for more calls for as long as the process lives. Before the
+interpreter exits the threads finish what they are doing, so a write in progress is not
+cut short. In a child process made by ``fork``, the pool starts afresh.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class _Pool:
             self._calls.put(None)
         for worker in self._threads:
             worker.join()
-        self._threads.clear()
+        self.forget()  # a call made after this starts a thread again
 
 
 def _settle_soon(
