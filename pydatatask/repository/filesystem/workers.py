@@ -77,14 +77,14 @@ class _Pool:
             if call is None:
                 return
             loop, future, func, args = call
-            del call  # hold no reference to the arguments once the call is done
+            del call
             try:
                 result = func(*args)
             except BaseException as error:  # noqa: BLE001 - handed to the caller
                 _settle_soon(loop, future, None, error)
             else:
                 _settle_soon(loop, future, result, None)
-            del loop, future, func, args
+            del loop, future, func, args  # an idle thread keeps no call's values alive
             with lock:
                 self._idle += 1
 
